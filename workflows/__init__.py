@@ -1,0 +1,7 @@
+"""Workflows: deterministic orchestration only; all I/O lives in activities."""
+
+from workflows.email_routing import EmailRoutingWorkflow
+
+WORKFLOWS: list[type] = [EmailRoutingWorkflow]
+
+__all__ = ["WORKFLOWS", "EmailRoutingWorkflow"]

@@ -1,0 +1,97 @@
+"""Stages 3 and 4: classification rules set attributes, route-to-queue rules pick the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from routedesk import rules
+from routedesk.config import Priority
+from routedesk.contracts import Classification, QueueDecision, StepInput
+from routedesk.models import CaseRow, EmailRow, utcnow
+from routedesk.store import Store, TraceEntry, add_trace
+
+
+def rule_context(case: CaseRow, email: EmailRow) -> rules.RuleContext:
+    return rules.RuleContext(
+        subject=email.subject or "",
+        body=email.body_text or "",
+        sender=email.from_address or "",
+        sender_name=email.from_name or "",
+        mailbox=case.mailbox_address,
+        to=list(email.to),
+        cc=list(email.cc),
+        contact=case.contact_id or "",
+        priority=case.priority,
+        headers=dict(email.headers),
+        attributes=dict(case.attributes),
+    )
+
+
+def _load(s: Session, case_id: int) -> tuple[CaseRow, EmailRow]:
+    case = s.get(CaseRow, case_id)
+    email = s.get(EmailRow, case.source_email_id) if case else None
+    if case is None or email is None:
+        raise ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
+    return case, email
+
+
+def _hit_entries(stage: str, hits: list[rules.RuleHit]) -> list[TraceEntry]:
+    return [TraceEntry(stage, h.rule, "matched" if h.matched else "not_matched", h.detail) for h in hits]
+
+
+class RoutingActivities:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @activity.defn(name="classify")
+    def classify(self, inp: StepInput) -> Classification:
+        """Run the workstream's classification rules in order; every matching rule applies.
+
+        The attributes and the trace of this step are written in one transaction; a retry
+        finds the step traced and returns the stored attributes unchanged.
+        """
+        with self.store.db.write() as s:
+            case, email = _load(s, inp.case_id)
+            ws = self.store.workstream(case.workstream_id)
+            attributes: dict[str, Any]
+            ctx = rule_context(case, email)
+            attributes, hits = rules.classify(ws.classification_rules, ctx)
+            priority = Priority(str(attributes.get("priority", case.priority)))
+            entries = _hit_entries("classification", hits) or [
+                TraceEntry("classification", "-", "none", f"workstream {ws.id} has no classification rules")
+            ]
+            if add_trace(s, email_id=case.source_email_id, case_id=case.id, round_=inp.round, step=inp.step, entries=entries):
+                case.attributes = attributes
+                case.priority, case.priority_rank = priority.value, priority.rank
+                case.stage = "classified"
+                s.add(case)
+            return Classification(
+                attributes=case.attributes,
+                priority=case.priority,
+                matched_rules=[h.rule for h in hits if h.matched],
+            )
+
+    @activity.defn(name="route_to_queue")
+    def route_to_queue(self, inp: StepInput) -> QueueDecision:
+        """First matching route-to-queue rule wins, else the workstream's fallback queue.
+
+        Puts the case in that queue, unassigned, in the same transaction as the trace.
+        """
+        with self.store.db.write() as s:
+            case, email = _load(s, inp.case_id)
+            ws = self.store.workstream(case.workstream_id)
+            queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
+            rule = next((h.rule for h in hits if h.matched), "fallback")
+            entries = _hit_entries("queue_routing", hits)
+            if add_trace(s, email_id=case.source_email_id, case_id=case.id, round_=inp.round, step=inp.step, entries=entries):
+                case.queue_id = queue_id
+                case.status = "queued"
+                case.stage = "queued"
+                case.queued_at = utcnow()
+                s.add(case)
+            assert case.queue_id is not None
+            return QueueDecision(queue_id=case.queue_id, rule=rule)

@@ -1,0 +1,424 @@
+"""Routing configuration: one YAML file, validated with pydantic.
+
+The file declares mailboxes (routing addresses), workstreams (classification and
+route-to-queue rules), queues, agents and contacts, mirroring the Dynamics 365
+unified-routing objects and Salesforce Email-to-Case routing addresses.
+A bad file fails with :class:`ConfigError`, whose lines each name the key and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+MAX_PREFERRED_AGENTS = 3  # Dynamics 365: "You can map up to three preferred agents to a contact."
+
+
+class ConfigError(Exception):
+    """A routing config that cannot be used; ``problems`` are ``(key path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = [f"{where}{key}: {msg}" if key else f"{where}{msg}" for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Presence(StrEnum):
+    AVAILABLE = "Available"
+    BUSY = "Busy"
+    AWAY = "Away"
+    OFFLINE = "Offline"
+
+
+class Priority(StrEnum):
+    URGENT = "Urgent"
+    HIGH = "High"
+    MEDIUM = "Medium"
+    LOW = "Low"
+
+    @property
+    def rank(self) -> int:
+        """Higher rank is served first inside a queue."""
+        return {"Urgent": 4, "High": 3, "Medium": 2, "Low": 1}[self.value]
+
+
+class AssignmentMethod(StrEnum):
+    HIGHEST_CAPACITY = "highest_capacity"
+    ROUND_ROBIN = "round_robin"
+    LEAST_ACTIVE = "least_active"
+
+
+class Op(StrEnum):
+    EQUALS = "equals"
+    NOT_EQUALS = "not_equals"
+    CONTAINS = "contains"
+    STARTS_WITH = "starts_with"
+    ENDS_WITH = "ends_with"
+    MATCHES = "matches"
+    IN = "in"
+    EXISTS = "exists"
+
+
+FIELD_NAMES = (
+    "subject",
+    "body",
+    "sender",
+    "sender_domain",
+    "sender_name",
+    "mailbox",
+    "to",
+    "cc",
+    "contact",
+    "priority",
+)
+FIELD_PREFIXES = ("header.", "attr.")
+
+
+# --- rule conditions -------------------------------------------------------------------
+
+
+class FieldCondition(Strict):
+    """A test of one field: ``{field: subject, op: contains, value: invoice}``."""
+
+    field: str
+    op: Op
+    value: Any = None
+    case_sensitive: bool = False
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, v: str) -> str:
+        if v in FIELD_NAMES or (v.startswith(FIELD_PREFIXES) and len(v.split(".", 1)[1]) > 0):
+            return v
+        raise ValueError(
+            f"unknown field {v!r}; use one of {', '.join(FIELD_NAMES)}, header.<Name> or attr.<name>"
+        )
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> FieldCondition:
+        if self.op is Op.EXISTS:
+            return self
+        if self.value is None:
+            raise ValueError(f"operator {self.op.value!r} needs a 'value'")
+        if self.op is Op.IN and not isinstance(self.value, list):
+            raise ValueError("operator 'in' needs a list as 'value'")
+        if self.op is not Op.IN and isinstance(self.value, list | dict):
+            raise ValueError(f"operator {self.op.value!r} needs a single value, not a list")
+        if self.op is Op.MATCHES:
+            try:
+                re.compile(str(self.value))
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from None
+        return self
+
+
+class AllOf(Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyOf(Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotOf(Strict):
+    not_: Condition = Field(alias="not")
+
+
+def _condition_kind(v: Any) -> str:
+    if isinstance(v, dict):
+        for key in ("all", "any", "not"):
+            if key in v:
+                return key
+        return "field"
+    if isinstance(v, BaseModel):
+        return {AllOf: "all", AnyOf: "any", NotOf: "not"}.get(type(v), "field")
+    return "field"
+
+
+Condition = Annotated[
+    Annotated[FieldCondition, Tag("field")]
+    | Annotated[AllOf, Tag("all")]
+    | Annotated[AnyOf, Tag("any")]
+    | Annotated[NotOf, Tag("not")],
+    Discriminator(_condition_kind),
+]
+
+
+class ClassificationRule(Strict):
+    """Sets attributes on the case when its condition matches; all matching rules apply, in order."""
+
+    name: str
+    when: Condition | None = None  # no condition: always matches
+    set: dict[str, str | int | float | bool | list[str]] = Field(min_length=1)
+
+    @field_validator("set")
+    @classmethod
+    def _valid_priority(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "priority" in v and v["priority"] not in [p.value for p in Priority]:
+            raise ValueError(
+                f"priority must be one of {', '.join(p.value for p in Priority)}, "
+                f"not {v['priority']!r}"
+            )
+        if "skills" in v and not isinstance(v["skills"], list):
+            raise ValueError("skills must be a list of skill names")
+        return v
+
+
+class RouteRule(Strict):
+    """Names a queue; the first matching route-to-queue rule wins."""
+
+    name: str
+    when: Condition | None = None
+    queue: str
+
+
+class PreferredAgentSettings(Strict):
+    enabled: bool = True
+    fallback: Literal["next_best_agent", "leave_unassigned"] = "next_best_agent"
+
+
+# --- top-level objects -----------------------------------------------------------------
+
+
+class CaseDefaults(Strict):
+    origin: str = "Email"
+    priority: Priority = Priority.MEDIUM
+    queue: str | None = None  # used when the workstream routes nowhere else
+
+
+class Acknowledgement(Strict):
+    enabled: bool = False
+    subject: str = "[{case_number}] We received your message: {subject}"
+    body: str = (
+        "Hello,\n\nThank you for contacting us. Your request has been logged as "
+        "{case_number}.\nPlease keep [{case_number}] in the subject of any reply.\n"
+    )
+
+
+class Mailbox(Strict):
+    address: str
+    name: str
+    workstream: str
+    case_defaults: CaseDefaults = CaseDefaults()
+    allow_plus_addressing: bool = True
+    accept_from: list[str] = Field(default_factory=list)  # addresses and @domain entries; empty = anyone
+    unauthorized_sender_action: Literal["bounce", "discard"] = "bounce"
+    verified: bool = True
+    acknowledgement: Acknowledgement = Acknowledgement()
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+            raise ValueError(f"{v!r} is not an email address")
+        return v
+
+    @field_validator("accept_from")
+    @classmethod
+    def _accept_from(cls, v: list[str]) -> list[str]:
+        out = []
+        for entry in v:
+            e = entry.strip().lower()
+            if not (e.startswith("@") and "." in e) and not re.fullmatch(r"[^@\s]+@[^@\s]+", e):
+                raise ValueError(f"{entry!r} is neither an address nor an @domain entry")
+            out.append(e)
+        return out
+
+
+class Workstream(Strict):
+    id: str
+    name: str
+    classification_rules: list[ClassificationRule] = Field(default_factory=list)
+    route_to_queue_rules: list[RouteRule] = Field(default_factory=list)
+    fallback_queue: str
+    allowed_presences: list[Presence] = Field(
+        default_factory=lambda: [Presence.AVAILABLE, Presence.BUSY]
+    )
+    offer_timeout_seconds: float = Field(default=60, gt=0)
+    preferred_agents: PreferredAgentSettings = PreferredAgentSettings()
+
+
+class Queue(Strict):
+    id: str
+    name: str
+    members: list[str] = Field(default_factory=list)
+    assignment_method: AssignmentMethod = AssignmentMethod.HIGHEST_CAPACITY
+    priority: int = 0
+
+
+class Agent(Strict):
+    id: str
+    name: str
+    capacity: int = Field(default=3, ge=0)
+    skills: list[str] = Field(default_factory=list)
+    presence: Presence = Presence.OFFLINE
+
+
+class Contact(Strict):
+    id: str
+    name: str
+    emails: list[str] = Field(min_length=1)
+    preferred_agents: list[str] = Field(default_factory=list, max_length=MAX_PREFERRED_AGENTS)
+
+    @field_validator("emails")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [e.strip().lower() for e in v]
+
+
+class RoutingSettings(Strict):
+    sweep_interval_seconds: float = Field(default=60, gt=0)  # Dynamics sweeps every 5 minutes
+
+
+class RoutingConfig(Strict):
+    mailboxes: list[Mailbox] = Field(min_length=1)
+    workstreams: list[Workstream] = Field(min_length=1)
+    queues: list[Queue] = Field(min_length=1)
+    agents: list[Agent] = Field(default_factory=list)
+    contacts: list[Contact] = Field(default_factory=list)
+    routing: RoutingSettings = RoutingSettings()
+
+    def cross_check(self) -> list[tuple[str, str]]:
+        """References between objects; pydantic checks each object alone."""
+        problems: list[tuple[str, str]] = []
+        ws_ids = {w.id for w in self.workstreams}
+        q_ids = {q.id for q in self.queues}
+        agent_ids = {a.id for a in self.agents}
+
+        def dupes(kind: str, ids: list[str]) -> None:
+            seen: set[str] = set()
+            for i, x in enumerate(ids):
+                if x in seen:
+                    problems.append((f"{kind}[{i}]", f"duplicate id {x!r}"))
+                seen.add(x)
+
+        dupes("mailboxes", [m.address for m in self.mailboxes])
+        dupes("workstreams", [w.id for w in self.workstreams])
+        dupes("queues", [q.id for q in self.queues])
+        dupes("agents", [a.id for a in self.agents])
+        dupes("contacts", [c.id for c in self.contacts])
+
+        for i, m in enumerate(self.mailboxes):
+            if m.workstream not in ws_ids:
+                problems.append(
+                    (f"mailboxes[{i}].workstream", f"unknown workstream {m.workstream!r}")
+                )
+            if m.case_defaults.queue and m.case_defaults.queue not in q_ids:
+                problems.append(
+                    (f"mailboxes[{i}].case_defaults.queue", f"unknown queue {m.case_defaults.queue!r}")
+                )
+        for i, w in enumerate(self.workstreams):
+            if w.fallback_queue not in q_ids:
+                problems.append(
+                    (f"workstreams[{i}].fallback_queue", f"unknown queue {w.fallback_queue!r}")
+                )
+            for j, r in enumerate(w.route_to_queue_rules):
+                if r.queue not in q_ids:
+                    problems.append(
+                        (f"workstreams[{i}].route_to_queue_rules[{j}].queue", f"unknown queue {r.queue!r}")
+                    )
+        for i, q in enumerate(self.queues):
+            for j, member in enumerate(q.members):
+                if member not in agent_ids:
+                    problems.append((f"queues[{i}].members[{j}]", f"unknown agent {member!r}"))
+        seen_emails: dict[str, str] = {}
+        for i, c in enumerate(self.contacts):
+            for j, agent in enumerate(c.preferred_agents):
+                if agent not in agent_ids:
+                    problems.append((f"contacts[{i}].preferred_agents[{j}]", f"unknown agent {agent!r}"))
+            if len(set(c.preferred_agents)) != len(c.preferred_agents):
+                problems.append((f"contacts[{i}].preferred_agents", "an agent is listed twice"))
+            for j, e in enumerate(c.emails):
+                if e in seen_emails and seen_emails[e] != c.id:
+                    problems.append(
+                        (f"contacts[{i}].emails[{j}]", f"{e} already belongs to contact {seen_emails[e]!r}")
+                    )
+                seen_emails[e] = c.id
+        return problems
+
+    def mailbox(self, address: str) -> Mailbox | None:
+        return next((m for m in self.mailboxes if m.address == address.lower()), None)
+
+    def workstream(self, ws_id: str) -> Workstream:
+        return next(w for w in self.workstreams if w.id == ws_id)
+
+
+_CONDITION_TAGS = ("field", "all", "any", "not")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """``('workstreams', 0, 'when', 'field', 'op')`` -> ``workstreams[0].when.op``.
+
+    pydantic puts the discriminator tag of a condition into the location; the user never
+    wrote it, so it is dropped wherever a condition starts.
+    """
+    out = ""
+    prev: int | str | None = None
+    in_list = False
+    for part in loc:
+        starts_condition = prev in ("when", "not") or (isinstance(prev, int) and in_list)
+        if starts_condition and part in _CONDITION_TAGS:
+            prev = None
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+            in_list = part in ("all", "any")
+        prev = part
+    return out
+
+
+def parse_config(data: Any, source: str | None = None) -> RoutingConfig:
+    """Validate an already-loaded mapping; raises :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError([("", "the file must be a mapping with mailboxes, workstreams, queues...")], source)
+    try:
+        cfg = RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check the spelling)"
+            problems.append((_key_path(tuple(err["loc"])), msg))
+        raise ConfigError(problems, source) from None
+    problems = cfg.cross_check()
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def load_config(path: str | Path) -> RoutingConfig:
+    """Read and validate a YAML routing config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read the file: {exc.strerror}")], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([("", f"not valid YAML: {exc}")], str(p)) from None
+    return parse_config(data, str(p))

@@ -1,0 +1,200 @@
+"""Case store tables (SQLModel).
+
+Definitions loaded from the routing config (mailboxes, workstreams, queues, agents,
+contacts) sit beside runtime state (emails, cases, offers, the routing trace). Unique
+constraints here are what make activities idempotent and concurrency limits hold: a retried
+activity hits the constraint or a conditional update instead of writing twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- definitions from the routing config ----------------------------------------------
+
+
+class MailboxRow(SQLModel, table=True):
+    __tablename__ = "mailbox"
+    address: str = Field(primary_key=True)  # lowercased routing address
+    name: str
+    workstream_id: str
+    position: int  # config order: an email to two routing addresses goes to the first
+    verified: bool = True
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class WorkstreamRow(SQLModel, table=True):
+    __tablename__ = "workstream"
+    id: str = Field(primary_key=True)
+    name: str
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class QueueRow(SQLModel, table=True):
+    __tablename__ = "queue"
+    id: str = Field(primary_key=True)
+    name: str
+    assignment_method: str
+    priority: int = 0
+
+
+class QueueMemberRow(SQLModel, table=True):
+    __tablename__ = "queue_member"
+    queue_id: str = Field(primary_key=True)
+    agent_id: str = Field(primary_key=True)
+    last_assigned_at: datetime | None = None  # round_robin: earliest last assignment in this queue
+
+
+class AgentRow(SQLModel, table=True):
+    __tablename__ = "agent"
+    id: str = Field(primary_key=True)
+    name: str
+    capacity: int
+    skills: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    presence: str
+    active_count: int = 0  # assigned, unresolved cases; never above capacity
+    last_assigned_at: datetime | None = None
+    last_released_at: datetime | None = None
+
+
+class ContactRow(SQLModel, table=True):
+    __tablename__ = "contact"
+    id: str = Field(primary_key=True)
+    name: str
+    # Ordered, 0..3 agent ids: the offer order.
+    preferred_agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class ContactEmailRow(SQLModel, table=True):
+    __tablename__ = "contact_email"
+    email: str = Field(primary_key=True)
+    contact_id: str = Field(index=True)
+
+
+# --- runtime state ----------------------------------------------------------------------
+
+
+class EmailRow(SQLModel, table=True):
+    __tablename__ = "email"
+    id: int | None = Field(default=None, primary_key=True)
+    # Message-ID, or a hash of the raw bytes when absent: the same email delivered twice is one row.
+    dedupe_key: str = Field(unique=True)
+    message_id: str | None = Field(default=None, index=True)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int
+    source: str = "python"  # smtp, http, cli, python
+    envelope_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow)
+    workflow_id: str | None = None
+    # received -> accepted | rejected | ignored | held
+    status: str = "received"
+    reason: str | None = None
+    subject: str | None = None
+    from_address: str | None = None
+    from_name: str | None = None
+    to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cc: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    body_text: str | None = None
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    defects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    mailbox_address: str | None = None
+    case_id: int | None = Field(default=None, index=True)
+
+
+class CaseRow(SQLModel, table=True):
+    __tablename__ = "case"
+    id: int | None = Field(default=None, primary_key=True)
+    number: str | None = Field(default=None, unique=True)  # CASE-000123, set from the id
+    # The first email of the thread: at most one case per source email, however often retried.
+    source_email_id: int = Field(unique=True)
+    workflow_id: str | None = None
+    # new -> queued -> assigned -> resolved (reopened cases go back to queued)
+    status: str = "new"
+    subject: str = ""
+    description: str = ""
+    origin: str = "Email"
+    priority: str = "Medium"
+    priority_rank: int = 2
+    contact_id: str | None = None
+    mailbox_address: str
+    workstream_id: str
+    queue_id: str | None = Field(default=None, index=True)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    round: int = 1  # routing round: 1, then +1 each time a reply reopens the case
+    stage: str = "created"  # last routing stage completed, for idempotent replays of activities
+    created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None
+    # True while the queue's dispatcher may offer the item to the next best agent.
+    awaiting_dispatch: bool = False
+    excluded_agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    assigned_agent_id: str | None = None
+    assigned_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+
+class OfferRow(SQLModel, table=True):
+    """An offer of a case to an agent; at most one live offer per agent and per case."""
+
+    __tablename__ = "offer"
+    __table_args__ = (
+        Index(
+            "one_live_offer_per_agent",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("status = 'live'"),
+            postgresql_where=text("status = 'live'"),
+        ),
+        Index(
+            "one_live_offer_per_case",
+            "case_id",
+            unique=True,
+            sqlite_where=text("status = 'live'"),
+            postgresql_where=text("status = 'live'"),
+        ),
+        UniqueConstraint("idempotency_key", name="offer_idempotency"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(index=True)
+    case_number: str
+    agent_id: str = Field(index=True)
+    queue_id: str | None = None
+    workflow_id: str
+    kind: str  # preferred | queue
+    # live -> accepted | declined | timed_out | withdrawn | refused
+    status: str = "live"
+    reason: str | None = None
+    idempotency_key: str
+    created_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+
+
+class TraceRow(SQLModel, table=True):
+    """One routing decision: stage, rule or candidate, outcome, reason, time."""
+
+    __tablename__ = "routing_trace"
+    __table_args__ = (UniqueConstraint("email_id", "step", "seq", name="trace_step"),)
+    id: int | None = Field(default=None, primary_key=True)
+    email_id: int = Field(index=True)
+    case_id: int | None = Field(default=None, index=True)
+    round: int = 1
+    # A key the workflow makes deterministically per decision: a retried activity rewrites
+    # nothing because (email_id, step, seq) already exists.
+    step: str
+    seq: int = 0
+    stage: str  # intake, case, classification, queue_routing, assignment
+    subject: str  # the rule or candidate agent the entry is about
+    outcome: str
+    reason: str
+    at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,253 @@
+"""The case store: queries and writes shared by activities, intake and the CLI."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete, select
+
+from routedesk import ids
+from routedesk.config import Mailbox, RoutingConfig, Workstream
+from routedesk.db import Database
+from routedesk.models import (
+    AgentRow,
+    CaseRow,
+    ContactEmailRow,
+    ContactRow,
+    EmailRow,
+    MailboxRow,
+    QueueMemberRow,
+    QueueRow,
+    TraceRow,
+    WorkstreamRow,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class SavedEmail:
+    email_id: int
+    dedupe_key: str
+    workflow_id: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    stage: str
+    subject: str
+    outcome: str
+    reason: str
+
+
+class Store:
+    """The case store over a :class:`Database`; safe to share between activity threads."""
+
+    def __init__(self, db: Database | str | None = None) -> None:
+        self.db = db if isinstance(db, Database) else Database(db)
+        self._cache_lock = threading.Lock()
+        self._workstreams: dict[str, Workstream] = {}
+        self._mailboxes: dict[str, Mailbox] | None = None
+
+    # --- setup ---------------------------------------------------------------------------
+
+    def init(self) -> Store:
+        self.db.create_all()
+        return self
+
+    def load_config(self, cfg: RoutingConfig) -> None:
+        """Replace the definitions with ``cfg``; runtime state (presence, capacity in use,
+        verifications done by hand) of agents and mailboxes that remain is kept."""
+        with self.db.write() as s:
+            old_agents = {a.id: a for a in s.exec(select(AgentRow)).all()}
+            old_members = {(m.queue_id, m.agent_id): m for m in s.exec(select(QueueMemberRow)).all()}
+            old_mailboxes = {m.address: m for m in s.exec(select(MailboxRow)).all()}
+            for table in (MailboxRow, WorkstreamRow, QueueRow, QueueMemberRow, ContactRow, ContactEmailRow):
+                s.exec(delete(table))  # type: ignore[call-overload]
+            for pos, m in enumerate(cfg.mailboxes):
+                prev = old_mailboxes.get(m.address)
+                s.add(
+                    MailboxRow(
+                        address=m.address,
+                        name=m.name,
+                        workstream_id=m.workstream,
+                        position=pos,
+                        verified=m.verified or bool(prev and prev.verified),
+                        config=m.model_dump(mode="json"),
+                    )
+                )
+            for w in cfg.workstreams:
+                s.add(WorkstreamRow(id=w.id, name=w.name, config=w.model_dump(mode="json", by_alias=True)))
+            for q in cfg.queues:
+                s.add(QueueRow(id=q.id, name=q.name, assignment_method=q.assignment_method.value, priority=q.priority))
+                for agent_id in q.members:
+                    prev_m = old_members.get((q.id, agent_id))
+                    s.add(
+                        QueueMemberRow(
+                            queue_id=q.id,
+                            agent_id=agent_id,
+                            last_assigned_at=prev_m.last_assigned_at if prev_m else None,
+                        )
+                    )
+            for a in cfg.agents:
+                row = old_agents.pop(a.id, None)
+                if row is None:
+                    s.add(AgentRow(id=a.id, name=a.name, capacity=a.capacity, skills=a.skills, presence=a.presence.value))
+                else:
+                    row.name, row.capacity, row.skills = a.name, a.capacity, list(a.skills)
+                    s.add(row)
+            for gone in old_agents.values():
+                s.delete(gone)
+            for c in cfg.contacts:
+                s.add(ContactRow(id=c.id, name=c.name, preferred_agents=list(c.preferred_agents)))
+                for e in c.emails:
+                    s.add(ContactEmailRow(email=e, contact_id=c.id))
+        with self._cache_lock:
+            self._workstreams.clear()
+            self._mailboxes = None
+
+    # --- cached definitions --------------------------------------------------------------
+
+    def workstream(self, ws_id: str) -> Workstream:
+        with self._cache_lock:
+            cached = self._workstreams.get(ws_id)
+        if cached is not None:
+            return cached
+        with self.db.read() as s:
+            row = s.get(WorkstreamRow, ws_id)
+            if row is None:
+                raise KeyError(f"unknown workstream {ws_id!r}")
+            ws = Workstream.model_validate(row.config)
+        with self._cache_lock:
+            self._workstreams[ws_id] = ws
+        return ws
+
+    def mailboxes(self) -> dict[str, Mailbox]:
+        """Routing addresses in config order (dicts keep insertion order)."""
+        with self._cache_lock:
+            if self._mailboxes is not None:
+                return self._mailboxes
+        with self.db.read() as s:
+            rows = s.exec(select(MailboxRow).order_by(col(MailboxRow.position))).all()
+            boxes = {r.address: Mailbox.model_validate(r.config) for r in rows}
+        with self._cache_lock:
+            self._mailboxes = boxes
+        return boxes
+
+    def forget_cached_definitions(self) -> None:
+        with self._cache_lock:
+            self._workstreams.clear()
+            self._mailboxes = None
+
+    # --- emails --------------------------------------------------------------------------
+
+    def save_raw_email(
+        self,
+        raw: bytes,
+        *,
+        source: str = "python",
+        envelope_to: list[str] | None = None,
+        id_prefix: str = "",
+    ) -> SavedEmail:
+        """Store the raw bytes once per Message-ID (or content hash); returns the row either way."""
+        key = ids.dedupe_key(raw)
+        wf_id = ids.email_workflow_id(key, id_prefix)
+        with self.db.write() as s:
+            existing = s.exec(select(EmailRow).where(EmailRow.dedupe_key == key)).first()
+            if existing is not None:
+                assert existing.id is not None
+                return SavedEmail(existing.id, key, existing.workflow_id or wf_id, created=False)
+            row = EmailRow(
+                dedupe_key=key,
+                message_id=ids.message_id_of(raw),
+                raw=raw,
+                size=len(raw),
+                source=source,
+                envelope_to=[a.strip().lower() for a in (envelope_to or [])],
+                workflow_id=wf_id,
+            )
+            s.add(row)
+            try:
+                s.flush()
+            except IntegrityError:  # only on databases without BEGIN IMMEDIATE semantics
+                s.rollback()
+                raise
+            assert row.id is not None
+            return SavedEmail(row.id, key, wf_id, created=True)
+
+    def email(self, email_id: int) -> EmailRow | None:
+        with self.db.read() as s:
+            return s.get(EmailRow, email_id)
+
+    # --- cases and trace -----------------------------------------------------------------
+
+    def case_by_number(self, number: str) -> CaseRow | None:
+        number = number.strip().upper()
+        if number.isdigit():
+            number = ids.case_number(int(number))
+        with self.db.read() as s:
+            return s.exec(select(CaseRow).where(CaseRow.number == number)).first()
+
+    def trace(self, *, case_id: int | None = None, email_id: int | None = None) -> list[TraceRow]:
+        with self.db.read() as s:
+            q = select(TraceRow)
+            if case_id is not None:
+                emails = select(EmailRow.id).where(EmailRow.case_id == case_id)
+                q = q.where((col(TraceRow.case_id) == case_id) | col(TraceRow.email_id).in_(emails))
+            else:
+                q = q.where(TraceRow.email_id == email_id)
+            return list(s.exec(q.order_by(col(TraceRow.at), col(TraceRow.id))).all())
+
+    def contact_for(self, s: Session, address: str | None) -> ContactRow | None:
+        if not address:
+            return None
+        link = s.get(ContactEmailRow, address.lower())
+        return s.get(ContactRow, link.contact_id) if link else None
+
+
+def add_trace(
+    s: Session,
+    *,
+    email_id: int,
+    case_id: int | None,
+    round_: int,
+    step: str,
+    entries: list[TraceEntry],
+) -> bool:
+    """Write the trace entries of one decision step unless that step was already written.
+
+    Called inside the same transaction as the decision's effect, so a retried activity
+    either finds both or neither. Returns False when the step existed.
+    """
+    exists = s.exec(
+        select(TraceRow.id).where(TraceRow.email_id == email_id, TraceRow.step == step)
+    ).first()
+    if exists is not None:
+        return False
+    now = utcnow()
+    for seq, e in enumerate(entries):
+        s.add(
+            TraceRow(
+                email_id=email_id,
+                case_id=case_id,
+                round=round_,
+                step=step,
+                seq=seq,
+                stage=e.stage,
+                subject=e.subject,
+                outcome=e.outcome,
+                reason=e.reason,
+                at=now,
+            )
+        )
+    return True
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A row as plain JSON-able data (for ``--json`` output)."""
+    data: dict[str, Any] = row.model_dump(mode="json")
+    data.pop("raw", None)
+    return data

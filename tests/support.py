@@ -1,0 +1,168 @@
+"""Helpers for tests against the real dev server: a stack, bounded waits, history reading."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlmodel import select
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from routedesk.config import RoutingConfig, load_config
+from routedesk.contracts import RoutingOutcome, RoutingStatus
+from routedesk.models import CaseRow, EmailRow, TraceRow
+from routedesk.store import Store
+from starter.send import Submission, submit_email
+from worker import build_worker
+from workflows.email_routing import EmailRoutingWorkflow
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T] | T], *, timeout: float = 15.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    last: Any = None
+    while True:
+        res = probe()
+        last = await res if asyncio.iscoroutine(res) else res
+        if last:
+            return last  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+        await asyncio.sleep(delay)  # bounded: the deadline above ends the wait
+        delay = min(delay * 1.5, 0.25)
+
+
+def example_email(name: str) -> bytes:
+    return (EXAMPLES / "emails" / name).read_bytes()
+
+
+def make_email(
+    *,
+    subject: str = "Hello",
+    sender: str = "someone@customer.example",
+    to: str = "support@acme.example",
+    cc: str | None = None,
+    body: str = "Hi there",
+    message_id: str | None = None,
+    extra_headers: Sequence[str] = (),
+) -> bytes:
+    mid = message_id or f"{uuid.uuid4().hex}@customer.example"
+    lines = [f"From: {sender}", f"To: {to}"]
+    if cc:
+        lines.append(f"Cc: {cc}")
+    lines += [f"Subject: {subject}", f"Message-ID: <{mid}>", *extra_headers]
+    lines += ["MIME-Version: 1.0", 'Content-Type: text/plain; charset="utf-8"', "", body, ""]
+    return "\r\n".join(lines).encode()
+
+
+@dataclass
+class Stack:
+    """One isolated routedesk deployment on the shared dev server."""
+
+    client: Client
+    store: Store
+    config: RoutingConfig
+    task_queue: str
+    id_prefix: str
+    workers: list[Worker] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, client: Client, directory: Path, name: str, config: RoutingConfig | None) -> Stack:
+        directory.mkdir(parents=True, exist_ok=True)
+        store = Store(f"sqlite:///{directory / 'routedesk.db'}").init()
+        cfg = config or load_config(EXAMPLES / "routing.yaml")
+        store.load_config(cfg)
+        tag = uuid.uuid4().hex[:8]
+        return cls(client, store, cfg, task_queue=f"t-{tag}", id_prefix=f"t{tag}-")
+
+    async def start_worker(self, activities: Sequence[Callable[..., Any]] | None = None, **kw: Any) -> Worker:
+        worker = build_worker(self.client, self.store, self.task_queue, activities=activities, **kw)
+        task = asyncio.create_task(worker.run())
+        self.workers.append(worker)
+        worker._rd_task = task  # type: ignore[attr-defined]
+        return worker
+
+    async def stop_worker(self, worker: Worker) -> None:
+        await worker.shutdown()
+        await worker._rd_task  # type: ignore[attr-defined]
+        self.workers.remove(worker)
+
+    async def close(self) -> None:
+        for w in list(self.workers):
+            await self.stop_worker(w)
+        self.store.db.dispose()
+
+    # --- driving -----------------------------------------------------------------------
+
+    async def submit(self, raw: bytes, **kw: Any) -> Submission:
+        return await submit_email(
+            self.client, self.store, raw, task_queue=self.task_queue, id_prefix=self.id_prefix, **kw
+        )
+
+    def handle(self, workflow_id: str) -> WorkflowHandle[Any, RoutingOutcome]:
+        return self.client.get_workflow_handle_for(EmailRoutingWorkflow.run, workflow_id)
+
+    async def status(self, workflow_id: str) -> RoutingStatus:
+        return await self.handle(workflow_id).query(EmailRoutingWorkflow.routing_status)
+
+    async def wait_stage(self, workflow_id: str, *stages: str, timeout: float = 15.0) -> RoutingStatus:
+        async def probe() -> RoutingStatus | None:
+            try:
+                st = await self.status(workflow_id)
+            except Exception:
+                return None
+            return st if st.stage in stages else None
+
+        return await eventually(probe, timeout=timeout, what=f"{workflow_id} to reach {stages}")
+
+    # --- reading the store -------------------------------------------------------------
+
+    def cases(self) -> list[CaseRow]:
+        with self.store.db.read() as s:
+            return list(s.exec(select(CaseRow).order_by(CaseRow.id)).all())  # type: ignore[arg-type]
+
+    def case(self, case_id: int) -> CaseRow:
+        with self.store.db.read() as s:
+            row = s.get(CaseRow, case_id)
+            assert row is not None
+            return row
+
+    def emails(self) -> list[EmailRow]:
+        with self.store.db.read() as s:
+            return list(s.exec(select(EmailRow)).all())
+
+    def trace(self, *, case_id: int | None = None, email_id: int | None = None) -> list[TraceRow]:
+        return self.store.trace(case_id=case_id, email_id=email_id)
+
+
+async def history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
+    return [e async for e in handle.fetch_history_events()]
+
+
+def activity_attempts(events: list[Any], activity_name: str) -> list[int]:
+    """Attempt numbers of every started attempt of ``activity_name`` in a history."""
+    scheduled: set[int] = set()
+    attempts: list[int] = []
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            if e.activity_task_scheduled_event_attributes.activity_type.name == activity_name:
+                scheduled.add(e.event_id)
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attrs = e.activity_task_started_event_attributes
+            if attrs.scheduled_event_id in scheduled:
+                attempts.append(attrs.attempt)
+    return attempts

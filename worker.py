@@ -1,0 +1,52 @@
+"""The routedesk worker: runs the routing workflows and the case-store activities."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import build_activities
+from routedesk import settings
+from routedesk.store import Store
+from routedesk.temporal import connect
+from workflows import WORKFLOWS
+
+ACTIVITY_THREADS = 16
+
+
+def build_worker(
+    client: Client,
+    store: Store,
+    task_queue: str | None = None,
+    *,
+    activities: Sequence[Callable[..., Any]] | None = None,
+    executor: concurrent.futures.ThreadPoolExecutor | None = None,
+) -> Worker:
+    """A worker for one task queue; ``activities`` lets tests substitute faulty ones."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue(),
+        workflows=WORKFLOWS,
+        activities=list(activities if activities is not None else build_activities(store)),
+        activity_executor=executor or concurrent.futures.ThreadPoolExecutor(ACTIVITY_THREADS),
+        max_concurrent_activities=ACTIVITY_THREADS,
+    )
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = await connect()
+    store = Store().init()
+    worker = build_worker(client, store)
+    logging.info("worker polling task queue %s on %s", settings.task_queue(), settings.temporal_address())
+    await worker.run()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
