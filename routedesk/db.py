@@ -34,6 +34,14 @@ class StoreUnavailable(Exception):
         super().__init__(f"cannot reach the case store at {address}: {detail}")
 
 
+class StoreEmpty(Exception):
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"the case store at {address} has no routedesk tables yet; "
+            "load a config first (routedesk config load FILE, or make run)"
+        )
+
+
 def database_url(url: str | None = None) -> str:
     return url or os.environ.get("DATABASE_URL") or DEFAULT_URL
 
@@ -104,12 +112,18 @@ class Database:
             yield session
 
     def check(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the store answers and has its tables."""
+        """Raise :class:`StoreUnavailable` unless the store answers, :class:`StoreEmpty`
+        unless it has routedesk's tables."""
         try:
             with self.read() as s:
-                s.connection().exec_driver_sql("SELECT count(*) FROM \"case\"")
+                s.connection().exec_driver_sql("SELECT 1")
         except SQLAlchemyError as exc:
             raise StoreUnavailable(self.address, _first_line(exc)) from None
+        try:
+            with self.read() as s:
+                s.connection().exec_driver_sql('SELECT count(*) FROM "case"')
+        except SQLAlchemyError:
+            raise StoreEmpty(self.address) from None
 
     def dispose(self) -> None:
         self.write_engine.dispose()

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from routedesk.config import ConfigError
-from routedesk.db import StoreUnavailable
+from routedesk.db import StoreEmpty, StoreUnavailable
 from routedesk.store import Store
 from routedesk.temporal import TemporalUnavailable
 
@@ -44,7 +44,7 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), code=2)
         except ConfigError as exc:
             fail(str(exc).replace("\n", "\n  "), code=1)
-        except UserError as exc:
+        except (UserError, StoreEmpty) as exc:
             fail(str(exc), code=1)
 
     return wrapper
@@ -54,10 +54,16 @@ def run(coro: Coroutine[Any, Any, R]) -> R:
     return asyncio.run(coro)
 
 
-def open_store() -> Store:
-    """The case store, checked to answer before any command relies on it."""
+def open_store(*, create: bool = False) -> Store:
+    """The case store, checked to answer before any command relies on it.
+
+    ``create`` makes the tables when missing (intake may be the first thing to run).
+    """
     store = Store()
-    store.db.check()
+    if create:
+        store.init()
+    else:
+        store.db.check()
     return store
 
 

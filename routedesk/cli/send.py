@@ -26,7 +26,7 @@ def send(
         raise UserError(f"cannot read {file}: {exc.strerror}") from None
 
     async def go() -> None:
-        store = open_store()
+        store = open_store(create=True)
         client = await connect()
         sub = await submit_email(client, store, raw, source="cli", envelope_to=envelope_to)
         status = await wait_for_case(client.get_workflow_handle(sub.workflow_id), timeout=wait)

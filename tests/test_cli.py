@@ -1,0 +1,86 @@
+"""The CLI: send and case show against the dev server; one-line errors when things are down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli import routedesk, stack_env
+from tests.support import EXAMPLES, Stack
+
+
+async def test_send_prints_workflow_and_case_then_case_show_prints_the_trace(stack: Stack) -> None:
+    env = stack_env(stack)
+    eml = str(EXAMPLES / "emails" / "03-key-account-outage.eml")
+    sent = await routedesk("send", eml, "--json", env=env)
+    assert sent.code == 0, sent.err
+    data = json.loads(sent.out)
+    assert data["workflow_id"].startswith(f"{stack.id_prefix}email-")
+    assert data["case_number"] == "CASE-000001"
+
+    again = await routedesk("send", eml, env=env)
+    assert again.code == 0 and "CASE-000001" in again.out and data["workflow_id"] in again.out
+    assert len(stack.cases()) == 1
+
+    shown = await routedesk("case", "show", "CASE-000001", env=env)
+    assert shown.code == 0, shown.err
+    for text in ("vip", "key-accounts-to-vip", "urgent-words", "classification", "queue_routing", "Urgent"):
+        assert text in shown.out
+    as_json = json.loads((await routedesk("case", "show", "1", "--json", env=env)).out)
+    assert as_json["case"]["queue_id"] == "vip"
+    assert [t["stage"] for t in as_json["trace"]][:2] == ["intake", "case"]
+
+
+async def test_send_of_a_rejected_email_says_why(stack: Stack) -> None:
+    res = await routedesk("send", str(EXAMPLES / "emails" / "07-no-routing-address.eml"), env=stack_env(stack))
+    assert res.code == 3
+    assert "no case: rejected" in res.out and "no routing address" in res.out
+
+
+UNREACHABLE_TEMPORAL = "127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", str(EXAMPLES / "emails" / "01-password-reset.eml")],
+    ],
+)
+async def test_commands_say_in_one_line_when_temporal_is_unreachable(args: list[str], tmp_path: Path) -> None:
+    env = {"TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL, "DATABASE_URL": f"sqlite:///{tmp_path / 'ok.db'}"}
+    res = await routedesk(*args, env=env)
+    assert res.code == 2
+    assert res.err.strip().count("\n") == 0, res.err
+    assert f"cannot reach the Temporal server at {UNREACHABLE_TEMPORAL}" in res.err
+    assert "Traceback" not in res.err + res.out
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", str(EXAMPLES / "emails" / "01-password-reset.eml")],
+        ["case", "show", "CASE-000001"],
+        ["case", "list"],
+        ["config", "load", str(EXAMPLES / "routing.yaml")],
+    ],
+)
+async def test_commands_say_in_one_line_when_the_store_is_unreachable(args: list[str]) -> None:
+    url = "sqlite:////nonexistent-dir/routedesk.db"
+    res = await routedesk(*args, env={"DATABASE_URL": url, "TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL})
+    assert res.code == 2
+    assert res.err.strip().count("\n") == 0, res.err
+    assert "cannot reach the case store at sqlite:////nonexistent-dir/routedesk.db" in res.err
+    assert "Traceback" not in res.err + res.out
+
+
+async def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    text = (EXAMPLES / "routing.yaml").read_text()
+    bad.write_text(text.replace("assignment_method: least_active", "assignment_method: fastest"))
+    res = await routedesk("config", "check", str(bad))
+    assert res.code == 1
+    assert "queues[2].assignment_method" in res.err and "fastest" not in res.out
+    ok = await routedesk("config", "check", str(EXAMPLES / "routing.yaml"))
+    assert ok.code == 0 and "3 mailboxes" in ok.out

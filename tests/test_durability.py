@@ -1,0 +1,134 @@
+"""Idempotency, retries, malformed input and worker restarts against the real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from activities.cases import CaseActivities
+from activities.intake import IntakeActivities
+from activities.routing import RoutingActivities
+from routedesk.contracts import CaseRef, QueueDecision, StepInput
+from tests.support import Stack, activity_attempts, eventually, example_email, history_events, make_email
+
+
+async def test_same_email_ten_times_concurrently_is_one_workflow_and_one_case(stack: Stack) -> None:
+    raw = example_email("02-invoice-question.eml")
+    subs = await asyncio.gather(*(stack.submit(raw) for _ in range(10)))
+    assert len({s.workflow_id for s in subs}) == 1
+    assert sum(s.new_email for s in subs) == 1
+    handle = stack.handle(subs[0].workflow_id)
+    result = await handle.result()
+    # Once more after completion: the closed workflow is not run again.
+    again = await stack.submit(raw)
+    assert again.workflow_id == subs[0].workflow_id and not again.new_email
+    assert len(stack.emails()) == 1
+    assert [c.id for c in stack.cases()] == [result.case_id]
+    events = await history_events(handle)
+    assert activity_attempts(events, "create_case") == [1]
+
+
+def _crash_after_commit() -> None:
+    """Make attempt 1 fail after the activity's transaction committed: the worst moment."""
+    if activity.info().attempt == 1:
+        raise RuntimeError("simulated worker crash after the commit")
+
+
+class FlakyCaseActivities(CaseActivities):
+    @activity.defn(name="create_case")
+    def create_case(self, email_id: int) -> CaseRef:
+        ref = super().create_case(email_id)
+        _crash_after_commit()
+        return ref
+
+
+async def test_transient_failure_is_retried_and_the_case_created_once(make_stack: Any) -> None:
+    stack: Stack = await make_stack(start_worker=False)
+    store = stack.store
+    acts = [
+        IntakeActivities(store).parse_email,
+        FlakyCaseActivities(store).create_case,
+        RoutingActivities(store).classify,
+        RoutingActivities(store).route_to_queue,
+    ]
+    await stack.start_worker(activities=acts)
+    sub = await stack.submit(example_email("01-password-reset.eml"))
+    result = await stack.handle(sub.workflow_id).result()
+    assert result.status == "queued"
+    assert len(stack.cases()) == 1
+    events = await history_events(stack.handle(sub.workflow_id))
+    assert activity_attempts(events, "create_case") == [2]  # the retry is the attempt that completed
+    case_entries = [t for t in stack.trace(case_id=result.case_id) if t.stage == "case"]
+    assert len(case_entries) == 1
+
+
+BROKEN_NO_FROM = (
+    b"To: support@acme.example\r\nSubject: who am I\r\nMessage-ID: <nofrom-1@x.example>\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\n--\r\n\x00\xff\xfe garbage\r\n"
+)
+BROKEN_WITH_SENDER = (
+    b"From: Kim <kim@customer.example>\r\nTo: support@acme.example\r\nSubject: attached\r\n"
+    b"Message-ID: <broken-2@customer.example>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="never-closed"\r\n\r\n--never-closed\r\n'
+    b"Content-Type: text/plain; charset=no-such-charset\r\n\r\nthe printer \xe9 is broken\r\n"
+)
+
+
+async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: Stack) -> None:
+    sub = await stack.submit(BROKEN_NO_FROM)
+    with pytest.raises(WorkflowFailureError) as info:
+        await stack.handle(sub.workflow_id).result()
+    assert isinstance(info.value.cause, ApplicationError)
+    assert "no usable From address" in info.value.cause.message
+    [email] = stack.emails()
+    assert email.raw == BROKEN_NO_FROM and email.status == "rejected"
+
+    # Broken MIME with a usable sender and a routing address still makes a case.
+    sub2 = await stack.submit(BROKEN_WITH_SENDER)
+    result = await stack.handle(sub2.workflow_id).result()
+    assert result.status == "queued"
+    assert stack.case(result.case_id or 0).subject == "attached"
+
+    # And the same worker routes the next good email.
+    ok = await stack.submit(make_email(subject="Still there?"))
+    assert (await stack.handle(ok.workflow_id).result()).status == "queued"
+
+
+class StuckRoutingActivities(RoutingActivities):
+    """A case store that fails every route_to_queue call: the workflow stops mid-way."""
+
+    @activity.defn(name="route_to_queue")
+    def route_to_queue(self, inp: StepInput) -> QueueDecision:
+        raise RuntimeError("case store unavailable (simulated)")
+
+
+async def test_worker_restart_mid_workflow_completes(make_stack: Any) -> None:
+    stack: Stack = await make_stack(start_worker=False)
+    store = stack.store
+    stuck = StuckRoutingActivities(store)
+    first = await stack.start_worker(
+        activities=[IntakeActivities(store).parse_email, CaseActivities(store).create_case, stuck.classify, stuck.route_to_queue]
+    )
+    sub = await stack.submit(example_email("05-sales-inquiry.eml"))
+
+    async def classified_and_retrying() -> bool:
+        cases = stack.cases()
+        if not cases or cases[0].stage != "classified":
+            return False
+        events = await history_events(stack.handle(sub.workflow_id))
+        pending = (await stack.handle(sub.workflow_id).describe()).raw_description.pending_activities
+        return bool(events) and any(p.attempt >= 2 for p in pending)
+
+    await eventually(classified_and_retrying, what="the workflow to be stuck in route_to_queue")
+    await stack.stop_worker(first)
+    assert stack.cases()[0].status == "new"
+
+    await stack.start_worker()  # a healthy worker, as after a redeploy
+    result = await stack.handle(sub.workflow_id).result()
+    assert result.status == "queued" and result.queue == "sales"
+    assert len(stack.cases()) == 1
