@@ -10,7 +10,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-EmailStatus = Literal["accepted", "rejected", "ignored", "held"]
+# accepted: open a case; threaded: a reply to an existing case; ignored: loop/noise/unauthorized
+# sender (recorded, no case); held: kept until released (unverified mailbox, sender rate limit);
+# rejected: unusable input.
+EmailStatus = Literal["accepted", "threaded", "rejected", "ignored", "held"]
 
 
 class EmailRoutingInput(BaseModel):
@@ -38,6 +41,7 @@ class CaseRef(BaseModel):
     contact_id: str | None = None
     created: bool
     round: int = 1
+    acknowledge: bool = False  # the mailbox sends an acknowledgement for new cases
 
 
 class StepInput(BaseModel):

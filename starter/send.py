@@ -62,7 +62,7 @@ async def submit_email(
 
 
 async def wait_for_case(handle: WorkflowHandle, timeout: float = 30.0) -> RoutingStatus:
-    """Poll the ``routing_status`` query until the case exists or routing stopped.
+    """Poll the ``routing_status`` query until the case is in a queue or routing stopped.
 
     A query adds nothing to history, unlike an update, which keeps intake cheap.
     """
@@ -71,7 +71,7 @@ async def wait_for_case(handle: WorkflowHandle, timeout: float = 30.0) -> Routin
     while True:
         try:
             status: RoutingStatus = await handle.query(EmailRoutingWorkflow.routing_status)
-            if status.case_number or status.stage in TERMINAL_STAGES:
+            if status.queue or status.stage in TERMINAL_STAGES:
                 return status
         except RPCError:
             pass  # not yet picked up by a worker, or just completed: ask the result below
@@ -82,6 +82,6 @@ async def wait_for_case(handle: WorkflowHandle, timeout: float = 30.0) -> Routin
         except RPCError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"workflow {handle.id} made no case within {timeout:.0f}s; is a worker running?")
+            raise TimeoutError(f"workflow {handle.id} did not queue a case within {timeout:.0f}s; is a worker running?")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)

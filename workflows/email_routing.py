@@ -51,6 +51,12 @@ STORE_SCHEDULE_TO_CLOSE = timedelta(hours=24)
 class EmailRoutingWorkflow:
     def __init__(self) -> None:
         self._status = RoutingStatus(stage="received", email_id=0)
+        self._released = False
+
+    @workflow.signal
+    def release(self) -> None:
+        """A held email may be looked at again (mailbox verified, or released by hand)."""
+        self._released = True
 
     @workflow.query
     def routing_status(self) -> RoutingStatus:
@@ -60,19 +66,28 @@ class EmailRoutingWorkflow:
     async def run(self, inp: EmailRoutingInput) -> RoutingOutcome:
         self._status.email_id = inp.email_id
 
-        try:
-            intake = await self._store_activity("parse_email", inp.email_id, IntakeResult)
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == REJECTED:
-                self._advance("rejected", reason=cause.message)
-                raise ApplicationError(cause.message, type=REJECTED, non_retryable=True) from None
-            raise
+        intake = await self._intake(inp.email_id)
+        while intake.status == "held":
+            # Held mail waits durably, for days if need be, and is never dropped.
+            self._advance("held", reason=intake.reason)
+            self._released = False
+            await workflow.wait_condition(lambda: self._released)
+            intake = await self._intake(inp.email_id)
         if intake.status != "accepted":
             self._advance(intake.status, reason=intake.reason)
             return self._outcome(intake.status)
 
         case = await self._store_activity("create_case", inp.email_id, CaseRef)
+        ack = None
+        if case.created and case.acknowledge:
+            # Not awaited before routing: a slow or failing mail relay must not delay the case.
+            ack = workflow.start_activity(
+                "send_acknowledgement",
+                case.case_id,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(hours=6),
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
+            )
         self._status.case_id = case.case_id
         self._status.case_number = case.case_number
         self._advance(
@@ -92,9 +107,21 @@ class EmailRoutingWorkflow:
         )
         self._status.queue = decision.queue_id
         self._advance("queued", sa.ROUTING_QUEUE.value_set(decision.queue_id))
+        if ack is not None:
+            await ack
         return self._outcome("queued")
 
     # --- helpers -----------------------------------------------------------------------
+
+    async def _intake(self, email_id: int) -> IntakeResult:
+        try:
+            return await self._store_activity("parse_email", email_id, IntakeResult)
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == REJECTED:
+                self._advance("rejected", reason=cause.message)
+                raise ApplicationError(cause.message, type=REJECTED, non_retryable=True) from None
+            raise
 
     async def _store_activity(self, name: str, arg: Any, result_type: type[T]) -> T:
         return await workflow.execute_activity(

@@ -37,12 +37,13 @@ def show(case: str = typer.Argument(..., help="Case number, e.g. CASE-000123 or 
     ]
     for k, v in fields:
         console.print(f"  {k:<12} {v}", markup=False)
-    table = Table(title="routing trace", show_lines=False)
-    for col in ("time", "stage", "rule / candidate", "outcome", "reason"):
-        table.add_column(col)
+    console.print("routing trace", style="bold")
     for t in trace:
-        table.add_row(t.at.strftime("%H:%M:%S.%f")[:-3], t.stage, t.subject, t.outcome, t.reason)
-    console.print(table)
+        console.print(
+            f"  {t.at.strftime('%H:%M:%S.%f')[:-3]}  {t.stage:<15} {t.subject:<28} {t.outcome:<12} {t.reason}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("list")

@@ -1,0 +1,138 @@
+"""``make run``: the whole service on embedded defaults, stopped cleanly by Ctrl-C.
+
+Starts (or reuses) the Temporal dev server with its UI and a history file under
+``.routedesk/``, registers our search attributes, loads the routing config into the SQLite
+case store, and runs the worker in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from routedesk import search_attributes as sa
+from routedesk import settings
+from routedesk.config import ConfigError, load_config
+from routedesk.db import DEFAULT_DIR, StoreUnavailable
+from routedesk.store import Store
+from routedesk.temporal import TemporalUnavailable, connect
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("routedesk")
+
+
+def temporal_cli() -> str:
+    if os.environ.get("TEMPORAL_CLI"):
+        return os.environ["TEMPORAL_CLI"]
+    out = subprocess.run([str(ROOT / "scripts" / "temporal-cli.sh")], check=True, stdout=subprocess.PIPE, text=True)
+    return out.stdout.strip()
+
+
+def start_dev_server(state_dir: Path, ui_port: int) -> subprocess.Popen[bytes]:
+    host, _, port = settings.temporal_address().rpartition(":")
+    cmd = [
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--ip",
+        host or "127.0.0.1",
+        "--port",
+        port,
+        "--ui-port",
+        str(ui_port),
+        "--db-filename",
+        str(state_dir / "temporal.db"),  # history survives a restart
+        "--log-level",
+        "warn",
+        *sa.dev_server_args(),
+    ]
+    logfile = open(state_dir / "temporal.log", "ab")  # noqa: SIM115  (owned by the child)
+    # Own process group: Ctrl-C reaches us first and we stop the server after the worker.
+    return subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def wait_for_server(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await connect()
+            return
+        except TemporalUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
+async def serve(config_path: Path, ui_port: int) -> int:
+    from worker import build_worker
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(f"routedesk: {exc}", file=sys.stderr)
+        return 1
+    DEFAULT_DIR.mkdir(exist_ok=True)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        try:
+            client = await connect()
+            log.info("reusing the Temporal server already at %s", settings.temporal_address())
+        except TemporalUnavailable:
+            server = start_dev_server(DEFAULT_DIR, ui_port)
+            await wait_for_server()
+            client = await connect()
+        store = Store().init()
+        store.load_config(cfg)
+        worker = build_worker(client, store)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        async with worker:
+            print(
+                "\nroutedesk is running\n"
+                f"  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue=\"billing\")\n"
+                f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
+                f"  case store    {store.db.address}\n"
+                f"  config        {config_path}\n"
+                "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
+                "Ctrl-C stops everything.\n",
+                flush=True,
+            )
+            await stop.wait()
+            log.info("stopping the worker")
+        return 0
+    except (TemporalUnavailable, StoreUnavailable) as exc:
+        print(f"routedesk: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if server is not None:
+            log.info("stopping the Temporal dev server")
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", type=Path, default=ROOT / "examples" / "routing.yaml")
+    parser.add_argument("--ui-port", type=int, default=int(os.environ.get("ROUTEDESK_UI_PORT", "8233")))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(serve(args.config, args.ui_port)))
+
+
+if __name__ == "__main__":
+    main()
