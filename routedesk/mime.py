@@ -86,6 +86,9 @@ _NEWLINES_RE = re.compile(r"\r\n?")
 _FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
 _BLANK_RUN_RE = re.compile(r"\n{3,}")
 _TAG_RE = re.compile(r"<[^>]*>")
+# The bytes parser keeps undecodable bytes as U+DC80..U+DCFF ("surrogateescape").
+_ESCAPED_BYTES_RE = re.compile("[\udc80-\udcff]+")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class AttachmentInfo(BaseModel):
@@ -102,24 +105,24 @@ class AttachmentInfo(BaseModel):
 class ParsedEmail(BaseModel):
     """Everything routing, rules and case creation need from one raw message."""
 
-    message_id: str | None
-    in_reply_to: list[str]
-    references: list[str]
-    subject: str
-    from_address: str | None
+    message_id: str | None  # brackets and outer whitespace stripped, case kept
+    in_reply_to: list[str]  # message ids without brackets
+    references: list[str]  # message ids without brackets, in header order
+    subject: str  # RFC 2047 decoded, "" when missing
+    from_address: str | None  # lowercased addr-spec
     from_name: str | None
     reply_to: list[str]
-    to: list[str]
-    cc: list[str]
-    return_path: str | None
-    date: datetime | None
-    headers: dict[str, str]
-    content_type: str
-    text: str
+    to: list[str]  # lowercased addr-specs, first occurrence kept (Salesforce drops duplicates too)
+    cc: list[str]  # same, minus addresses already in ``to``
+    return_path: str | None  # "" for the null sender ``<>``, None when the header is absent
+    date: datetime | None  # always timezone-aware when present
+    headers: dict[str, str]  # lowercased name -> first value, decoded; for rules
+    content_type: str  # of the top-level entity
+    text: str  # plain-text body plus forwarded messages, at most BODY_TEXT_LIMIT characters
     text_truncated: bool
     attachments: list[AttachmentInfo]
-    defects: list[str]
-    parse_ok: bool
+    defects: list[str]  # human-readable parse problems
+    parse_ok: bool  # False when content was lost or an exception had to be caught
 
 
 @dataclass
@@ -396,14 +399,18 @@ def _normalize_message_id(value: str) -> str | None:
     text = value.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
+    elif found := _BRACKETED_ID_RE.search(text):
+        # "<id> (comment)" as some MTAs write it
+        text = found.group(1).strip()
     return text or None
 
 
 def _message_id_list(value: str) -> list[str]:
     ids = [found.strip() for found in _BRACKETED_ID_RE.findall(value)]
     if not ids:
-        # Some clients omit the brackets; whitespace is the only separator left.
-        ids = value.replace(",", " ").split()
+        # Some clients omit the brackets; whitespace is the only separator left, and
+        # legacy "Jane's message of ..." phrases are not ids.
+        ids = [token for token in value.replace(",", " ").split() if "@" in token]
     return _dedupe(i for i in ids if i)
 
 
@@ -447,13 +454,13 @@ def _extract(msg: EmailMessage, sink: _Sink, depth: int) -> _Content:
     salvage: str | None = None
     forwarded: list[str] = []
     attachments: list[tuple[AttachmentInfo, bytes]] = []
-    for part, parent_type in _leaves(msg):
-        ctype = _content_type(part)
+    for part, ctype, parent_type in _leaves(msg):
         maintype = ctype.partition("/")[0]
         if maintype == "message":
             data = _message_part_bytes(part, sink)
             is_forward = ctype in ("message/rfc822", "message/global")
-            attachments.append((_attachment_info(part, ctype, data, is_forward), data))
+            info = _attachment_info(part, ctype, _filename(part), data, is_forward)
+            attachments.append((info, data))
             if is_forward and depth < _MAX_FORWARD_DEPTH:
                 inner = _forwarded_message(part, data, sink)
                 if inner is not None:
@@ -462,9 +469,9 @@ def _extract(msg: EmailMessage, sink: _Sink, depth: int) -> _Content:
             # A multipart whose boundary is missing: its raw body is the best text we have.
             if salvage is None:
                 salvage = _part_text(part, "text/plain", sink)
-        elif _is_attachment(part, ctype):
+        elif _is_attachment(part, ctype, filename := _filename(part)):
             data = _payload_bytes(part, sink)
-            attachments.append((_attachment_info(part, ctype, data, False), data))
+            attachments.append((_attachment_info(part, ctype, filename, data, False), data))
         elif ctype == "text/plain" and (not plain or parent_type != "multipart/alternative"):
             # Extra inline text parts outside an alternative (Apple Mail around inline
             # images, list footers) are more of the same body, not alternatives.
@@ -476,8 +483,8 @@ def _extract(msg: EmailMessage, sink: _Sink, depth: int) -> _Content:
     return _Content(text=text, attachments=attachments)
 
 
-def _leaves(msg: EmailMessage) -> Iterator[tuple[EmailMessage, str]]:
-    """Non-container parts in document order, with their parent's content type.
+def _leaves(msg: EmailMessage) -> Iterator[tuple[EmailMessage, str, str]]:
+    """Non-container parts in document order: (part, its content type, parent's type).
 
     message/* parts are leaves: forwarded content is handled separately, not as body.
     """
@@ -487,7 +494,7 @@ def _leaves(msg: EmailMessage) -> Iterator[tuple[EmailMessage, str]]:
         ctype = _content_type(part)
         children = _children(part) if ctype.startswith("multipart/") else None
         if children is None:
-            yield part, parent_type
+            yield part, ctype, parent_type
         else:
             stack.extend((child, ctype) for child in reversed(children))
 
@@ -504,8 +511,8 @@ def _children(part: EmailMessage) -> list[EmailMessage] | None:
     return [p for p in payload if isinstance(p, EmailMessage)]
 
 
-def _is_attachment(part: EmailMessage, ctype: str) -> bool:
-    if _disposition(part) == "attachment" or _filename(part) is not None:
+def _is_attachment(part: EmailMessage, ctype: str, filename: str | None) -> bool:
+    if filename is not None or _disposition(part) == "attachment":
         return True
     # Any other non-text leaf (inline images without a name, calendars, octet streams)
     # is content the store must keep, so it is an attachment too.
@@ -538,7 +545,12 @@ def _message_part_bytes(part: EmailMessage, sink: _Sink) -> bytes:
     except Exception as exc:  # the generator can trip over damaged embedded messages
         sink.failed(f"{_content_type(part)} part", exc)
         return b""
-    _, _, body = buffer.getvalue().partition(b"\r\n\r\n")
+    flat = buffer.getvalue()
+    if _raw_items(part):
+        _, _, body = flat.partition(b"\r\n\r\n")
+    else:
+        # Headerless parts (the default type inside multipart/digest) start with the blank line.
+        body = flat.removeprefix(b"\r\n")
     cte = _transfer_encoding(part)
     if cte not in _ENCODED_CTES:
         return body
@@ -573,10 +585,10 @@ def _forwarded_header(inner: EmailMessage, name: str, values: dict[str, str], si
 
 
 def _attachment_info(
-    part: EmailMessage, ctype: str, data: bytes, forwarded: bool
+    part: EmailMessage, ctype: str, filename: str | None, data: bytes, forwarded: bool
 ) -> AttachmentInfo:
     return AttachmentInfo(
-        filename=_filename(part),
+        filename=filename,
         content_type=ctype,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
@@ -589,7 +601,8 @@ def _collect_part_defects(msg: EmailMessage, sink: _Sink) -> None:
     stack = [msg]
     while stack:
         part = stack.pop()
-        ctype = _content_type(part)
+        # Content-Type is parsed on every access; plain leaves without defects do not need it.
+        ctype = _content_type(part) if part.defects or part.is_multipart() else ""
         for defect in part.defects:
             lost = isinstance(defect, _LOSSY_DEFECTS)
             sink.add(f"{ctype} part: {_describe(defect)}", lost=lost)
@@ -693,7 +706,7 @@ def _charset_candidates(charset: str | None) -> tuple[str, ...] | None:
 
 
 def _has_surrogates(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
+    return _ESCAPED_BYTES_RE.search(value) is not None
 
 
 def _is_utf8(value: str) -> bool:
@@ -706,15 +719,19 @@ def _is_utf8(value: str) -> bool:
 
 def _clean(value: str) -> str:
     """Turn the parser's surrogate-escaped raw bytes back into real characters."""
-    if not any("\ud800" <= ch <= "\udfff" for ch in value):
+    if not _SURROGATE_RE.search(value):
         return value
-    try:
-        data = value.encode("utf-8", "surrogateescape")
-    except UnicodeError:
-        return value.encode("utf-8", "replace").decode("utf-8")
+    value = _ESCAPED_BYTES_RE.sub(_decode_escaped_bytes, value)
+    # Anything left is a lone surrogate from a codec; JSON cannot carry it.
+    return _SURROGATE_RE.sub("\ufffd", value)
+
+
+def _decode_escaped_bytes(match: re.Match[str]) -> str:
+    data = match.group().encode("utf-8", "surrogateescape")
     try:
         return data.decode("utf-8")
     except UnicodeError:
+        # Raw 8-bit text that is not UTF-8 is, in practice, from a Windows client.
         return data.decode("cp1252", errors="replace")
 
 
