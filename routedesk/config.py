@@ -206,13 +206,30 @@ class CaseDefaults(Strict):
     queue: str | None = None  # used when the workstream routes nowhere else
 
 
+ACK_PLACEHOLDERS = ("case_number", "subject", "sender", "sender_name", "mailbox", "mailbox_name")
+
+
 class Acknowledgement(Strict):
     enabled: bool = False
+    # The reference token [CASE-000123] is added to the subject when the template lacks it.
     subject: str = "[{case_number}] We received your message: {subject}"
     body: str = (
         "Hello,\n\nThank you for contacting us. Your request has been logged as "
         "{case_number}.\nPlease keep [{case_number}] in the subject of any reply.\n"
     )
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _known_placeholders(cls, v: str) -> str:
+        try:
+            v.format_map({k: "" for k in ACK_PLACEHOLDERS})
+        except KeyError as exc:
+            raise ValueError(
+                f"unknown placeholder {{{exc.args[0]}}}; use {', '.join(ACK_PLACEHOLDERS)}"
+            ) from None
+        except (ValueError, IndexError) as exc:
+            raise ValueError(f"bad template: {exc}") from None
+        return v
 
 
 class Mailbox(Strict):
@@ -291,6 +308,47 @@ class RoutingSettings(Strict):
     sweep_interval_seconds: float = Field(default=60, gt=0)  # Dynamics sweeps every 5 minutes
 
 
+class SmtpIntake(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=2525, ge=0, le=65535)  # 0: any free port
+
+
+class HttpIntake(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=0, le=65535)
+    # The bearer token comes from this environment variable, never from the file.
+    token_env: str = "ROUTEDESK_HTTP_TOKEN"
+
+
+class RateLimit(Strict):
+    """Per sender: beyond ``max_messages`` in ``window_seconds`` new mail is held, not dropped."""
+
+    enabled: bool = True
+    max_messages: int = Field(default=20, ge=1)
+    window_seconds: float = Field(default=600, gt=0)
+
+
+class Relay(Strict):
+    """The SMTP relay that acknowledgements and bounce replies go out through."""
+
+    host: str
+    port: int = Field(default=25, ge=1, le=65535)
+    timeout_seconds: float = Field(default=10, gt=0)
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None  # name of the environment variable holding the password
+
+
+class IntakeSettings(Strict):
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # Salesforce: 25 MB
+    smtp: SmtpIntake = SmtpIntake()
+    http: HttpIntake = HttpIntake()
+    rate_limit: RateLimit = RateLimit()
+    relay: Relay | None = None  # none: acknowledgements and bounces are recorded, not sent
+
+
 class RoutingConfig(Strict):
     mailboxes: list[Mailbox] = Field(min_length=1)
     workstreams: list[Workstream] = Field(min_length=1)
@@ -298,6 +356,7 @@ class RoutingConfig(Strict):
     agents: list[Agent] = Field(default_factory=list)
     contacts: list[Contact] = Field(default_factory=list)
     routing: RoutingSettings = RoutingSettings()
+    intake: IntakeSettings = IntakeSettings()
 
     def cross_check(self) -> list[tuple[str, str]]:
         """References between objects; pydantic checks each object alone."""

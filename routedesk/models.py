@@ -198,3 +198,48 @@ class TraceRow(SQLModel, table=True):
     outcome: str
     reason: str
     at: datetime = Field(default_factory=utcnow)
+
+
+# --- intake (loop protection, holds, outbound notifications) ----------------------------
+
+
+class IntakeHoldRow(SQLModel, table=True):
+    """Why an email is (or was) held, and whether an operator released it by hand."""
+
+    __tablename__ = "intake_hold"
+    email_id: int = Field(primary_key=True)
+    kind: str  # unverified_mailbox | rate_limit
+    reason: str
+    mailbox_address: str | None = None
+    sender: str | None = Field(default=None, index=True)
+    held_at: datetime = Field(default_factory=utcnow)
+    # Set by `routedesk intake release`: the next evaluation skips the hold checks.
+    released_at: datetime | None = None
+    released_by: str | None = None
+
+
+class NotificationRow(SQLModel, table=True):
+    """An outbound email (acknowledgement or bounce reply): at most one per kind and email.
+
+    The row is committed before the relay is contacted, and the rendered bytes with their
+    Message-ID are kept, so every retry sends the identical message and a sent one never
+    goes out again.
+    """
+
+    __tablename__ = "notification"
+    __table_args__ = (UniqueConstraint("kind", "email_id", name="one_notification_per_email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # acknowledgement | bounce
+    email_id: int = Field(index=True)  # the inbound email this answers
+    case_id: int | None = Field(default=None, index=True)
+    to_address: str = Field(index=True)
+    subject: str
+    message_id: str = Field(index=True)  # replies naming it thread onto case_id
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # pending -> sent | suppressed | skipped (no relay); pending again after a failed attempt
+    status: str = "pending"
+    reason: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None

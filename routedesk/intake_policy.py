@@ -1,0 +1,213 @@
+"""Intake rules as pure functions: routing-address matching, loop and noise protection,
+sender allowlists, the per-sender rate limit and reply (thread) detection.
+
+No I/O here: ``activities/intake.py`` reads the store, calls these, and records the outcome.
+Keeping the rules pure lets the unit tests cover every rule without a server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from routedesk.config import Mailbox
+
+# Our reference token, inserted in the subject of every outbound email: [CASE-000123].
+CASE_TOKEN_RE = re.compile(r"\[\s*(CASE-\d{1,12})\s*\]", re.IGNORECASE)
+
+# RFC 3834 and the de-facto headers of auto-responders that predate it.
+AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond")
+NOISE_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply", "list"})
+BOUNCE_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
+
+
+def case_token(case_number: str) -> str:
+    return f"[{case_number}]"
+
+
+def case_numbers_in(subject: str | None) -> list[str]:
+    """Case numbers named by reference tokens in a subject, in order, normalised."""
+    seen: dict[str, None] = {}
+    for found in CASE_TOKEN_RE.findall(subject or ""):
+        number = found.upper()
+        digits = number.removeprefix("CASE-")
+        # CASE-1 and CASE-000001 name the same case; case numbers are zero-padded to 6.
+        seen.setdefault(f"CASE-{int(digits):06d}", None)
+    return list(seen)
+
+
+# --- routing addresses -------------------------------------------------------------------
+
+
+def base_address(address: str) -> str:
+    """``support+billing@acme.example`` -> ``support@acme.example``."""
+    local, at, domain = address.partition("@")
+    return f"{local.split('+', 1)[0]}{at}{domain}"
+
+
+def mailbox_for_address(mailboxes: Mapping[str, Mailbox], address: str) -> Mailbox | None:
+    """The mailbox whose routing address ``address`` is (plus-addressing when allowed)."""
+    addr = address.strip().lower()
+    if addr.startswith("<") and addr.endswith(">"):
+        addr = addr[1:-1]
+    box = mailboxes.get(addr)
+    if box is not None:
+        return box
+    if "+" in addr.partition("@")[0]:
+        box = mailboxes.get(base_address(addr))
+        if box is not None and box.allow_plus_addressing:
+            return box
+    return None
+
+
+def match_mailbox(
+    mailboxes: Mapping[str, Mailbox], to: Iterable[str], cc: Iterable[str], envelope: Iterable[str]
+) -> Mailbox | None:
+    """The first mailbox in config order whose address is among the recipients.
+
+    Config order, not header order, decides when an email names two routing addresses,
+    so the result does not depend on how the sender ordered To and Cc. Bcc recipients
+    are only visible in the envelope, which is why the envelope counts too.
+    """
+    matched = {
+        box.address
+        for r in [*to, *cc, *envelope]
+        if (box := mailbox_for_address(mailboxes, r)) is not None
+    }
+    return next((box for address, box in mailboxes.items() if address in matched), None)
+
+
+def is_own_address(mailboxes: Mapping[str, Mailbox], address: str | None) -> bool:
+    """Mail from one of our routing addresses (any plus variant) is our own mail coming back."""
+    if not address:
+        return False
+    addr = address.lower()
+    return addr in mailboxes or base_address(addr) in mailboxes
+
+
+# --- loop and noise protection -------------------------------------------------------------
+
+
+def _first_token(value: str) -> str:
+    return value.split(";", 1)[0].strip().lower()
+
+
+def is_null_return_path(headers: Mapping[str, str]) -> bool:
+    value = headers.get("return-path")
+    if value is None:
+        return False
+    return value.strip().strip("<>").strip() == ""
+
+
+def noise_reason(
+    headers: Mapping[str, str],
+    sender: str | None,
+    content_type: str,
+    mailboxes: Mapping[str, Mailbox],
+) -> str | None:
+    """Why this email is automated mail that must never open a case (or get a reply).
+
+    ``headers`` are lowercased names to decoded values (``EmailRow.headers``). Checked in
+    this order so the reason names the most specific rule.
+    """
+    auto = headers.get("auto-submitted")
+    if auto is not None and _first_token(auto) != "no":
+        return f"automatic message (Auto-Submitted: {auto.strip()}), RFC 3834"
+    for name in AUTOREPLY_HEADERS:
+        if name in headers:
+            shown = "X-Autoreply" if name == "x-autoreply" else "X-Autorespond"
+            return f"auto-reply ({shown}: {headers[name].strip()})"
+    precedence = headers.get("precedence")
+    if precedence is not None and _first_token(precedence) in NOISE_PRECEDENCE:
+        return f"bulk or list mail (Precedence: {precedence.strip()})"
+    if content_type == "multipart/report":
+        report = re.search(r"report-type\s*=\s*\"?([\w-]+)", headers.get("content-type", ""), re.I)
+        kind = report.group(1).lower() if report else "unknown"
+        what = {
+            "delivery-status": "delivery status notification (bounce)",
+            "disposition-notification": "read receipt",
+        }.get(kind, "machine-generated report")
+        return f"{what} (multipart/report; report-type={kind})"
+    if sender and sender.partition("@")[0] in BOUNCE_LOCAL_PARTS:
+        return f"bounce or postmaster mail (from {sender})"
+    if is_null_return_path(headers):
+        return "null sender (Return-Path: <>): bounces and auto-replies use it"
+    if is_own_address(mailboxes, sender):
+        return f"mail from our own routing address {sender}: a loop"
+    return None
+
+
+# --- senders ---------------------------------------------------------------------------------
+
+
+def sender_allowed(accept_from: Iterable[str], sender: str) -> bool:
+    """``accept_from`` holds addresses and ``@domain`` entries; empty means anyone.
+
+    Domains match exactly (``@acme.example`` does not admit ``eu.acme.example``), so an
+    allowlist never grows by accident when a customer adds a subdomain.
+    """
+    entries = [e.lower() for e in accept_from]
+    if not entries:
+        return True
+    sender = sender.lower()
+    domain = "@" + sender.rpartition("@")[2]
+    return sender in entries or domain in entries
+
+
+def unauthorized_reason(box: Mailbox, sender: str) -> str:
+    allowed = ", ".join(box.accept_from)
+    return (
+        f"sender {sender} may not write to {box.address} (accept_from: {allowed}); "
+        f"action {box.unauthorized_sender_action}"
+    )
+
+
+# --- rate limit ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    max_messages: int
+    window_seconds: float
+
+
+def rate_limit_reason(sender: str, recent: int, rule: RateLimitRule) -> str | None:
+    """``recent``: emails from ``sender`` already processed in the window (this one excluded)."""
+    if recent < rule.max_messages:
+        return None
+    minutes = rule.window_seconds / 60
+    window = f"{minutes:g} minutes" if minutes >= 1 else f"{rule.window_seconds:g} seconds"
+    return (
+        f"rate limit: {sender} already sent {recent} messages in {window} "
+        f"(limit {rule.max_messages}); held until released (routedesk intake release)"
+    )
+
+
+# --- acknowledgements ------------------------------------------------------------------------
+
+
+def ack_suppression_reason(
+    *,
+    status: str,
+    sender: str | None,
+    headers: Mapping[str, str],
+    content_type: str,
+    box: Mailbox,
+    mailboxes: Mapping[str, Mailbox],
+) -> str | None:
+    """Why an acknowledgement must not go to this sender, or None.
+
+    Such emails never open a case in the first place; this is the second line of defence
+    against mail loops, checked again right before anything is sent.
+    """
+    if status != "accepted":
+        return f"the email is {status}, not a new case"
+    if not sender:
+        return "no sender address"
+    noise = noise_reason(headers, sender, content_type, mailboxes)
+    if noise:
+        return noise
+    if not sender_allowed(box.accept_from, sender):
+        return f"sender {sender} is not in accept_from of {box.address}"
+    return None
