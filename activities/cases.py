@@ -70,4 +70,10 @@ class CaseActivities:
                 step="case",
                 entries=[TraceEntry("case", case.number, "created", f"{email.from_address}: {who}; origin {case.origin}, priority {case.priority}")],
             )
-            return CaseRef(case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=True)
+            return CaseRef(
+                case_id=case.id,
+                case_number=case.number,
+                contact_id=case.contact_id,
+                created=True,
+                acknowledge=box.acknowledgement.enabled,
+            )

@@ -1,53 +1,79 @@
-"""Stage 1: parse the stored email and match it to a routing address (mailbox)."""
+"""Stage 1: parse the stored email, match a routing address and decide what it becomes.
+
+The decision, in this order (the first that applies wins):
+
+1. no usable From, or no routing address among To, Cc and the envelope -> ``rejected``
+2. automated mail (auto-replies, bulk/list mail, bounces, our own mail) -> ``ignored``
+3. a sender outside the mailbox's ``accept_from`` -> ``ignored`` (bounce reply or discard)
+4. an unverified mailbox -> ``held`` until ``routedesk mailbox verify``
+5. a sender over the rate limit -> ``held`` until ``routedesk intake release``
+6. a reply to an existing case (headers or ``[CASE-000123]`` token) -> ``threaded``
+7. otherwise -> ``accepted`` (a new case)
+
+Loop rules come before threading on purpose: an out-of-office reply quoting our case token
+must not land in the case. Holds come before threading too: a flood of replies is a loop
+just as much as a flood of new mail.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from routedesk.config import Mailbox
+from activities.notify import Notifier, recent_bounce, record_notification, render_bounce
+from routedesk.config import IntakeSettings, Mailbox
 from routedesk.contracts import IntakeResult
-from routedesk.mime import parse_email
-from routedesk.models import EmailRow
+from routedesk.intake_policy import (
+    RateLimitRule,
+    case_numbers_in,
+    match_mailbox,
+    noise_reason,
+    rate_limit_reason,
+    sender_allowed,
+    unauthorized_reason,
+)
+from routedesk.intake_settings import content_type_of, intake_settings
+from routedesk.mime import BODY_TEXT_LIMIT, ParsedEmail, parse_email
+from routedesk.models import (
+    CaseRow,
+    EmailRow,
+    IntakeHoldRow,
+    MailboxRow,
+    NotificationRow,
+    TraceRow,
+)
 from routedesk.store import Store, TraceEntry, add_trace
 
 REJECTED = "EmailRejected"  # non-retryable: the same bytes will never route differently
 
-
-def _base_address(address: str) -> str:
-    """``support+billing@acme.example`` -> ``support@acme.example``."""
-    local, at, domain = address.partition("@")
-    return f"{local.split('+', 1)[0]}{at}{domain}"
+# Kept importable from here: the SMTP server and older callers use it.
+__all__ = ["REJECTED", "IntakeActivities", "match_mailbox"]
 
 
-def match_mailbox(
-    mailboxes: dict[str, Mailbox], to: list[str], cc: list[str], envelope: list[str]
-) -> Mailbox | None:
-    """The first mailbox in config order whose address is among the recipients.
-
-    Config order, not header order, decides when an email names two routing addresses,
-    so the result does not depend on how the sender ordered To and Cc.
-    """
-    recipients = {a.lower() for a in [*to, *cc, *envelope]}
-    for address, box in mailboxes.items():
-        if address in recipients:
-            return box
-        if box.allow_plus_addressing and any(
-            "+" in r and _base_address(r) == address for r in recipients
-        ):
-            return box
-    return None
+@dataclass
+class Decision:
+    status: str  # accepted | threaded | rejected | ignored | held
+    reason: str
+    mailbox: Mailbox | None = None
+    case: CaseRow | None = None  # threaded: the case the reply joins
+    hold_kind: str | None = None  # unverified_mailbox | rate_limit
+    bounce: bool = False  # ignored: send the unauthorized sender a bounce reply
 
 
-def _rejection_reason(email: EmailRow, mailboxes: dict[str, Mailbox]) -> str | None:
+def _rejection(email: EmailRow, mailboxes: dict[str, Mailbox]) -> Decision | None:
     if not email.from_address:
-        return "no usable From address: the sender cannot be identified or answered"
-    recipients = [*email.to, *email.cc, *email.envelope_to]
+        return Decision("rejected", "no usable From address: the sender cannot be identified or answered")
     if match_mailbox(mailboxes, email.to, email.cc, email.envelope_to) is None:
-        shown = ", ".join(recipients) or "none"
-        return (
+        recipients = [*email.to, *email.cc, *email.envelope_to]
+        shown = ", ".join(dict.fromkeys(recipients)) or "none"
+        return Decision(
+            "rejected",
             f"no routing address among the recipients ({shown}); "
-            f"routing addresses are: {', '.join(mailboxes) or 'none configured'}"
+            f"routing addresses are: {', '.join(mailboxes) or 'none configured'}",
         )
     return None
 
@@ -55,14 +81,19 @@ def _rejection_reason(email: EmailRow, mailboxes: dict[str, Mailbox]) -> str | N
 class IntakeActivities:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.notifier = Notifier(store)
 
     @activity.defn(name="parse_email")
     def parse_email(self, email_id: int) -> IntakeResult:
         """Parse the raw bytes already in the store and record the outcome.
 
-        Idempotent: a second run finds the email past ``received`` and returns the same
-        result without parsing or tracing again. A rejection is committed first and only
-        then raised, so the raw email and the reason are never lost.
+        Idempotent: an email past ``received`` is not evaluated again and the stored result
+        is returned, except a ``held`` one, which is evaluated again because the workflow
+        only asks after a ``release`` (mailbox verified, or released by hand). Everything a
+        decision writes (status, trace, hold, bounce to send) is one transaction. A
+        rejection is committed first and only then raised, so the raw email and the reason
+        are never lost; a bounce reply is sent after the commit and a failed send makes the
+        activity retry, finding the decision already made.
         """
         mailboxes = self.store.mailboxes()
         with self.store.db.write() as s:
@@ -74,46 +105,212 @@ class IntakeActivities:
                     type="EmailMissing",
                     non_retryable=True,
                 )
-            if email.status == "received":
-                self._parse_into(email)
-                reason = _rejection_reason(email, mailboxes)
-                box = match_mailbox(mailboxes, email.to, email.cc, email.envelope_to)
-                if reason is not None:
-                    email.status, email.reason = "rejected", reason
-                else:
-                    assert box is not None
-                    email.status, email.mailbox_address = "accepted", box.address
-                s.add(email)
-                add_trace(
-                    s,
-                    email_id=email_id,
-                    case_id=None,
-                    round_=1,
-                    step="intake",
-                    entries=[
-                        TraceEntry(
-                            "intake",
-                            email.mailbox_address or "-",
-                            email.status,
-                            reason or f"{email.from_address} wrote to routing address {email.mailbox_address}",
-                        )
-                    ],
-                )
+            if email.status in ("received", "held"):
+                self._evaluate(s, email, mailboxes)
+            box = mailboxes.get(email.mailbox_address or "")
             result = IntakeResult(
                 email_id=email_id,
                 status=email.status,  # type: ignore[arg-type]
                 reason=email.reason,
                 mailbox=email.mailbox_address,
-                workstream_id=mailboxes[email.mailbox_address].workstream if email.mailbox_address in mailboxes else None,
+                workstream_id=box.workstream if box else None,
                 sender=email.from_address,
+                existing_case_id=email.case_id if email.status == "threaded" else None,
             )
+            pending_bounce = s.exec(
+                select(NotificationRow.id).where(
+                    NotificationRow.kind == "bounce",
+                    NotificationRow.email_id == email_id,
+                    NotificationRow.status == "pending",
+                )
+            ).first()
+        if pending_bounce is not None:
+            self.notifier.deliver(pending_bounce)
         if result.status == "rejected":
             raise ApplicationError(f"email {email_id} rejected: {result.reason}", type=REJECTED, non_retryable=True)
         return result
 
-    @staticmethod
-    def _parse_into(email: EmailRow) -> None:
+    # --- evaluation ------------------------------------------------------------------------
+
+    def _evaluate(self, s: Session, email: EmailRow, mailboxes: dict[str, Mailbox]) -> None:
+        assert email.id is not None
         parsed = parse_email(email.raw)
+        self._store_parsed(email, parsed)
+        settings = intake_settings(s)
+        hold = s.get(IntakeHoldRow, email.id)
+        released_by_hand = hold is not None and hold.released_at is not None
+        d = self._decide(s, parsed, email, mailboxes, settings, released_by_hand)
+
+        email.status, email.reason = d.status, (None if d.status in ("accepted", "threaded") else d.reason)
+        email.mailbox_address = d.mailbox.address if d.mailbox else None
+        if d.case is not None:
+            email.case_id = d.case.id
+        s.add(email)
+        if d.status == "held":
+            assert d.hold_kind is not None
+            if hold is None:
+                hold = IntakeHoldRow(email_id=email.id, kind=d.hold_kind, reason=d.reason)
+            hold.kind, hold.reason = d.hold_kind, d.reason
+            hold.mailbox_address, hold.sender = email.mailbox_address, email.from_address
+            s.add(hold)
+        if d.bounce:
+            assert d.mailbox is not None
+            self._record_bounce(s, email, d.mailbox, settings)
+
+        reason = d.reason
+        if released_by_hand and d.status in ("accepted", "threaded") and hold is not None:
+            reason += f" (released by {hold.released_by or 'an operator'})"
+        if d.status in ("accepted", "threaded") and parsed.text_truncated:
+            reason += f"; body truncated to {BODY_TEXT_LIMIT:,} characters in the case (full message kept)"
+        add_trace(
+            s,
+            email_id=email.id,
+            case_id=d.case.id if d.case is not None else None,
+            round_=d.case.round if d.case is not None else 1,
+            step=self._next_intake_step(s, email.id),
+            entries=[
+                TraceEntry(
+                    "intake",
+                    (d.case.number if d.case is not None else None) or email.mailbox_address or "-",
+                    d.status,
+                    reason,
+                )
+            ],
+        )
+
+    def _decide(
+        self,
+        s: Session,
+        parsed: ParsedEmail,
+        email: EmailRow,
+        mailboxes: dict[str, Mailbox],
+        settings: IntakeSettings,
+        released_by_hand: bool,
+    ) -> Decision:
+        rejected = _rejection(email, mailboxes)
+        if rejected is not None:
+            return rejected
+        box = match_mailbox(mailboxes, email.to, email.cc, email.envelope_to)
+        assert box is not None and email.from_address is not None
+        sender = email.from_address
+
+        noise = noise_reason(email.headers, sender, content_type_of(email.headers), mailboxes)
+        if noise is not None:
+            return Decision("ignored", f"no case: {noise}", box)
+
+        if not sender_allowed(box.accept_from, sender):
+            action = box.unauthorized_sender_action
+            why = unauthorized_reason(box, sender)
+            return Decision("ignored", f"no case: {why}", box, bounce=action == "bounce")
+
+        if not released_by_hand:
+            row = s.get(MailboxRow, box.address)
+            if row is not None and not row.verified:
+                return Decision(
+                    "held",
+                    f"mailbox {box.address} is not verified; held until `routedesk mailbox verify {box.address}`",
+                    box,
+                    hold_kind="unverified_mailbox",
+                )
+            limit = settings.rate_limit
+            if limit.enabled:
+                rule = RateLimitRule(limit.max_messages, limit.window_seconds)
+                why_held = rate_limit_reason(sender, self._recent_from(s, email, rule), rule)
+                if why_held is not None:
+                    return Decision("held", why_held, box, hold_kind="rate_limit")
+
+        thread = self._find_thread(s, parsed, email)
+        if thread is not None:
+            case, how = thread
+            return Decision("threaded", f"reply to {case.number}: {how}", box, case=case)
+        return Decision("accepted", f"{sender} wrote to routing address {box.address}", box)
+
+    @staticmethod
+    def _recent_from(s: Session, email: EmailRow, rule: RateLimitRule) -> int:
+        """Emails from the same sender processed within the window before this one arrived.
+
+        Only mail that went on to routing counts (accepted, threaded); held and ignored mail
+        does not. Write transactions are serialized, so a burst parsed in any order admits
+        exactly ``max_messages``.
+        """
+        since = email.received_at - timedelta(seconds=rule.window_seconds)
+        count = s.exec(
+            select(func.count())
+            .select_from(EmailRow)
+            .where(
+                EmailRow.from_address == email.from_address,
+                EmailRow.id != email.id,
+                col(EmailRow.status).in_(["accepted", "threaded"]),
+                col(EmailRow.received_at) >= since,
+            )
+        ).one()
+        return int(count)
+
+    @staticmethod
+    def _find_thread(s: Session, parsed: ParsedEmail, email: EmailRow) -> tuple[CaseRow, str] | None:
+        """The case this email replies to, and how we know.
+
+        In-Reply-To first, then References from the newest id back: the most direct parent
+        wins. Our own outbound messages (acknowledgements) count as stored Message-IDs. The
+        ``[CASE-000123]`` subject token is the fallback, as with Salesforce's thread tokens.
+        """
+        candidates: list[tuple[str, str]] = [("In-Reply-To", m) for m in parsed.in_reply_to]
+        candidates += [("References", m) for m in reversed(parsed.references)]
+        ids = [m for _, m in candidates if m != email.message_id]
+        if ids:
+            found: dict[str, int] = {}
+            for mid, case_id in s.exec(
+                select(EmailRow.message_id, EmailRow.case_id).where(
+                    col(EmailRow.message_id).in_(ids), col(EmailRow.case_id).is_not(None), EmailRow.id != email.id
+                )
+            ).all():
+                if mid is not None and case_id is not None:
+                    found.setdefault(mid, case_id)
+            for mid, case_id in s.exec(
+                select(NotificationRow.message_id, NotificationRow.case_id).where(
+                    col(NotificationRow.message_id).in_(ids), col(NotificationRow.case_id).is_not(None)
+                )
+            ).all():
+                if case_id is not None:
+                    found.setdefault(mid, case_id)
+            for header, mid in candidates:
+                if mid in found:
+                    case = s.get(CaseRow, found[mid])
+                    if case is not None:
+                        return case, f"{header} names <{mid}>"
+        for number in case_numbers_in(parsed.subject):
+            case = s.exec(select(CaseRow).where(CaseRow.number == number)).first()
+            if case is not None:
+                return case, f"the subject carries the reference token [{number}]"
+        return None
+
+    def _record_bounce(self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings) -> None:
+        # One bounce per address and window: two auto-responders that ignore RFC 3834 must
+        # not be able to ping-pong with us, and a forged sender gets at most one backscatter.
+        assert email.from_address is not None
+        window = settings.rate_limit.window_seconds
+        earlier = recent_bounce(s, email.from_address, window, email)
+        suppressed = None
+        if earlier is not None:
+            suppressed = (
+                f"a bounce reply already went to {email.from_address} for email {earlier.email_id} "
+                f"within {window:g}s; one per window"
+            )
+        rendered = None if suppressed else render_bounce(email, box)
+        record_notification(s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed)
+
+    @staticmethod
+    def _next_intake_step(s: Session, email_id: int) -> str:
+        """``intake`` for the first evaluation, ``intake#2`` ... after each release."""
+        done = s.exec(
+            select(func.count(func.distinct(TraceRow.step))).where(
+                TraceRow.email_id == email_id, col(TraceRow.step).startswith("intake")
+            )
+        ).one()
+        return "intake" if not done else f"intake#{int(done) + 1}"
+
+    @staticmethod
+    def _store_parsed(email: EmailRow, parsed: ParsedEmail) -> None:
         email.subject = parsed.subject
         email.from_address = parsed.from_address
         email.from_name = parsed.from_name
@@ -125,3 +322,4 @@ class IntakeActivities:
         email.defects = parsed.defects
         if parsed.message_id and not email.message_id:
             email.message_id = parsed.message_id
+

@@ -2,7 +2,8 @@
 
 Starts (or reuses) the Temporal dev server with its UI and a history file under
 ``.routedesk/``, registers our search attributes, loads the routing config into the SQLite
-case store, and runs the worker in this process.
+case store, and runs the worker and the intake channels (SMTP on 127.0.0.1:2525, HTTP on
+127.0.0.1:8088 by default) in this process.
 """
 
 from __future__ import annotations
@@ -12,18 +13,24 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from temporalio.client import Client
 
 from routedesk import search_attributes as sa
 from routedesk import settings
-from routedesk.config import ConfigError, load_config
+from routedesk.config import ConfigError, IntakeSettings, load_config
 from routedesk.db import DEFAULT_DIR, StoreUnavailable
 from routedesk.store import Store
 from routedesk.temporal import TemporalUnavailable, connect
+from starter.http import HttpIntakeServer, start_http_intake
+from starter.smtp import SmtpIntakeServer, start_smtp_intake
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("routedesk")
@@ -98,17 +105,27 @@ async def serve(config_path: Path, ui_port: int) -> int:
             loop.add_signal_handler(sig, stop.set)
 
         async with worker:
-            print(
-                "\nroutedesk is running\n"
-                f"  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue=\"billing\")\n"
-                f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
-                f"  case store    {store.db.address}\n"
-                f"  config        {config_path}\n"
-                "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
-                "Ctrl-C stops everything.\n",
-                flush=True,
-            )
-            await stop.wait()
+            try:
+                channels = await start_intake_channels(client, store, cfg.intake)
+            except IntakeChannelError as exc:
+                print(f"routedesk: {exc}", file=sys.stderr)
+                return 2
+            try:
+                print(
+                    "\nroutedesk is running\n"
+                    f"  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue=\"billing\")\n"
+                    f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
+                    f"  case store    {store.db.address}\n"
+                    f"  config        {config_path}\n"
+                    f"{channels.describe()}"
+                    "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
+                    "Ctrl-C stops everything.\n",
+                    flush=True,
+                )
+                await stop.wait()
+            finally:
+                log.info("stopping the intake channels")
+                await channels.stop()
             log.info("stopping the worker")
         return 0
     except (TemporalUnavailable, StoreUnavailable) as exc:
@@ -122,6 +139,67 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+class IntakeChannelError(Exception):
+    pass
+
+
+@dataclass
+class IntakeChannels:
+    smtp: SmtpIntakeServer | None = None
+    http: HttpIntakeServer | None = None
+    token_source: str = ""
+
+    def describe(self) -> str:
+        lines = ""
+        if self.smtp is not None:
+            lines += f"  SMTP intake   {self.smtp.host}:{self.smtp.port}  (point your mail server's forwarding here)\n"
+        if self.http is not None:
+            lines += f"  HTTP intake   POST {self.http.url}/v1/emails  (bearer token: {self.token_source}; API {self.http.url}/docs)\n"
+        return lines
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        if self.smtp is not None:
+            await self.smtp.stop()
+
+
+def http_token(env_name: str, state_dir: Path) -> tuple[str, str]:
+    """The bearer token from ``env_name``, else one generated once and kept in state_dir."""
+    token = os.environ.get(env_name, "").strip()
+    if token:
+        return token, f"${env_name}"
+    path = state_dir / "http-token"
+    if path.exists():
+        return path.read_text().strip(), str(path)
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token, str(path)
+
+
+async def start_intake_channels(client: Client, store: Store, intake: IntakeSettings) -> IntakeChannels:
+    """Start the SMTP and HTTP intake servers the config enables, on this event loop."""
+    channels = IntakeChannels()
+    if intake.smtp.enabled:
+        try:
+            channels.smtp = await start_smtp_intake(
+                client, store, host=intake.smtp.host, port=intake.smtp.port, max_message_bytes=intake.max_message_bytes
+            )
+        except OSError as exc:
+            raise IntakeChannelError(f"cannot listen for SMTP on {intake.smtp.host}:{intake.smtp.port}: {exc.strerror or exc}") from None
+    if intake.http.enabled:
+        token, channels.token_source = http_token(intake.http.token_env, DEFAULT_DIR)
+        try:
+            channels.http = await start_http_intake(
+                client, store, token=token, host=intake.http.host, port=intake.http.port, max_message_bytes=intake.max_message_bytes
+            )
+        except OSError as exc:
+            await channels.stop()
+            raise IntakeChannelError(f"cannot listen for HTTP on {intake.http.host}:{intake.http.port}: {exc.strerror or exc}") from None
+    return channels
 
 
 def main() -> None:

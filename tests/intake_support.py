@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from aiosmtpd.controller import Controller
@@ -21,6 +23,17 @@ from sqlmodel import col, select
 from routedesk.config import RoutingConfig, parse_config
 from routedesk.models import CaseRow, EmailRow, NotificationRow
 from tests.support import EXAMPLES, Stack, eventually
+
+T = TypeVar("T")
+
+# Blocking SMTP/HTTP clients get their own threads: on the default executor they could take
+# every thread while the server under test (same event loop) waits for one to store mail.
+_CLIENT_THREADS = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="test-client")
+
+
+async def in_client_thread(fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_CLIENT_THREADS, fn, *args)
+
 
 _EXAMPLE = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
 
@@ -65,8 +78,15 @@ class SmtpSink:
 
     host: str
     port: int
+    refuse: bool = False  # answer RCPT with 550, as a relay does for a dead mailbox
     messages: list[Delivered] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        if self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
@@ -84,8 +104,8 @@ class SmtpSink:
 
 
 @contextmanager
-def smtp_sink(port: int | None = None) -> Iterator[SmtpSink]:
-    sink = SmtpSink("127.0.0.1", port or free_port())
+def smtp_sink(port: int | None = None, *, refuse: bool = False) -> Iterator[SmtpSink]:
+    sink = SmtpSink("127.0.0.1", port or free_port(), refuse=refuse)
     controller = Controller(sink, hostname=sink.host, port=sink.port, ready_timeout=5, server_hostname="sink.localhost")
     controller.start()
     try:

@@ -1,0 +1,92 @@
+"""``routedesk mailbox list|verify``: routing addresses and their verification."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+from sqlmodel import col, func, select
+
+from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
+from routedesk.cli.intake import held_emails, signal_release
+from routedesk.config import Mailbox
+from routedesk.models import EmailRow, MailboxRow
+from routedesk.temporal import connect
+
+app = typer.Typer(no_args_is_help=True, help="Routing addresses (mailboxes).")
+
+
+@app.command("list")
+@friendly
+def list_mailboxes(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Routing addresses in config order, with their intake options and held mail."""
+    store = open_store()
+    with store.db.read() as s:
+        rows = list(s.exec(select(MailboxRow).order_by(col(MailboxRow.position))).all())
+        held = dict(
+            s.exec(  # type: ignore[arg-type]
+                select(EmailRow.mailbox_address, func.count())
+                .where(EmailRow.status == "held")
+                .group_by(col(EmailRow.mailbox_address))
+            ).all()
+        )
+    data = []
+    for r in rows:
+        box = Mailbox.model_validate(r.config)
+        data.append(
+            {
+                "address": r.address,
+                "name": r.name,
+                "workstream": r.workstream_id,
+                "verified": r.verified,
+                "allow_plus_addressing": box.allow_plus_addressing,
+                "accept_from": box.accept_from,
+                "unauthorized_sender_action": box.unauthorized_sender_action,
+                "acknowledgement": box.acknowledgement.enabled,
+                "held": held.get(r.address, 0),
+            }
+        )
+    if as_json:
+        print_json(data)
+        return
+    table = Table()
+    for c in ("address", "workstream", "verified", "accept_from", "unauthorized", "ack", "held"):
+        table.add_column(c)
+    for d in data:
+        table.add_row(
+            str(d["address"]),
+            str(d["workstream"]),
+            "yes" if d["verified"] else "NO",
+            ", ".join(d["accept_from"]) or "anyone",  # type: ignore[arg-type]
+            str(d["unauthorized_sender_action"]),
+            "on" if d["acknowledgement"] else "off",
+            str(d["held"]),
+        )
+    console.print(table)
+
+
+@app.command("verify")
+@friendly
+def verify(address: str = typer.Argument(..., help="The routing address")) -> None:
+    """Mark ADDRESS verified and release the emails held for it."""
+    address = address.strip().lower()
+    store = open_store()
+
+    async def go() -> None:
+        client = await connect()  # before changing anything: fail without half a verify
+        with store.db.write() as s:
+            row = s.get(MailboxRow, address)
+            if row is None:
+                raise UserError(f"no routing address {address} in {store.db.address}")
+            was = row.verified
+            row.verified = True
+            s.add(row)
+        # Held emails are looked up after the commit: an email evaluated concurrently
+        # either saw the mailbox verified or is already stored as held and found here.
+        held = [e.workflow_id for e, _ in held_emails(store, mailbox=address) if e.workflow_id]
+        done, gone = await signal_release(client, held)
+        state = "already verified" if was else "verified"
+        console.print(f"{address} {state}; released {len(done)} held email(s)")
+        for wf in gone:
+            console.print(f"  workflow {wf} is no longer running", markup=False)
+
+    run(go())

@@ -1,0 +1,236 @@
+"""HTTP intake for webhook integrations: ``POST /v1/emails`` with a raw RFC 5322 message.
+
+- ``Content-Type: message/rfc822``, the message bytes as the body (else 415);
+- ``X-Envelope-To``: envelope recipients, comma-separated and/or repeated (how Bcc is seen);
+- ``Authorization: Bearer <token>`` (else 401); larger than ``intake.max_message_bytes``: 413;
+- ``202 {"workflow_id", "email_id", "duplicate"}`` only after the bytes are stored and the
+  workflow started, like SMTP's 250; ``503`` when the store or Temporal is down (retry).
+
+The OpenAPI document is served at ``/openapi.json`` (and ``/docs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.utils import getaddresses
+from typing import Any
+
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlmodel import select
+from temporalio.client import Client
+
+from routedesk.models import CaseRow, EmailRow
+from routedesk.store import Store
+from starter.send import submit_email
+
+log = logging.getLogger("routedesk.http")
+
+RFC822 = "message/rfc822"
+
+
+class Accepted(BaseModel):
+    workflow_id: str
+    email_id: int
+    duplicate: bool  # the same Message-ID (or bytes) was submitted before: same workflow
+
+
+class EmailState(BaseModel):
+    workflow_id: str
+    email_id: int
+    status: str  # received, accepted, threaded, rejected, ignored, held
+    reason: str | None = None
+    case_number: str | None = None
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def envelope_recipients(values: list[str]) -> list[str]:
+    return [addr.strip().lower() for _, addr in getaddresses(values) if "@" in addr]
+
+
+def create_app(
+    client: Client,
+    store: Store,
+    *,
+    token: str,
+    max_message_bytes: int = 25 * 1024 * 1024,
+    task_queue: str | None = None,
+    id_prefix: str | None = None,
+) -> FastAPI:
+    if not token:
+        raise ValueError("the HTTP intake needs a bearer token")
+    app = FastAPI(
+        title="routedesk intake",
+        version="1",
+        description="Submit raw emails for routing. Every channel starts the same durable "
+        "workflow and is idempotent on the Message-ID.",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorize(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        given = creds.credentials if creds is not None else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "missing or wrong bearer token"},
+        503: {"model": Problem, "description": "the case store or Temporal is unavailable; retry"},
+    }
+
+    @app.post(
+        "/v1/emails",
+        status_code=202,
+        response_model=Accepted,
+        dependencies=[Depends(authorize)],
+        summary="Submit a raw email for routing",
+        responses={
+            **errors,
+            400: {"model": Problem, "description": "empty body"},
+            413: {"model": Problem, "description": "larger than intake.max_message_bytes"},
+            415: {"model": Problem, "description": "Content-Type is not message/rfc822"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {RFC822: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "parameters": [
+                {
+                    "name": "X-Envelope-To",
+                    "in": "header",
+                    "required": False,
+                    "description": "Envelope recipients (comma-separated, repeatable); "
+                    "Bcc recipients are only visible here",
+                    "schema": {"type": "string"},
+                }
+            ],
+        },
+    )
+    async def post_email(request: Request) -> JSONResponse:
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != RFC822:
+            raise HTTPException(415, f"Content-Type must be {RFC822}, not {ctype or 'missing'}")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_message_bytes:
+            raise HTTPException(413, f"message larger than {max_message_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_message_bytes:
+                raise HTTPException(413, f"message larger than {max_message_bytes} bytes")
+        if not body:
+            raise HTTPException(400, "empty body: send the raw message")
+        envelope = envelope_recipients(request.headers.getlist("x-envelope-to"))
+        try:
+            sub = await submit_email(
+                client,
+                store,
+                bytes(body),
+                source="http",
+                envelope_to=envelope,
+                task_queue=task_queue,
+                id_prefix=id_prefix,
+            )
+        except Exception:
+            log.exception("HTTP intake could not submit a message")
+            raise HTTPException(503, "could not store the message or start its workflow; retry", headers={"Retry-After": "5"}) from None
+        accepted = Accepted(workflow_id=sub.workflow_id, email_id=sub.email_id, duplicate=not sub.new_email)
+        return JSONResponse(
+            accepted.model_dump(), status_code=202, headers={"Location": f"/v1/emails/{sub.email_id}"}
+        )
+
+    @app.get(
+        "/v1/emails/{email_id}",
+        response_model=EmailState,
+        dependencies=[Depends(authorize)],
+        summary="Where a submitted email stands",
+        responses={**errors, 404: {"model": Problem, "description": "no such email"}},
+    )
+    async def get_email(email_id: int) -> EmailState:
+        def read() -> EmailState | None:
+            with store.db.read() as s:
+                email = s.get(EmailRow, email_id)
+                if email is None:
+                    return None
+                case = s.get(CaseRow, email.case_id) if email.case_id else None
+                if case is None:
+                    case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
+                return EmailState(
+                    workflow_id=email.workflow_id or "",
+                    email_id=email_id,
+                    status=email.status,
+                    reason=email.reason,
+                    case_number=case.number if case else None,
+                )
+
+        state = await asyncio.to_thread(read)
+        if state is None:
+            raise HTTPException(404, f"no email {email_id}")
+        return state
+
+    @app.get("/healthz", include_in_schema=False)
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The host process (make run, a test) owns SIGINT/SIGTERM and stops us itself.
+        yield
+
+
+@dataclass
+class HttpIntakeServer:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def start_http_intake(
+    client: Client,
+    store: Store,
+    *,
+    token: str,
+    host: str = "127.0.0.1",
+    port: int = 8088,
+    max_message_bytes: int = 25 * 1024 * 1024,
+    task_queue: str | None = None,
+    id_prefix: str | None = None,
+) -> HttpIntakeServer:
+    """Serve the intake API on the running loop; raises OSError when the port is taken.
+
+    The socket is bound and listening before this returns, so clients may connect at once.
+    """
+    app = create_app(
+        client, store, token=token, max_message_bytes=max_message_bytes, task_queue=task_queue, id_prefix=id_prefix
+    )
+    sock = socket.create_server((host, port), reuse_port=False)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    bound = sock.getsockname()
+    return HttpIntakeServer(server, task, bound[0], bound[1])
