@@ -33,7 +33,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue(),
         workflows=WORKFLOWS,
-        activities=list(activities if activities is not None else build_activities(store)),
+        activities=list(activities if activities is not None else build_activities(store, client)),
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
     )

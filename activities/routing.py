@@ -10,8 +10,8 @@ from temporalio.exceptions import ApplicationError
 
 from routedesk import rules
 from routedesk.config import Priority
-from routedesk.contracts import Classification, QueueDecision, StepInput
-from routedesk.models import CaseRow, EmailRow, utcnow
+from routedesk.contracts import AssignmentPlan, Classification, QueueDecision, StepInput
+from routedesk.models import CaseRow, ContactRow, EmailRow, utcnow
 from routedesk.store import Store, TraceEntry, add_trace
 
 
@@ -94,4 +94,11 @@ class RoutingActivities:
                 case.queued_at = utcnow()
                 s.add(case)
             assert case.queue_id is not None
-            return QueueDecision(queue_id=case.queue_id, rule=rule)
+            contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
+            plan = AssignmentPlan(
+                preferred_enabled=ws.preferred_agents.enabled,
+                preferred_agents=list(contact.preferred_agents) if contact else [],
+                fallback=ws.preferred_agents.fallback,
+                offer_timeout_seconds=ws.offer_timeout_seconds,
+            )
+            return QueueDecision(queue_id=case.queue_id, rule=rule, plan=plan)

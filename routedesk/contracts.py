@@ -41,6 +41,7 @@ class CaseRef(BaseModel):
     contact_id: str | None = None
     created: bool
     round: int = 1
+    previous_agent: str | None = None  # a reopened case goes to its previous owner first
     acknowledge: bool = False  # the mailbox sends an acknowledgement for new cases
 
 
@@ -61,6 +62,7 @@ class Classification(BaseModel):
 class QueueDecision(BaseModel):
     queue_id: str
     rule: str  # the rule that matched, or "fallback"
+    plan: AssignmentPlan | None = None
 
 
 class RoutingStatus(BaseModel):
@@ -86,3 +88,144 @@ class RoutingOutcome(BaseModel):
     queue: str | None = None
     assigned_agent: str | None = None
     reason: str | None = None
+
+
+# --- assignment ----------------------------------------------------------------------------
+
+
+class AssignmentPlan(BaseModel):
+    """What the workstream and contact say about assigning this case; fixed per round."""
+
+    preferred_enabled: bool
+    preferred_agents: list[str] = Field(default_factory=list)
+    fallback: Literal["next_best_agent", "leave_unassigned"] = "next_best_agent"
+    offer_timeout_seconds: float = 60
+
+
+class OfferInfo(BaseModel):
+    offer_id: int
+    agent_id: str
+    kind: Literal["preferred", "queue"]
+    timeout_seconds: float
+
+
+class PreferredOfferRequest(BaseModel):
+    case_id: int
+    agent_id: str
+    position: int  # 1..3, the offer order
+    step: str
+
+
+class OfferAttempt(BaseModel):
+    offer: OfferInfo | None = None  # None: not eligible, reason traced
+    reason: str | None = None
+
+
+class AnswerInput(BaseModel):
+    """An agent's answer to an offer, or its timeout, for the store to record."""
+
+    case_id: int
+    offer_id: int
+    agent_id: str
+    outcome: Literal["accepted", "declined", "timed_out", "withdrawn"]
+    reason: str | None = None
+    step: str
+    id_prefix: str = ""
+
+
+class AssignResult(BaseModel):
+    assigned: bool
+    agent_id: str | None = None
+    reason: str
+
+
+class DirectAssignInput(BaseModel):
+    """Pick (by the agent) or assign (by a supervisor), bypassing offers."""
+
+    case_id: int
+    agent_id: str
+    by: Literal["pick", "supervisor"]
+    step: str
+    id_prefix: str = ""
+
+
+class DispatchRequest(BaseModel):
+    case_id: int
+    step: str
+    id_prefix: str = ""
+
+
+class CaseStepInput(BaseModel):
+    case_id: int
+    step: str
+    id_prefix: str = ""
+    reason: str | None = None
+
+
+class DispatcherInput(BaseModel):
+    queue_id: str
+    id_prefix: str = ""
+    sweep_interval_seconds: float = 60
+    pending_kick: bool = True  # carried over continue-as-new so no kick is lost
+    passes: int = 0
+
+
+class DispatchPass(BaseModel):
+    queue_id: str
+    pass_key: str  # idempotency: a retried pass returns the offers it already made
+    sweep: bool = False
+
+
+class DispatchedOffer(BaseModel):
+    case_id: int
+    workflow_id: str
+    offer: OfferInfo
+
+
+class DispatchResult(BaseModel):
+    offers: list[DispatchedOffer] = Field(default_factory=list)
+    waiting: int = 0
+    sweep_interval_seconds: float = 60
+
+
+# --- messages to the case workflow ---------------------------------------------------------
+
+
+class AgentAnswer(BaseModel):
+    """Payload of the ``accept`` and ``decline`` signals."""
+
+    agent_id: str
+    reason: str | None = None
+    offer_id: int | None = None  # optional: pins the answer to one offer
+
+
+class RespondRequest(BaseModel):
+    """Payload of the ``respond`` update."""
+
+    agent_id: str
+    decision: Literal["accept", "decline"]
+    reason: str | None = None
+
+
+class AssignRequest(BaseModel):
+    """Payload of the ``pick`` and ``assign`` updates."""
+
+    agent_id: str
+
+
+# --- threading -----------------------------------------------------------------------------
+
+
+class ThreadInput(BaseModel):
+    email_id: int  # the reply
+    case_id: int  # the case it threads onto
+    workflow_id: str  # the reply's own workflow, which routes the case again if reopened
+
+
+class ThreadDecision(BaseModel):
+    # signal: the case's workflow is still routing it; reopen: the case was resolved and this
+    # workflow routes it again.
+    action: Literal["signal", "reopen"]
+    case: CaseRef
+    case_workflow_id: str | None = None
+    reason: str

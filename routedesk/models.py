@@ -66,6 +66,14 @@ class AgentRow(SQLModel, table=True):
     last_released_at: datetime | None = None
 
 
+class SettingRow(SQLModel, table=True):
+    """Config sections that are not tables of their own (e.g. ``routing``)."""
+
+    __tablename__ = "setting"
+    key: str = Field(primary_key=True)
+    value: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
 class ContactRow(SQLModel, table=True):
     __tablename__ = "contact"
     id: str = Field(primary_key=True)
@@ -140,6 +148,7 @@ class CaseRow(SQLModel, table=True):
     awaiting_dispatch: bool = False
     excluded_agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     assigned_agent_id: str | None = None
+    previous_agent_id: str | None = None  # owner before the case was last reopened
     assigned_at: datetime | None = None
     resolved_at: datetime | None = None
 

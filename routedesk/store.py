@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
 from routedesk import ids
-from routedesk.config import Mailbox, RoutingConfig, Workstream
+from routedesk.config import Mailbox, RoutingConfig, RoutingSettings, Workstream
 from routedesk.db import Database
 from routedesk.models import (
     AgentRow,
@@ -21,6 +21,7 @@ from routedesk.models import (
     MailboxRow,
     QueueMemberRow,
     QueueRow,
+    SettingRow,
     TraceRow,
     WorkstreamRow,
     utcnow,
@@ -101,6 +102,8 @@ class Store:
                     s.add(row)
             for gone in old_agents.values():
                 s.delete(gone)
+            s.merge(SettingRow(key="routing", value=cfg.routing.model_dump(mode="json")))
+            s.merge(SettingRow(key="intake", value=cfg.intake.model_dump(mode="json")))
             for c in cfg.contacts:
                 s.add(ContactRow(id=c.id, name=c.name, preferred_agents=list(c.preferred_agents)))
                 for e in c.emails:
@@ -136,6 +139,11 @@ class Store:
         with self._cache_lock:
             self._mailboxes = boxes
         return boxes
+
+    def routing_settings(self) -> RoutingSettings:
+        with self.db.read() as s:
+            row = s.get(SettingRow, "routing")
+            return RoutingSettings.model_validate(row.value) if row else RoutingSettings()
 
     def forget_cached_definitions(self) -> None:
         with self._cache_lock:
@@ -206,6 +214,57 @@ class Store:
             return None
         link = s.get(ContactEmailRow, address.lower())
         return s.get(ContactRow, link.contact_id) if link else None
+
+
+class StoreRefusal(Exception):
+    """A request the store refuses for a reason the user can act on."""
+
+
+def set_presence(store: Store, agent_id: str, presence: str) -> list[str]:
+    """Set an agent's presence; returns the agent's queues, whose dispatchers should wake."""
+    from routedesk.config import Presence
+
+    try:
+        value = Presence(presence.capitalize()).value
+    except ValueError:
+        raise StoreRefusal(f"presence must be one of {', '.join(p.value for p in Presence)}") from None
+    with store.db.write() as s:
+        agent = s.get(AgentRow, agent_id)
+        if agent is None:
+            raise StoreRefusal(f"no agent {agent_id!r}")
+        agent.presence = value
+        s.add(agent)
+        return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
+
+
+def set_preferred_agents(store: Store, contact_id: str, agent_ids: list[str]) -> None:
+    """Replace a contact's ordered preferred agents: 1 to 3 existing agents, no repeats."""
+    from routedesk.config import MAX_PREFERRED_AGENTS
+
+    if not agent_ids:
+        raise StoreRefusal("a contact needs at least one preferred agent; use 'clear' to remove them all")
+    if len(agent_ids) > MAX_PREFERRED_AGENTS:
+        raise StoreRefusal(f"a contact has at most {MAX_PREFERRED_AGENTS} preferred agents, not {len(agent_ids)}")
+    if len(set(agent_ids)) != len(agent_ids):
+        raise StoreRefusal("an agent is listed twice")
+    with store.db.write() as s:
+        contact = s.get(ContactRow, contact_id)
+        if contact is None:
+            raise StoreRefusal(f"no contact {contact_id!r}")
+        unknown = [a for a in agent_ids if s.get(AgentRow, a) is None]
+        if unknown:
+            raise StoreRefusal(f"no agent {', '.join(map(repr, unknown))}")
+        contact.preferred_agents = list(agent_ids)
+        s.add(contact)
+
+
+def clear_preferred_agents(store: Store, contact_id: str) -> None:
+    with store.db.write() as s:
+        contact = s.get(ContactRow, contact_id)
+        if contact is None:
+            raise StoreRefusal(f"no contact {contact_id!r}")
+        contact.preferred_agents = []
+        s.add(contact)
 
 
 def add_trace(

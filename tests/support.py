@@ -16,9 +16,10 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from routedesk.config import RoutingConfig, load_config
-from routedesk.contracts import RoutingOutcome, RoutingStatus
-from routedesk.models import CaseRow, EmailRow, TraceRow
-from routedesk.store import Store
+from routedesk import dispatch
+from routedesk.contracts import RespondRequest, RoutingOutcome, RoutingStatus
+from routedesk.models import AgentRow, CaseRow, EmailRow, OfferRow, TraceRow
+from routedesk.store import Store, set_presence
 from starter.send import Submission, submit_email
 from worker import build_worker
 from workflows.email_routing import EmailRoutingWorkflow
@@ -119,6 +120,18 @@ class Stack:
     async def status(self, workflow_id: str) -> RoutingStatus:
         return await self.handle(workflow_id).query(EmailRoutingWorkflow.routing_status)
 
+    async def queued(self, workflow_id: str, timeout: float = 15.0) -> RoutingStatus:
+        """Wait until routing put the case in a queue (assignment may go on after that)."""
+
+        async def probe() -> RoutingStatus | None:
+            try:
+                st = await self.status(workflow_id)
+            except Exception:
+                return None
+            return st if st.queue and st.stage not in ("case_created",) else None
+
+        return await eventually(probe, timeout=timeout, what=f"{workflow_id} to be queued")
+
     async def wait_stage(self, workflow_id: str, *stages: str, timeout: float = 15.0) -> RoutingStatus:
         async def probe() -> RoutingStatus | None:
             try:
@@ -128,6 +141,47 @@ class Stack:
             return st if st.stage in stages else None
 
         return await eventually(probe, timeout=timeout, what=f"{workflow_id} to reach {stages}")
+
+    # --- agents ------------------------------------------------------------------------
+
+    async def set_presence(self, agent_id: str, presence: str) -> None:
+        """What ``routedesk agent presence`` does: store it, then wake the agent's queues."""
+        queues = set_presence(self.store, agent_id, presence)
+        await dispatch.kick(self.client, queues, task_queue=self.task_queue, id_prefix=self.id_prefix)
+
+    async def wait_offer(self, workflow_id: str, agent_id: str, timeout: float = 15.0) -> RoutingStatus:
+        async def probe() -> RoutingStatus | None:
+            try:
+                st = await self.status(workflow_id)
+            except Exception:
+                return None
+            return st if st.live_offer == agent_id else None
+
+        return await eventually(probe, timeout=timeout, what=f"an offer to {agent_id} on {workflow_id}")
+
+    async def respond(self, workflow_id: str, agent_id: str, decision: str, reason: str | None = None) -> str:
+        req = RespondRequest(agent_id=agent_id, decision=decision, reason=reason)  # type: ignore[arg-type]
+        return await self.handle(workflow_id).execute_update(EmailRoutingWorkflow.respond, req)
+
+    async def wait_assigned(self, workflow_id: str, timeout: float = 15.0) -> RoutingStatus:
+        return await self.wait_stage(workflow_id, "assigned", timeout=timeout)
+
+    def offers(self, case_id: int | None = None) -> list[OfferRow]:
+        with self.store.db.read() as s:
+            q = select(OfferRow).order_by(OfferRow.id)  # type: ignore[arg-type]
+            if case_id is not None:
+                q = q.where(OfferRow.case_id == case_id)
+            return list(s.exec(q).all())
+
+    def agent(self, agent_id: str) -> AgentRow:
+        with self.store.db.read() as s:
+            row = s.get(AgentRow, agent_id)
+            assert row is not None
+            return row
+
+    def assignment_trace(self, case_id: int) -> list[tuple[str, str]]:
+        """(candidate, outcome) pairs of the case's assignment trace, in order."""
+        return [(t.subject, t.outcome) for t in self.trace(case_id=case_id) if t.stage == "assignment"]
 
     # --- reading the store -------------------------------------------------------------
 
@@ -147,6 +201,17 @@ class Stack:
 
     def trace(self, *, case_id: int | None = None, email_id: int | None = None) -> list[TraceRow]:
         return self.store.trace(case_id=case_id, email_id=email_id)
+
+
+def activities_with(store: Store, client: Client, *replacements: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """The worker's activities with some replaced by same-named ones (fault injection)."""
+    from activities import build_activities
+
+    def name(fn: Callable[..., Any]) -> str:
+        return fn.__temporal_activity_definition.name  # type: ignore[attr-defined,no-any-return]
+
+    swap = {name(r): r for r in replacements}
+    return [swap.get(name(a), a) for a in build_activities(store, client)]
 
 
 async def history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:

@@ -11,10 +11,17 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import CaseActivities
-from activities.intake import IntakeActivities
 from activities.routing import RoutingActivities
 from routedesk.contracts import CaseRef, QueueDecision, StepInput
-from tests.support import Stack, activity_attempts, eventually, example_email, history_events, make_email
+from tests.support import (
+    Stack,
+    activities_with,
+    activity_attempts,
+    eventually,
+    example_email,
+    history_events,
+    make_email,
+)
 
 
 async def test_same_email_ten_times_concurrently_is_one_workflow_and_one_case(stack: Stack) -> None:
@@ -23,8 +30,8 @@ async def test_same_email_ten_times_concurrently_is_one_workflow_and_one_case(st
     assert len({s.workflow_id for s in subs}) == 1
     assert sum(s.new_email for s in subs) == 1
     handle = stack.handle(subs[0].workflow_id)
-    result = await handle.result()
-    # Once more after completion: the closed workflow is not run again.
+    result = await stack.queued(subs[0].workflow_id)
+    # Once more after routing: still the same workflow.
     again = await stack.submit(raw)
     assert again.workflow_id == subs[0].workflow_id and not again.new_email
     assert len(stack.emails()) == 1
@@ -49,17 +56,10 @@ class FlakyCaseActivities(CaseActivities):
 
 async def test_transient_failure_is_retried_and_the_case_created_once(make_stack: Any) -> None:
     stack: Stack = await make_stack(start_worker=False)
-    store = stack.store
-    acts = [
-        IntakeActivities(store).parse_email,
-        FlakyCaseActivities(store).create_case,
-        RoutingActivities(store).classify,
-        RoutingActivities(store).route_to_queue,
-    ]
+    acts = activities_with(stack.store, stack.client, FlakyCaseActivities(stack.store).create_case)
     await stack.start_worker(activities=acts)
     sub = await stack.submit(example_email("01-password-reset.eml"))
-    result = await stack.handle(sub.workflow_id).result()
-    assert result.status == "queued"
+    result = await stack.queued(sub.workflow_id)
     assert len(stack.cases()) == 1
     events = await history_events(stack.handle(sub.workflow_id))
     assert activity_attempts(events, "create_case") == [2]  # the retry is the attempt that completed
@@ -90,13 +90,12 @@ async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: S
 
     # Broken MIME with a usable sender and a routing address still makes a case.
     sub2 = await stack.submit(BROKEN_WITH_SENDER)
-    result = await stack.handle(sub2.workflow_id).result()
-    assert result.status == "queued"
+    result = await stack.queued(sub2.workflow_id)
     assert stack.case(result.case_id or 0).subject == "attached"
 
     # And the same worker routes the next good email.
     ok = await stack.submit(make_email(subject="Still there?"))
-    assert (await stack.handle(ok.workflow_id).result()).status == "queued"
+    assert (await stack.queued(ok.workflow_id)).queue == "general"
 
 
 class StuckRoutingActivities(RoutingActivities):
@@ -109,11 +108,8 @@ class StuckRoutingActivities(RoutingActivities):
 
 async def test_worker_restart_mid_workflow_completes(make_stack: Any) -> None:
     stack: Stack = await make_stack(start_worker=False)
-    store = stack.store
-    stuck = StuckRoutingActivities(store)
-    first = await stack.start_worker(
-        activities=[IntakeActivities(store).parse_email, CaseActivities(store).create_case, stuck.classify, stuck.route_to_queue]
-    )
+    stuck = StuckRoutingActivities(stack.store)
+    first = await stack.start_worker(activities=activities_with(stack.store, stack.client, stuck.route_to_queue))
     sub = await stack.submit(example_email("05-sales-inquiry.eml"))
 
     async def classified_and_retrying() -> bool:
@@ -129,6 +125,6 @@ async def test_worker_restart_mid_workflow_completes(make_stack: Any) -> None:
     assert stack.cases()[0].status == "new"
 
     await stack.start_worker()  # a healthy worker, as after a redeploy
-    result = await stack.handle(sub.workflow_id).result()
-    assert result.status == "queued" and result.queue == "sales"
+    result = await stack.queued(sub.workflow_id)
+    assert result.queue == "sales"
     assert len(stack.cases()) == 1

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
@@ -36,10 +36,11 @@ async def test_fresh_histories_replay(stack: Stack) -> None:
     histories: dict[str, WorkflowHistory] = {}
     for name, raw in scenarios.items():
         sub = await stack.submit(raw)
-        try:
-            await stack.handle(sub.workflow_id).result()
-        except Exception:
-            pass  # rejections fail the workflow on purpose; their histories replay too
+        if name.startswith("rejected"):
+            with pytest.raises(WorkflowFailureError):  # rejections fail the workflow on purpose
+                await stack.handle(sub.workflow_id).result()
+        else:
+            await stack.wait_stage(sub.workflow_id, "offered", "waiting_for_agent", "unassigned")
         histories[name] = await stack.handle(sub.workflow_id).fetch_history()
     for history in histories.values():
         await replayer().replay_workflow(history)  # raises on any non-determinism

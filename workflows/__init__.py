@@ -1,7 +1,8 @@
 """Workflows: deterministic orchestration only; all I/O lives in activities."""
 
 from workflows.email_routing import EmailRoutingWorkflow
+from workflows.queue_dispatcher import QueueDispatcherWorkflow
 
-WORKFLOWS: list[type] = [EmailRoutingWorkflow]
+WORKFLOWS: list[type] = [EmailRoutingWorkflow, QueueDispatcherWorkflow]
 
-__all__ = ["WORKFLOWS", "EmailRoutingWorkflow"]
+__all__ = ["WORKFLOWS", "EmailRoutingWorkflow", "QueueDispatcherWorkflow"]

@@ -1,16 +1,23 @@
-"""EmailRoutingWorkflow: one inbound email, from stored bytes to a case in a queue.
+"""EmailRoutingWorkflow: one inbound email, from stored bytes to an assigned, resolved case.
+
+Stages: parse and match a routing address, create (or thread onto) the case, classify,
+route to a queue, then assign: the contact's preferred agents in order, each with a durable
+offer timer, then the queue's assignment method (through the queue's dispatcher) or leave
+the item unassigned for a pick or a supervisor. The workflow then waits, durably, for the
+case to be resolved.
 
 Durable-safety notes:
-- The workflow only ever sees IDs and routing attributes. Parsing, rule evaluation and every
-  read or write of the case store happen in activities, so replays never touch I/O.
-- Every activity is idempotent (see the activity docstrings), so Temporal's at-least-once
-  execution never makes a second case or trace entry.
-- Trace step keys are derived from the routing round and the stage name, both replayed
-  deterministically from history.
+- The workflow only sees IDs and routing attributes. Parsing, rules and every read or write
+  of the case store happen in activities, so replays never touch I/O.
+- Every activity is idempotent; the step keys that make them so are built from the routing
+  round and a counter, both replayed deterministically from history.
+- The store, not the workflow, arbitrates races (an accept against a pick, two workflows
+  for one agent): the workflow reflects what the transaction decided.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -21,14 +28,28 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from routedesk import search_attributes as sa
     from routedesk.contracts import (
+        AgentAnswer,
+        AnswerInput,
+        AssignmentPlan,
+        AssignRequest,
+        AssignResult,
         CaseRef,
+        CaseStepInput,
         Classification,
+        DirectAssignInput,
+        DispatchRequest,
         EmailRoutingInput,
         IntakeResult,
+        OfferAttempt,
+        OfferInfo,
+        PreferredOfferRequest,
         QueueDecision,
+        RespondRequest,
         RoutingOutcome,
         RoutingStatus,
         StepInput,
+        ThreadDecision,
+        ThreadInput,
     )
 
 T = TypeVar("T")
@@ -51,20 +72,130 @@ STORE_SCHEDULE_TO_CLOSE = timedelta(hours=24)
 class EmailRoutingWorkflow:
     def __init__(self) -> None:
         self._status = RoutingStatus(stage="received", email_id=0)
+        self._prefix = ""
+        self._round = 1
+        self._steps = 0
         self._released = False
+        self._offer: OfferInfo | None = None  # the live offer this workflow waits on
+        # offer id -> (accept|decline, reason). Keyed by offer, so an answer that arrives in the
+        # same task as the dispatcher's `offer` signal is kept until that offer is run.
+        self._answers: dict[int, tuple[str, str | None]] = {}
+        self._answered: dict[int, str] = {}  # offer id -> outcome, for `respond` callers
+        # Answers that arrived before the dispatcher's `offer` signal: the store shows an offer
+        # as soon as it commits, so an agent can be quicker than the signal.
+        self._early: dict[str, AgentAnswer] = {}
+        self._early_decisions: dict[str, str] = {}
+        self._incoming: list[OfferInfo] = []  # offers made by the queue's dispatcher
+        self._resolved = False
+        self._replies: list[int] = []
+
+    # --- queries and signals -------------------------------------------------------------
+
+    @workflow.query
+    def routing_status(self) -> RoutingStatus:
+        return self._status
 
     @workflow.signal
     def release(self) -> None:
         """A held email may be looked at again (mailbox verified, or released by hand)."""
         self._released = True
 
-    @workflow.query
-    def routing_status(self) -> RoutingStatus:
-        return self._status
+    @workflow.signal
+    def offer(self, offer: OfferInfo) -> None:
+        """The queue's dispatcher reserved an agent for this case."""
+        self._incoming.append(offer)
+        self._apply_early_answer(offer)
+
+    def _apply_early_answer(self, offer: OfferInfo) -> None:
+        early = self._early.pop(offer.agent_id, None)
+        decision = self._early_decisions.pop(offer.agent_id, None)
+        if early is not None and decision is not None and early.offer_id in (None, offer.offer_id):
+            self._answers.setdefault(offer.offer_id, (decision, early.reason))
+
+    @workflow.signal
+    def accept(self, answer: AgentAnswer) -> None:
+        """Integrations' contract: the agent holding the live offer accepts it."""
+        self._signalled_answer(answer, "accept")
+
+    @workflow.signal
+    def decline(self, answer: AgentAnswer) -> None:
+        self._signalled_answer(answer, "decline")
+
+    def _signalled_answer(self, answer: AgentAnswer, decision: str) -> None:
+        offer = self._offer_held_by(answer.agent_id)
+        if offer is not None and answer.offer_id in (None, offer.offer_id):
+            self._record_answer(answer.agent_id, decision, answer.reason)
+        elif offer is None and self._status.queue is not None and not self._done():
+            # Possibly ahead of the `offer` signal; a stale answer is never applied because
+            # an agent who answered is not offered this case again in the round.
+            self._early[answer.agent_id] = answer
+            self._early_decisions[answer.agent_id] = decision
+
+    def _record_answer(self, agent_id: str, decision: str, reason: str | None) -> None:
+        offer = self._offer_held_by(agent_id)
+        if offer is not None and offer.offer_id not in self._answers:
+            self._answers[offer.offer_id] = (decision, reason)
+
+    @workflow.signal
+    def customer_replied(self, email_id: int) -> None:
+        """A reply was threaded onto this case (traced by the reply's own workflow)."""
+        self._replies.append(email_id)
+
+    # --- updates: answers that need a result at once --------------------------------------
+
+    @workflow.update
+    async def respond(self, req: RespondRequest) -> str:
+        offer = self._offer_held_by(req.agent_id)
+        assert offer is not None  # the validator saw it
+        self._record_answer(req.agent_id, req.decision, req.reason)
+        await workflow.wait_condition(lambda: offer.offer_id in self._answered)
+        return self._answered[offer.offer_id]
+
+    @respond.validator
+    def _validate_respond(self, req: RespondRequest) -> None:
+        # Rejected here, a stale or foreign answer never enters history.
+        offer = self._offer_held_by(req.agent_id)
+        if offer is None or offer.offer_id in self._answers:
+            raise ValueError(f"{req.agent_id} holds no live offer on {self._status.case_number or 'this case'}")
+
+    @workflow.update
+    async def pick(self, req: AssignRequest) -> str:
+        return await self._assign_directly(req.agent_id, "pick")
+
+    @pick.validator
+    def _validate_pick(self, req: AssignRequest) -> None:
+        self._require_assignable()
+
+    @workflow.update
+    async def assign(self, req: AssignRequest) -> str:
+        return await self._assign_directly(req.agent_id, "supervisor")
+
+    @assign.validator
+    def _validate_assign(self, req: AssignRequest) -> None:
+        self._require_assignable()
+
+    @workflow.update
+    async def resolve(self) -> str:
+        case_id = self._status.case_id
+        assert case_id is not None
+        await self._store_activity(
+            "resolve_case", CaseStepInput(case_id=case_id, step=self._step("resolve"), id_prefix=self._prefix), type(None)
+        )
+        self._resolved = True
+        self._advance("resolved")
+        return f"{self._status.case_number} resolved"
+
+    @resolve.validator
+    def _validate_resolve(self) -> None:
+        if self._status.case_id is None or self._resolved:
+            raise ValueError("nothing to resolve: no open case in this workflow")
+
+    # --- the run -------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: EmailRoutingInput) -> RoutingOutcome:
         self._status.email_id = inp.email_id
+        self._prefix = inp.id_prefix
 
         intake = await self._intake(inp.email_id)
         while intake.status == "held":
@@ -73,11 +204,37 @@ class EmailRoutingWorkflow:
             self._released = False
             await workflow.wait_condition(lambda: self._released)
             intake = await self._intake(inp.email_id)
-        if intake.status != "accepted":
+
+        if intake.status == "threaded":
+            thread = await self._store_activity(
+                "thread_reply",
+                ThreadInput(email_id=inp.email_id, case_id=intake.existing_case_id or 0, workflow_id=workflow.info().workflow_id),
+                ThreadDecision,
+            )
+            self._status.case_id, self._status.case_number = thread.case.case_id, thread.case.case_number
+            if thread.action == "signal" and thread.case_workflow_id:
+                await workflow.get_external_workflow_handle(thread.case_workflow_id).signal("customer_replied", inp.email_id)
+                self._advance("threaded", sa.CASE_NUMBER.value_set(thread.case.case_number), reason=f"reply added to {thread.case.case_number}")
+                return self._outcome("threaded")
+            if thread.action != "reopen":
+                self._advance("threaded", sa.CASE_NUMBER.value_set(thread.case.case_number), reason=thread.reason)
+                return self._outcome("threaded")
+            case = thread.case  # reopened: this workflow routes it again
+        elif intake.status != "accepted":
             self._advance(intake.status, reason=intake.reason)
             return self._outcome(intake.status)
+        else:
+            case = await self._store_activity("create_case", inp.email_id, CaseRef)
 
-        case = await self._store_activity("create_case", inp.email_id, CaseRef)
+        self._round = case.round
+        self._status.case_id = case.case_id
+        self._status.case_number = case.case_number
+        self._advance(
+            "case_created",
+            sa.CASE_NUMBER.value_set(case.case_number),
+            sa.MAILBOX.value_set(intake.mailbox or ""),
+            sa.CONTACT_ID.value_set(case.contact_id or ""),
+        )
         ack = None
         if case.created and case.acknowledge:
             # Not awaited before routing: a slow or failing mail relay must not delay the case.
@@ -88,30 +245,166 @@ class EmailRoutingWorkflow:
                 schedule_to_close_timeout=timedelta(hours=6),
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
             )
-        self._status.case_id = case.case_id
-        self._status.case_number = case.case_number
-        self._advance(
-            "case_created",
-            sa.CASE_NUMBER.value_set(case.case_number),
-            sa.MAILBOX.value_set(intake.mailbox or ""),
-            sa.CONTACT_ID.value_set(case.contact_id or ""),
-        )
 
-        await self._store_activity(
-            "classify", StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:classify"), Classification
-        )
-        decision = await self._store_activity(
-            "route_to_queue",
-            StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:route"),
-            QueueDecision,
-        )
+        step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:classify")
+        await self._store_activity("classify", step, Classification)
+        step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:route")
+        decision = await self._store_activity("route_to_queue", step, QueueDecision)
         self._status.queue = decision.queue_id
         self._advance("queued", sa.ROUTING_QUEUE.value_set(decision.queue_id))
+
+        assert decision.plan is not None
+        await self._assign_case(case, decision.plan)
+        await workflow.wait_condition(lambda: self._resolved)
         if ack is not None:
             await ack
-        return self._outcome("queued")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._outcome("resolved")
+
+    # --- assignment ----------------------------------------------------------------------
+
+    async def _assign_case(self, case: CaseRef, plan: AssignmentPlan) -> None:
+        """Preferred agents in order, then the fallback; returns once assigned (or resolved)."""
+        preferred = list(plan.preferred_agents) if plan.preferred_enabled else []
+        if case.previous_agent:
+            # A reopened case goes to its previous owner first.
+            preferred = [case.previous_agent, *[a for a in preferred if a != case.previous_agent]]
+        for position, agent_id in enumerate(preferred, start=1):
+            if self._done():
+                return
+            attempt = await self._store_activity(
+                "offer_preferred",
+                PreferredOfferRequest(case_id=case.case_id, agent_id=agent_id, position=position, step=self._step(f"pref{position}")),
+                OfferAttempt,
+            )
+            if attempt.offer is not None and await self._run_offer(attempt.offer):
+                return
+        if self._done():
+            return
+        if plan.preferred_agents and plan.preferred_enabled and plan.fallback == "leave_unassigned":
+            await self._store_activity(
+                "leave_unassigned",
+                CaseStepInput(
+                    case_id=case.case_id,
+                    step=self._step("unassigned"),
+                    reason=f"no preferred agent took it; fallback leaves it unassigned in queue {self._status.queue}",
+                ),
+                type(None),
+            )
+            self._advance("unassigned")
+            await workflow.wait_condition(self._done)
+            return
+        await self._store_activity(
+            "enqueue_for_dispatch",
+            DispatchRequest(case_id=case.case_id, step=self._step("enqueue"), id_prefix=self._prefix),
+            type(None),
+        )
+        self._advance("waiting_for_agent")
+        while not self._done():
+            await workflow.wait_condition(lambda: bool(self._incoming) or self._done())
+            if self._done():
+                return
+            if await self._run_offer(self._incoming.pop(0)):
+                return
+            if not self._done():
+                self._advance("waiting_for_agent")
+
+    async def _run_offer(self, offer: OfferInfo) -> bool:
+        """Wait for the answer on a durable timer; True when the case got assigned."""
+        case_id = self._status.case_id
+        assert case_id is not None
+        self._offer = offer
+        self._apply_early_answer(offer)
+        self._status.live_offer = offer.agent_id
+        self._advance("offered")
+        workflow.set_current_details(
+            f"Offered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
+            f"answer within {offer.timeout_seconds:g}s"
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: offer.offer_id in self._answers or self._done(), timeout=timedelta(seconds=offer.timeout_seconds)
+            )
+        except asyncio.TimeoutError:
+            pass
+        answer = self._answers.get(offer.offer_id)
+        self._offer = None
+        self._status.live_offer = None
+        workflow.set_current_details("")
+        if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
+            self._answered[offer.offer_id] = "withdrawn"
+            return self._status.assigned_agent is not None
+
+        def answer_input(outcome: Any, reason: str | None = None) -> AnswerInput:
+            return AnswerInput(
+                case_id=case_id,
+                offer_id=offer.offer_id,
+                agent_id=offer.agent_id,
+                outcome=outcome,
+                reason=reason,
+                step=self._step(outcome),
+                id_prefix=self._prefix,
+            )
+
+        if answer is None:
+            await self._store_activity("close_offer", answer_input("timed_out"), type(None))
+            self._answered[offer.offer_id] = "timed_out"
+            return False
+        decision, reason = answer
+        if decision == "decline":
+            await self._store_activity("close_offer", answer_input("declined", reason), type(None))
+            self._answered[offer.offer_id] = "declined"
+            return False
+        result = await self._store_activity("accept_offer", answer_input("accepted"), AssignResult)
+        if result.assigned:
+            self._set_assigned(offer.agent_id)
+            self._answered[offer.offer_id] = "assigned"
+            return True
+        self._answered[offer.offer_id] = f"refused: {result.reason}"
+        return self._status.assigned_agent is not None
+
+    async def _assign_directly(self, agent_id: str, by: str) -> str:
+        case_id = self._status.case_id
+        assert case_id is not None
+        result = await self._store_activity(
+            "assign_direct",
+            DirectAssignInput(case_id=case_id, agent_id=agent_id, by=by, step=self._step(by), id_prefix=self._prefix),  # type: ignore[arg-type]
+            AssignResult,
+        )
+        if not result.assigned:
+            raise ApplicationError(f"cannot assign {self._status.case_number} to {agent_id}: {result.reason}", type="AssignRefused")
+        self._set_assigned(agent_id)
+        return f"{self._status.case_number} assigned to {agent_id}"
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _offer_held_by(self, agent_id: str) -> OfferInfo | None:
+        """The live offer, or one the dispatcher sent that is not yet running, of this agent."""
+        for offer in [self._offer, *self._incoming]:
+            if offer is not None and offer.agent_id == agent_id and offer.offer_id not in self._answered:
+                return offer
+        return None
+
+    def _done(self) -> bool:
+        return self._status.assigned_agent is not None or self._resolved
+
+    def _require_assignable(self) -> None:
+        if self._status.case_id is None or self._status.queue is None:
+            raise ValueError("the case is not in a queue yet")
+        if self._resolved:
+            raise ValueError(f"{self._status.case_number} is resolved")
+        if self._status.assigned_agent is not None:
+            raise ValueError(f"{self._status.case_number} is already assigned to {self._status.assigned_agent}")
+
+    def _set_assigned(self, agent_id: str) -> None:
+        self._status.assigned_agent = agent_id
+        self._advance("assigned", sa.ASSIGNED_AGENT.value_set(agent_id))
+        workflow.set_current_details(f"Assigned to {agent_id}")
+
+    def _step(self, name: str) -> str:
+        """A trace/idempotency key unique within this workflow, stable across replays."""
+        self._steps += 1
+        return f"r{self._round}:{name}:{self._steps}"
 
     async def _intake(self, email_id: int) -> IntakeResult:
         try:

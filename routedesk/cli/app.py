@@ -6,12 +6,18 @@ from pathlib import Path
 
 import typer
 
-from routedesk.cli import cases, config_cmd, send
+from routedesk.cli import agents, cases, config_cmd, contacts, send
+from routedesk.cli import intake as intake_cmd
+from routedesk.cli import mailbox as mailbox_cmd
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Durable email-to-case routing on Temporal.")
 app.command("send")(send.send)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(cases.app, name="case")
+app.add_typer(agents.app, name="agent")
+app.add_typer(contacts.app, name="contact")
+app.add_typer(mailbox_cmd.app, name="mailbox")
+app.add_typer(intake_cmd.app, name="intake")
 
 
 def main() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from routedesk.cli.common import UserError, console, friendly, open_store, print_json
+from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
+from routedesk.cli.workflow_calls import update_case
+from routedesk.contracts import AssignRequest
 from routedesk.store import as_dict
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and manage cases.")
@@ -71,3 +73,17 @@ def list_cases(queue: str | None = typer.Option(None), status: str | None = type
     for r in rows:
         table.add_row(r.number or "-", r.status, r.queue_id or "-", r.assigned_agent_id or "-", r.priority, r.subject[:60])
     console.print(table)
+
+
+@app.command("assign")
+@friendly
+def assign(case: str, agent: str = typer.Option(..., "--agent", "-a", help="Agent id")) -> None:
+    """Supervisor: assign CASE to AGENT by hand (withdraws any live offer; capacity still holds)."""
+    console.print(run(update_case(case, "assign", AssignRequest(agent_id=agent))))
+
+
+@app.command("resolve")
+@friendly
+def resolve(case: str) -> None:
+    """Close CASE and release its agent's capacity."""
+    console.print(run(update_case(case, "resolve")))

@@ -1,0 +1,486 @@
+"""Assignment: offers, answers, picks, supervisor assignment, resolution, queue dispatch.
+
+Every decision is one ``BEGIN IMMEDIATE`` transaction, and the store's constraints hold the
+invariants however many workflows run at once:
+- an agent never exceeds capacity: ``active_count`` is checked and raised in the same
+  transaction that assigns;
+- an agent holds at most one live offer, a case has at most one: partial unique indexes;
+- a case is assigned at most once: assignment requires ``assigned_agent_id IS NULL``.
+Each activity carries an idempotency key (an offer's key, or a trace step) so a retry
+returns what the first attempt did instead of doing it again.
+
+The activities are async only to wake dispatchers with the Temporal client after their
+transaction commits; the store work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from routedesk import assignment, dispatch
+from routedesk.config import Workstream
+from routedesk.contracts import (
+    AnswerInput,
+    AssignResult,
+    CaseStepInput,
+    DirectAssignInput,
+    DispatchedOffer,
+    DispatchPass,
+    DispatchRequest,
+    DispatchResult,
+    OfferAttempt,
+    OfferInfo,
+    PreferredOfferRequest,
+)
+from routedesk.models import AgentRow, CaseRow, OfferRow, QueueMemberRow, QueueRow, TraceRow, utcnow
+from routedesk.store import Store, TraceEntry, add_trace
+
+STAGE = "assignment"
+
+
+def _case(s: Session, case_id: int) -> CaseRow:
+    case = s.get(CaseRow, case_id, with_for_update=True)
+    if case is None:
+        raise ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
+    return case
+
+
+def _trace(s: Session, case: CaseRow, step: str, *entries: TraceEntry) -> bool:
+    assert case.id is not None
+    return add_trace(s, email_id=case.source_email_id, case_id=case.id, round_=case.round, step=step, entries=list(entries))
+
+
+def _step_reason(s: Session, case: CaseRow, step: str) -> str | None:
+    row = s.exec(
+        select(TraceRow).where(TraceRow.email_id == case.source_email_id, TraceRow.step == step)
+    ).first()
+    return row.reason if row else None
+
+
+def _live_offer_of_agent(s: Session, agent_id: str) -> OfferRow | None:
+    return s.exec(select(OfferRow).where(OfferRow.agent_id == agent_id, OfferRow.status == "live")).first()
+
+
+def _queues_of(s: Session, agent_id: str) -> list[str]:
+    return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
+
+
+def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
+    assert offer.id is not None
+    return OfferInfo(
+        offer_id=offer.id,
+        agent_id=offer.agent_id,
+        kind=offer.kind,  # type: ignore[arg-type]
+        timeout_seconds=ws.offer_timeout_seconds,
+    )
+
+
+def _assign(s: Session, case: CaseRow, agent: AgentRow, now: datetime) -> str | None:
+    """Assign ``case`` to ``agent`` inside the caller's transaction; a reason when refused."""
+    if case.assigned_agent_id is not None:
+        return f"case is already assigned to {case.assigned_agent_id}"
+    if case.status == "resolved":
+        return "case is resolved"
+    if agent.active_count >= agent.capacity:
+        return f"{agent.id} is at capacity ({agent.active_count}/{agent.capacity})"
+    agent.active_count += 1
+    agent.last_assigned_at = now
+    member = s.get(QueueMemberRow, (case.queue_id, agent.id)) if case.queue_id else None
+    if member is not None:
+        member.last_assigned_at = now
+        s.add(member)
+    case.assigned_agent_id = agent.id
+    case.assigned_at = now
+    case.status = "assigned"
+    case.awaiting_dispatch = False
+    s.add(agent)
+    s.add(case)
+    return None
+
+
+def _withdraw_live_offer(s: Session, case: CaseRow, reason: str, now: datetime) -> str | None:
+    """Close the case's live offer, if any; returns the agent who held it."""
+    offer = s.exec(select(OfferRow).where(OfferRow.case_id == case.id, OfferRow.status == "live")).first()
+    if offer is None:
+        return None
+    offer.status, offer.reason, offer.closed_at = "withdrawn", reason, now
+    s.add(offer)
+    return offer.agent_id
+
+
+class AssignmentActivities:
+    def __init__(self, store: Store, client: Client) -> None:
+        self.store = store
+        self.client = client
+
+    async def _kick(self, queue_ids: Iterable[str], id_prefix: str) -> None:
+        queues = [q for q in queue_ids if q]
+        if queues:
+            await dispatch.kick(self.client, queues, task_queue=activity.info().task_queue, id_prefix=id_prefix)
+
+    # --- preferred agents ------------------------------------------------------------
+
+    @activity.defn(name="offer_preferred")
+    async def offer_preferred(self, inp: PreferredOfferRequest) -> OfferAttempt:
+        return await asyncio.to_thread(self._offer_preferred, inp)
+
+    def _offer_preferred(self, inp: PreferredOfferRequest) -> OfferAttempt:
+        """Offer to a preferred agent if eligible: a queue member in an allowed presence.
+
+        As in Dynamics 365, capacity, skills and assignment rules are not checked for a
+        preferred agent; capacity is still enforced when the agent accepts.
+        """
+        key = f"{inp.case_id}:{inp.step}"
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            ws = self.store.workstream(case.workstream_id)
+            done = s.exec(select(OfferRow).where(OfferRow.idempotency_key == key)).first()
+            if done is not None:
+                return OfferAttempt(offer=_info(done, ws))
+            previous = _step_reason(s, case, inp.step)
+            if previous is not None:
+                return OfferAttempt(reason=previous)
+            reason = self._preferred_ineligible(s, case, ws, inp.agent_id)
+            label = f"preferred agent #{inp.position}"
+            if reason is not None:
+                _trace(s, case, inp.step, TraceEntry(STAGE, inp.agent_id, "skipped", f"{label}: {reason}"))
+                return OfferAttempt(reason=reason)
+            assert case.id is not None and case.number is not None and case.workflow_id is not None
+            offer = OfferRow(
+                case_id=case.id,
+                case_number=case.number,
+                agent_id=inp.agent_id,
+                queue_id=case.queue_id,
+                workflow_id=case.workflow_id,
+                kind="preferred",
+                idempotency_key=key,
+            )
+            s.add(offer)
+            s.flush()
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry(
+                    STAGE,
+                    inp.agent_id,
+                    "offered",
+                    f"{label}; capacity, skills and assignment rules skipped for preferred agents; "
+                    f"answer within {ws.offer_timeout_seconds:g}s",
+                ),
+            )
+            return OfferAttempt(offer=_info(offer, ws))
+
+    def _preferred_ineligible(self, s: Session, case: CaseRow, ws: Workstream, agent_id: str) -> str | None:
+        if case.assigned_agent_id is not None:
+            return f"case is already assigned to {case.assigned_agent_id}"
+        agent = s.get(AgentRow, agent_id)
+        if agent is None:
+            return "no such agent"
+        if s.get(QueueMemberRow, (case.queue_id, agent_id)) is None:
+            return f"not a member of queue {case.queue_id}"
+        if agent.presence not in ws.allowed_presences:
+            allowed = ", ".join(p.value for p in ws.allowed_presences)
+            return f"presence {agent.presence} is not allowed (workstream {ws.id} allows {allowed})"
+        held = _live_offer_of_agent(s, agent_id)
+        if held is not None:
+            return f"already holds a live offer ({held.case_number})"
+        return None
+
+    # --- answers -----------------------------------------------------------------------
+
+    @activity.defn(name="accept_offer")
+    async def accept_offer(self, inp: AnswerInput) -> AssignResult:
+        result, queues = await asyncio.to_thread(self._accept_offer, inp)
+        await self._kick(queues, inp.id_prefix)
+        return result
+
+    def _accept_offer(self, inp: AnswerInput) -> tuple[AssignResult, list[str]]:
+        with self.store.db.write() as s:
+            offer = s.get(OfferRow, inp.offer_id, with_for_update=True)
+            case = _case(s, inp.case_id)
+            if offer is None:
+                raise ApplicationError(f"offer {inp.offer_id} does not exist", type="OfferMissing", non_retryable=True)
+            if offer.status == "accepted":
+                return AssignResult(assigned=True, agent_id=offer.agent_id, reason="accepted"), []
+            if offer.status != "live":
+                return AssignResult(assigned=False, reason=f"the offer was {offer.status}"), []
+            now = utcnow()
+            agent = s.get(AgentRow, offer.agent_id, with_for_update=True)
+            refusal = "no such agent" if agent is None else _assign(s, case, agent, now)
+            offer.closed_at = now
+            if refusal is None:
+                offer.status = "accepted"
+                _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, "assigned", f"accepted the {offer.kind} offer"))
+            else:
+                offer.status, offer.reason = "refused", refusal
+                _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, "refused", f"accepted, but {refusal}"))
+                if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
+                    case.excluded_agents = [*case.excluded_agents, offer.agent_id]
+                    case.awaiting_dispatch = True
+                    s.add(case)
+            s.add(offer)
+            # The agent holds no offer any more: their queues may have work for them.
+            queues = _queues_of(s, offer.agent_id) + ([case.queue_id] if case.queue_id else [])
+            if refusal is None:
+                return AssignResult(assigned=True, agent_id=offer.agent_id, reason="accepted"), queues
+            return AssignResult(assigned=False, reason=refusal), queues
+
+    @activity.defn(name="close_offer")
+    async def close_offer(self, inp: AnswerInput) -> None:
+        """Record a decline, timeout or withdrawal; a declined queue offer goes back to the queue
+        with that agent excluded for this round."""
+        queues = await asyncio.to_thread(self._close_offer, inp)
+        await self._kick(queues, inp.id_prefix)
+
+    def _close_offer(self, inp: AnswerInput) -> list[str]:
+        with self.store.db.write() as s:
+            offer = s.get(OfferRow, inp.offer_id, with_for_update=True)
+            if offer is None or offer.status != "live":
+                return []
+            case = _case(s, inp.case_id)
+            offer.status, offer.reason, offer.closed_at = inp.outcome, inp.reason, utcnow()
+            s.add(offer)
+            why = {
+                "declined": f"declined{': ' + inp.reason if inp.reason else ''}",
+                "timed_out": f"no answer within {self.store.workstream(case.workstream_id).offer_timeout_seconds:g}s",
+                "withdrawn": inp.reason or "withdrawn",
+            }.get(inp.outcome, inp.outcome)
+            _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, inp.outcome, why))
+            if inp.outcome in ("declined", "timed_out"):
+                # Not offered this case again this round, by the queue either.
+                case.excluded_agents = [*case.excluded_agents, offer.agent_id]
+            if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
+                case.awaiting_dispatch = True
+            s.add(case)
+            return _queues_of(s, offer.agent_id) + ([case.queue_id] if case.queue_id else [])
+
+    # --- the queue ---------------------------------------------------------------------
+
+    @activity.defn(name="enqueue_for_dispatch")
+    async def enqueue_for_dispatch(self, inp: DispatchRequest) -> None:
+        """Hand the case to its queue's assignment method and wake the queue's dispatcher."""
+        queue = await asyncio.to_thread(self._enqueue, inp)
+        await self._kick([queue] if queue else [], inp.id_prefix)
+
+    def _enqueue(self, inp: DispatchRequest) -> str | None:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            if case.assigned_agent_id is not None or case.status != "queued":
+                return None
+            queue = s.get(QueueRow, case.queue_id) if case.queue_id else None
+            method = queue.assignment_method if queue else "?"
+            case.awaiting_dispatch = True
+            s.add(case)
+            _trace(s, case, inp.step, TraceEntry(STAGE, case.queue_id or "-", "queued", f"waiting for the next best agent ({method})"))
+            return case.queue_id
+
+    @activity.defn(name="leave_unassigned")
+    async def leave_unassigned(self, inp: CaseStepInput) -> None:
+        await asyncio.to_thread(self._leave_unassigned, inp)
+
+    def _leave_unassigned(self, inp: CaseStepInput) -> None:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry(STAGE, case.queue_id or "-", "unassigned", inp.reason or "left unassigned in the queue: waiting for a pick or a supervisor"),
+            )
+
+    @activity.defn(name="dispatch_queue")
+    async def dispatch_queue(self, inp: DispatchPass) -> DispatchResult:
+        return await asyncio.to_thread(self._dispatch, inp)
+
+    def _dispatch(self, inp: DispatchPass) -> DispatchResult:
+        """One assignment cycle for a queue: waiting items in priority-then-age order, each
+        offered to the agent the queue's method picks among eligible members."""
+        sweep_interval = self.store.routing_settings().sweep_interval_seconds
+        with self.store.db.write() as s:
+            made = s.exec(select(OfferRow).where(col(OfferRow.idempotency_key).startswith(f"{inp.pass_key}:"))).all()
+            if made:  # a retry of a pass that committed: report the same offers
+                return DispatchResult(
+                    offers=[self._dispatched(o) for o in made], sweep_interval_seconds=sweep_interval
+                )
+            queue = s.get(QueueRow, inp.queue_id)
+            if queue is None:
+                return DispatchResult(sweep_interval_seconds=sweep_interval)
+            items = s.exec(
+                select(CaseRow)
+                .where(CaseRow.queue_id == inp.queue_id, CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
+                .order_by(col(CaseRow.priority_rank).desc(), col(CaseRow.queued_at), col(CaseRow.id))
+            ).all()
+            if not items:
+                return DispatchResult(sweep_interval_seconds=sweep_interval)
+            members = s.exec(
+                select(AgentRow, QueueMemberRow)
+                .join(QueueMemberRow, col(QueueMemberRow.agent_id) == col(AgentRow.id))
+                .where(QueueMemberRow.queue_id == inp.queue_id)
+            ).all()
+            offering = set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
+            offers: list[DispatchedOffer] = []
+            waiting = 0
+            for case in items:
+                ws = self.store.workstream(case.workstream_id)
+                eligible, skipped = self._eligible(case, ws, members, offering)
+                if not eligible and inp.sweep and case.excluded_agents:
+                    # Everyone eligible has declined or let it time out: a sweep starts a new round.
+                    case.excluded_agents = []
+                    _trace(s, case, f"r{case.round}:new-round@{inp.pass_key}", TraceEntry(STAGE, inp.queue_id, "new_round", "every eligible member declined or timed out; offering again"))
+                    eligible, skipped = self._eligible(case, ws, members, offering)
+                if not eligible:
+                    waiting += 1
+                    # Traced once per round and exclusion set, not on every pass.
+                    _trace(
+                        s,
+                        case,
+                        f"r{case.round}:waiting:{len(case.excluded_agents)}",
+                        TraceEntry(STAGE, inp.queue_id, "waiting", "no eligible agent: " + ("; ".join(skipped) or "the queue has no members")),
+                    )
+                    s.add(case)
+                    continue
+                best, why = assignment.choose(queue.assignment_method, eligible)
+                assert case.id is not None and case.number is not None and case.workflow_id is not None
+                offer = OfferRow(
+                    case_id=case.id,
+                    case_number=case.number,
+                    agent_id=best.agent_id,
+                    queue_id=inp.queue_id,
+                    workflow_id=case.workflow_id,
+                    kind="queue",
+                    idempotency_key=f"{inp.pass_key}:{case.id}",
+                )
+                s.add(offer)
+                s.flush()
+                case.awaiting_dispatch = False
+                s.add(case)
+                offering.add(best.agent_id)
+                detail = why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+                _trace(
+                    s,
+                    case,
+                    f"r{case.round}:offer{offer.id}",
+                    TraceEntry(STAGE, best.agent_id, "offered", f"{detail}; answer within {ws.offer_timeout_seconds:g}s"),
+                )
+                offers.append(self._dispatched(offer, ws))
+            return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval)
+
+    @staticmethod
+    def _eligible(
+        case: CaseRow,
+        ws: Workstream,
+        members: Iterable[tuple[AgentRow, QueueMemberRow]],
+        offering: set[str],
+    ) -> tuple[list[assignment.Candidate], list[str]]:
+        required = set(case.attributes.get("skills") or [])
+        allowed = {p.value for p in ws.allowed_presences}
+        eligible: list[assignment.Candidate] = []
+        skipped: list[str] = []
+        for agent, member in members:
+            if agent.id in case.excluded_agents:
+                skipped.append(f"{agent.id} declined or timed out this round")
+            elif agent.presence not in allowed:
+                skipped.append(f"{agent.id} is {agent.presence}")
+            elif agent.active_count >= agent.capacity:
+                skipped.append(f"{agent.id} at capacity ({agent.active_count}/{agent.capacity})")
+            elif agent.id in offering:
+                skipped.append(f"{agent.id} holds a live offer")
+            elif not required <= set(agent.skills):
+                skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
+            else:
+                eligible.append(
+                    assignment.Candidate(
+                        agent_id=agent.id,
+                        free_capacity=agent.capacity - agent.active_count,
+                        last_assigned_at=agent.last_assigned_at,
+                        queue_last_assigned_at=member.last_assigned_at,
+                        last_released_at=agent.last_released_at,
+                    )
+                )
+        return eligible, skipped
+
+    def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
+        if ws is None:
+            with self.store.db.read() as s:
+                case = s.get(CaseRow, offer.case_id)
+                assert case is not None
+                ws = self.store.workstream(case.workstream_id)
+        return DispatchedOffer(case_id=offer.case_id, workflow_id=offer.workflow_id, offer=_info(offer, ws))
+
+    # --- picks, supervisors, resolution ----------------------------------------------
+
+    @activity.defn(name="assign_direct")
+    async def assign_direct(self, inp: DirectAssignInput) -> AssignResult:
+        result, queues = await asyncio.to_thread(self._assign_direct, inp)
+        await self._kick(queues, inp.id_prefix)
+        return result
+
+    def _assign_direct(self, inp: DirectAssignInput) -> tuple[AssignResult, list[str]]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            previous = _step_reason(s, case, inp.step)
+            if previous is not None:  # a retry
+                ok = case.assigned_agent_id == inp.agent_id
+                return AssignResult(assigned=ok, agent_id=case.assigned_agent_id, reason=previous), []
+            agent = s.get(AgentRow, inp.agent_id, with_for_update=True)
+            now = utcnow()
+            refusal: str | None
+            if agent is None:
+                refusal = f"no agent {inp.agent_id}"
+            elif inp.by == "pick" and s.get(QueueMemberRow, (case.queue_id, inp.agent_id)) is None:
+                refusal = f"{inp.agent_id} is not a member of queue {case.queue_id}"
+            else:
+                refusal = _assign(s, case, agent, now)
+            if refusal is not None:
+                # Not traced: a refused pick changes nothing, and the caller gets the reason.
+                return AssignResult(assigned=False, agent_id=case.assigned_agent_id, reason=refusal), []
+            withdrawn = _withdraw_live_offer(s, case, f"assigned to {inp.agent_id} by {inp.by}", now)
+            what = "picked the case from the queue" if inp.by == "pick" else "assigned by a supervisor"
+            entries = [TraceEntry(STAGE, inp.agent_id, "assigned", what)]
+            if withdrawn:
+                entries.insert(0, TraceEntry(STAGE, withdrawn, "withdrawn", f"offer withdrawn: {what} to {inp.agent_id}"))
+            _trace(s, case, inp.step, *entries)
+            return AssignResult(assigned=True, agent_id=inp.agent_id, reason=what), (_queues_of(s, withdrawn) if withdrawn else [])
+
+    @activity.defn(name="resolve_case")
+    async def resolve_case(self, inp: CaseStepInput) -> None:
+        """Close the case and release the owner's capacity, which wakes their queues."""
+        queues = await asyncio.to_thread(self._resolve, inp)
+        await self._kick(queues, inp.id_prefix)
+
+    def _resolve(self, inp: CaseStepInput) -> list[str]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            if case.status == "resolved":
+                return []
+            now = utcnow()
+            freed: list[str] = []
+            withdrawn = _withdraw_live_offer(s, case, "case resolved", now)
+            if withdrawn:
+                freed += _queues_of(s, withdrawn)
+            owner = case.assigned_agent_id
+            if owner is not None:
+                agent = s.get(AgentRow, owner, with_for_update=True)
+                if agent is not None:
+                    agent.active_count = max(0, agent.active_count - 1)
+                    agent.last_released_at = now
+                    s.add(agent)
+                    freed += _queues_of(s, owner)
+            case.status, case.resolved_at, case.awaiting_dispatch = "resolved", now, False
+            s.add(case)
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry("resolution", owner or "-", "resolved", f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else "")),
+            )
+            return freed
+

@@ -1,0 +1,96 @@
+"""QueueDispatcherWorkflow: serialises assignment decisions for one queue.
+
+One long-running workflow per queue, woken by ``kick`` signals (a new item, an offer closed,
+capacity released, presence changed, members added) and by a slow safety sweep, never by
+polling. Each wake-up runs one ``dispatch_queue`` activity, which offers waiting items in
+priority-then-age order inside one transaction, then tells each case's workflow about its
+offer. Kicks that arrive while a pass runs coalesce into one more pass.
+
+Durable-safety: the pass key is derived from the run ID and a pass counter, both replayed
+from history, so a retried pass returns its earlier offers instead of making new ones. The
+history stays bounded with continue-as-new; a pending kick is carried across.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from routedesk.contracts import (
+        AnswerInput,
+        DispatchedOffer,
+        DispatcherInput,
+        DispatchPass,
+        DispatchResult,
+    )
+
+PASSES_PER_RUN = 500  # continue-as-new well before the history gets large
+
+
+@workflow.defn
+class QueueDispatcherWorkflow:
+    def __init__(self) -> None:
+        self._kicked = False
+
+    @workflow.signal
+    def kick(self) -> None:
+        self._kicked = True
+
+    @workflow.run
+    async def run(self, inp: DispatcherInput) -> None:
+        self._kicked = self._kicked or inp.pending_kick
+        sweep_every = inp.sweep_interval_seconds
+        passes = 0
+        while passes < PASSES_PER_RUN and not workflow.info().is_continue_as_new_suggested():
+            sweep = False
+            try:
+                await workflow.wait_condition(lambda: self._kicked, timeout=timedelta(seconds=sweep_every))
+            except asyncio.TimeoutError:
+                sweep = True
+            self._kicked = False
+            result = await workflow.execute_activity(
+                "dispatch_queue",
+                DispatchPass(queue_id=inp.queue_id, pass_key=f"{workflow.info().run_id}:{passes}", sweep=sweep),
+                result_type=DispatchResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
+            )
+            passes += 1
+            sweep_every = result.sweep_interval_seconds
+            await asyncio.gather(*(self._tell(o, inp.id_prefix) for o in result.offers))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            DispatcherInput(
+                queue_id=inp.queue_id,
+                id_prefix=inp.id_prefix,
+                sweep_interval_seconds=sweep_every,
+                pending_kick=self._kicked,
+                passes=inp.passes + passes,
+            )
+        )
+
+    async def _tell(self, offer: DispatchedOffer, id_prefix: str) -> None:
+        workflow_id = offer.workflow_id
+        try:
+            await workflow.get_external_workflow_handle(workflow_id).signal("offer", offer.offer)
+        except ApplicationError:
+            # The case's workflow is gone (terminated by hand): free the agent again.
+            await workflow.execute_activity(
+                "close_offer",
+                AnswerInput(
+                    case_id=offer.case_id,
+                    offer_id=offer.offer.offer_id,
+                    agent_id=offer.offer.agent_id,
+                    outcome="withdrawn",
+                    reason=f"workflow {workflow_id} is not running",
+                    step=f"withdraw-{offer.offer.offer_id}",
+                    id_prefix=id_prefix,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+            )
