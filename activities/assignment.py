@@ -148,7 +148,7 @@ class AssignmentActivities:
             if previous is not None:
                 return OfferAttempt(reason=previous)
             reason = self._preferred_ineligible(s, case, ws, inp.agent_id)
-            label = f"preferred agent #{inp.position}"
+            label = inp.label or f"preferred agent #{inp.position}"
             if reason is not None:
                 _trace(s, case, inp.step, TraceEntry(STAGE, inp.agent_id, "skipped", f"{label}: {reason}"))
                 return OfferAttempt(reason=reason)

@@ -296,12 +296,24 @@ class Contact(Strict):
     id: str
     name: str
     emails: list[str] = Field(min_length=1)
-    preferred_agents: list[str] = Field(default_factory=list, max_length=MAX_PREFERRED_AGENTS)
+    # Ordered, the offer order. Leave the key out for none; a listed set has 1 to 3 agents.
+    preferred_agents: list[str] = Field(default_factory=list)
 
     @field_validator("emails")
     @classmethod
     def _lower(cls, v: list[str]) -> list[str]:
         return [e.strip().lower() for e in v]
+
+    @field_validator("preferred_agents")
+    @classmethod
+    def _one_to_three(cls, v: list[str]) -> list[str]:
+        # Dynamics 365: "you can map a maximum of three agents, but ensure that you map at
+        # least one agent to the contact."
+        if not v:
+            raise ValueError("list 1 to 3 preferred agents, or leave the key out for none")
+        if len(v) > MAX_PREFERRED_AGENTS:
+            raise ValueError(f"at most {MAX_PREFERRED_AGENTS} preferred agents, not {len(v)}: {', '.join(v)}")
+        return v
 
 
 class RoutingSettings(Strict):

@@ -114,6 +114,7 @@ class PreferredOfferRequest(BaseModel):
     agent_id: str
     position: int  # 1..3, the offer order
     step: str
+    label: str | None = None  # how the trace names this candidate, e.g. "previous owner"
 
 
 class OfferAttempt(BaseModel):

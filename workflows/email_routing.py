@@ -272,9 +272,12 @@ class EmailRoutingWorkflow:
         for position, agent_id in enumerate(preferred, start=1):
             if self._done():
                 return
+            label = "previous owner of the reopened case" if agent_id == case.previous_agent else None
             attempt = await self._store_activity(
                 "offer_preferred",
-                PreferredOfferRequest(case_id=case.case_id, agent_id=agent_id, position=position, step=self._step(f"pref{position}")),
+                PreferredOfferRequest(
+                    case_id=case.case_id, agent_id=agent_id, position=position, step=self._step(f"pref{position}"), label=label
+                ),
                 OfferAttempt,
             )
             if attempt.offer is not None and await self._run_offer(attempt.offer):
