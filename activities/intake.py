@@ -66,7 +66,9 @@ class Decision:
 
 def _rejection(email: EmailRow, mailboxes: dict[str, Mailbox]) -> Decision | None:
     if not email.from_address:
-        return Decision("rejected", "no usable From address: the sender cannot be identified or answered")
+        return Decision(
+            "rejected", "no usable From address: the sender cannot be identified or answered"
+        )
     if match_mailbox(mailboxes, email.to, email.cc, email.envelope_to) is None:
         recipients = [*email.to, *email.cc, *email.envelope_to]
         shown = ", ".join(dict.fromkeys(recipients)) or "none"
@@ -127,7 +129,9 @@ class IntakeActivities:
         if pending_bounce is not None:
             self.notifier.deliver(pending_bounce)
         if result.status == "rejected":
-            raise ApplicationError(f"email {email_id} rejected: {result.reason}", type=REJECTED, non_retryable=True)
+            raise ApplicationError(
+                f"email {email_id} rejected: {result.reason}", type=REJECTED, non_retryable=True
+            )
         return result
 
     # --- evaluation ------------------------------------------------------------------------
@@ -141,7 +145,10 @@ class IntakeActivities:
         released_by_hand = hold is not None and hold.released_at is not None
         d = self._decide(s, parsed, email, mailboxes, settings, released_by_hand)
 
-        email.status, email.reason = d.status, (None if d.status in ("accepted", "threaded") else d.reason)
+        email.status, email.reason = (
+            d.status,
+            (None if d.status in ("accepted", "threaded") else d.reason),
+        )
         email.mailbox_address = d.mailbox.address if d.mailbox else None
         if d.case is not None:
             email.case_id = d.case.id
@@ -161,7 +168,7 @@ class IntakeActivities:
         if released_by_hand and d.status in ("accepted", "threaded") and hold is not None:
             reason += f" (released by {hold.released_by or 'an operator'})"
         if d.status in ("accepted", "threaded") and parsed.text_truncated:
-            reason += f"; body truncated to {BODY_TEXT_LIMIT:,} characters in the case (full message kept)"
+            reason += f"; body cut at {BODY_TEXT_LIMIT:,} characters in the case (raw kept)"
         add_trace(
             s,
             email_id=email.id,
@@ -208,7 +215,8 @@ class IntakeActivities:
             if row is not None and not row.verified:
                 return Decision(
                     "held",
-                    f"mailbox {box.address} is not verified; held until `routedesk mailbox verify {box.address}`",
+                    f"mailbox {box.address} is not verified; "
+                    f"held until `routedesk mailbox verify {box.address}`",
                     box,
                     hold_kind="unverified_mailbox",
                 )
@@ -247,7 +255,9 @@ class IntakeActivities:
         return int(count)
 
     @staticmethod
-    def _find_thread(s: Session, parsed: ParsedEmail, email: EmailRow) -> tuple[CaseRow, str] | None:
+    def _find_thread(
+        s: Session, parsed: ParsedEmail, email: EmailRow
+    ) -> tuple[CaseRow, str] | None:
         """The case this email replies to, and how we know.
 
         In-Reply-To first, then References from the newest id back: the most direct parent
@@ -261,14 +271,17 @@ class IntakeActivities:
             found: dict[str, int] = {}
             for mid, case_id in s.exec(
                 select(EmailRow.message_id, EmailRow.case_id).where(
-                    col(EmailRow.message_id).in_(ids), col(EmailRow.case_id).is_not(None), EmailRow.id != email.id
+                    col(EmailRow.message_id).in_(ids),
+                    col(EmailRow.case_id).is_not(None),
+                    EmailRow.id != email.id,
                 )
             ).all():
                 if mid is not None and case_id is not None:
                     found.setdefault(mid, case_id)
             for mid, case_id in s.exec(
                 select(NotificationRow.message_id, NotificationRow.case_id).where(
-                    col(NotificationRow.message_id).in_(ids), col(NotificationRow.case_id).is_not(None)
+                    col(NotificationRow.message_id).in_(ids),
+                    col(NotificationRow.case_id).is_not(None),
                 )
             ).all():
                 if case_id is not None:
@@ -284,7 +297,9 @@ class IntakeActivities:
                 return case, f"the subject carries the reference token [{number}]"
         return None
 
-    def _record_bounce(self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings) -> None:
+    def _record_bounce(
+        self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings
+    ) -> None:
         # One bounce per address and window: two auto-responders that ignore RFC 3834 must
         # not be able to ping-pong with us, and a forged sender gets at most one backscatter.
         assert email.from_address is not None
@@ -297,7 +312,9 @@ class IntakeActivities:
                 f"within {window:g}s; one per window"
             )
         rendered = None if suppressed else render_bounce(email, box)
-        record_notification(s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed)
+        record_notification(
+            s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed
+        )
 
     @staticmethod
     def _next_intake_step(s: Session, email_id: int) -> str:
@@ -322,4 +339,3 @@ class IntakeActivities:
         email.defects = parsed.defects
         if parsed.message_id and not email.message_id:
             email.message_id = parsed.message_id
-

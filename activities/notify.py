@@ -23,6 +23,7 @@ import hashlib
 import os
 import smtplib
 import socket
+from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, formatdate
@@ -48,6 +49,12 @@ class NotificationResult(BaseModel):
     reason: str | None = None
 
 
+def _result(row: NotificationRow) -> NotificationResult:
+    return NotificationResult.model_validate(
+        {"notification_id": row.id, "status": row.status, "reason": row.reason}
+    )
+
+
 class RelayTemporaryError(Exception):
     """The relay could not take the message now; the activity retries."""
 
@@ -70,7 +77,9 @@ def _reply_headers(msg: EmailMessage, email: EmailRow) -> None:
         msg["References"] = " ".join([*refs[-10:], f"<{email.message_id}>"])
 
 
-def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: str) -> EmailMessage:
+def _new_message(
+    box: Mailbox, to: str, to_name: str | None, subject: str, mid: str
+) -> EmailMessage:
     msg = EmailMessage(policy=SMTP)
     msg["From"] = formataddr((box.name, box.address))
     msg["To"] = formataddr((_one_line(to_name or ""), to))
@@ -151,7 +160,9 @@ def send_via_relay(relay: Relay, to: str, raw: bytes) -> None:
 def _raise_for(code: int, text: bytes | str) -> None:
     detail = text.decode(errors="replace") if isinstance(text, bytes) else text
     if 500 <= code < 600:
-        raise ApplicationError(f"relay refused the message: {code} {detail}", type="RelayRefused", non_retryable=True)
+        raise ApplicationError(
+            f"relay refused the message: {code} {detail}", type="RelayRefused", non_retryable=True
+        )
     raise RelayTemporaryError(f"relay answered {code} {detail}")
 
 
@@ -166,12 +177,18 @@ class Notifier:
         with self.store.db.read() as s:
             row = s.get(NotificationRow, notification_id)
             if row is None:
-                raise ApplicationError(f"notification {notification_id} is missing", type="NotificationMissing", non_retryable=True)
+                raise ApplicationError(
+                    f"notification {notification_id} is missing",
+                    type="NotificationMissing",
+                    non_retryable=True,
+                )
             relay = intake_settings(s).relay
         if row.status in FINAL:
-            return NotificationResult(notification_id=row.id, status=row.status, reason=row.reason)  # type: ignore[arg-type]
+            return _result(row)
         if relay is None:
-            return self._finish(row, "skipped", "no relay configured (intake.relay); recorded, not sent")
+            return self._finish(
+                row, "skipped", "no relay configured (intake.relay); recorded, not sent"
+            )
         assert row.raw is not None
         try:
             send_via_relay(relay, row.to_address, row.raw)
@@ -180,7 +197,9 @@ class Notifier:
             raise
         except ApplicationError as exc:
             return self._finish(row, "failed", exc.message)
-        return self._finish(row, "sent", f"sent to {row.to_address} through {relay.host}:{relay.port}")
+        return self._finish(
+            row, "sent", f"sent to {row.to_address} through {relay.host}:{relay.port}"
+        )
 
     def _attempt_failed(self, row: NotificationRow, error: str) -> None:
         with self.store.db.write() as s:
@@ -210,7 +229,7 @@ class Notifier:
                     step=f"{fresh.kind}:{status}",
                     entries=[TraceEntry(fresh.kind, fresh.to_address, status, reason)],
                 )
-            return NotificationResult(notification_id=fresh.id, status=fresh.status, reason=fresh.reason)  # type: ignore[arg-type]
+            return _result(fresh)
 
 
 def record_notification(
@@ -224,12 +243,16 @@ def record_notification(
 ) -> NotificationRow:
     """Insert the notification row for (kind, email) unless it exists; returns it either way."""
     existing = s.exec(
-        select(NotificationRow).where(NotificationRow.kind == kind, NotificationRow.email_id == email.id)
+        select(NotificationRow).where(
+            NotificationRow.kind == kind, NotificationRow.email_id == email.id
+        )
     ).first()
     if existing is not None:
         return existing
     assert email.id is not None
-    subject, mid, raw = rendered if rendered is not None else ("", f"{kind}.{email.id}.suppressed", b"")
+    subject, mid, raw = (
+        rendered if rendered is not None else ("", f"{kind}.{email.id}.suppressed", b"")
+    )
     row = NotificationRow(
         kind=kind,
         email_id=email.id,
@@ -255,10 +278,10 @@ def record_notification(
     return row
 
 
-def recent_bounce(s: Session, to_address: str, window_seconds: float, now_email: EmailRow) -> NotificationRow | None:
+def recent_bounce(
+    s: Session, to_address: str, window_seconds: float, now_email: EmailRow
+) -> NotificationRow | None:
     """A bounce already sent (or queued) to this address within the window, if any."""
-    from datetime import timedelta
-
     since = utcnow() - timedelta(seconds=window_seconds)
     return s.exec(
         select(NotificationRow)
@@ -290,7 +313,11 @@ class NotifyActivities:
             case = s.get(CaseRow, case_id)
             email = s.get(EmailRow, case.source_email_id) if case is not None else None
             if case is None or email is None or case.number is None:
-                raise ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
+                raise ApplicationError(
+                    f"case {case_id} is not in the case store",
+                    type="CaseMissing",
+                    non_retryable=True,
+                )
             box = mailboxes.get(case.mailbox_address)
             row = s.exec(
                 select(NotificationRow).where(
@@ -313,7 +340,12 @@ class NotifyActivities:
                     )
                 rendered = None if why or box is None else render_acknowledgement(case, email, box)
                 row = record_notification(
-                    s, kind="acknowledgement", email=email, case_id=case.id, rendered=rendered, suppressed=why
+                    s,
+                    kind="acknowledgement",
+                    email=email,
+                    case_id=case.id,
+                    rendered=rendered,
+                    suppressed=why,
                 )
             assert row.id is not None
             row_id = row.id

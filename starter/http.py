@@ -79,10 +79,13 @@ def create_app(
     )
     bearer = HTTPBearer(auto_error=False)
 
-    def authorize(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    # A plain default, not Annotated: with postponed annotations FastAPI cannot see `bearer`.
+    def authorize(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         given = creds.credentials if creds is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": Problem, "description": "missing or wrong bearer token"},
@@ -145,10 +148,18 @@ def create_app(
             )
         except Exception:
             log.exception("HTTP intake could not submit a message")
-            raise HTTPException(503, "could not store the message or start its workflow; retry", headers={"Retry-After": "5"}) from None
-        accepted = Accepted(workflow_id=sub.workflow_id, email_id=sub.email_id, duplicate=not sub.new_email)
+            raise HTTPException(
+                503,
+                "could not store the message or start its workflow; retry",
+                headers={"Retry-After": "5"},
+            ) from None
+        accepted = Accepted(
+            workflow_id=sub.workflow_id, email_id=sub.email_id, duplicate=not sub.new_email
+        )
         return JSONResponse(
-            accepted.model_dump(), status_code=202, headers={"Location": f"/v1/emails/{sub.email_id}"}
+            accepted.model_dump(),
+            status_code=202,
+            headers={"Location": f"/v1/emails/{sub.email_id}"},
         )
 
     @app.get(
@@ -166,7 +177,9 @@ def create_app(
                     return None
                 case = s.get(CaseRow, email.case_id) if email.case_id else None
                 if case is None:
-                    case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
+                    case = s.exec(
+                        select(CaseRow).where(CaseRow.source_email_id == email_id)
+                    ).first()
                 return EmailState(
                     workflow_id=email.workflow_id or "",
                     email_id=email_id,
@@ -226,7 +239,12 @@ async def start_http_intake(
     The socket is bound and listening before this returns, so clients may connect at once.
     """
     app = create_app(
-        client, store, token=token, max_message_bytes=max_message_bytes, task_queue=task_queue, id_prefix=id_prefix
+        client,
+        store,
+        token=token,
+        max_message_bytes=max_message_bytes,
+        task_queue=task_queue,
+        id_prefix=id_prefix,
     )
     sock = socket.create_server((host, port), reuse_port=False)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)

@@ -154,9 +154,14 @@ class IntakeChannels:
     def describe(self) -> str:
         lines = ""
         if self.smtp is not None:
-            lines += f"  SMTP intake   {self.smtp.host}:{self.smtp.port}  (point your mail server's forwarding here)\n"
+            where = f"{self.smtp.host}:{self.smtp.port}"
+            lines += f"  SMTP intake   {where}  (point your mail server's forwarding here)\n"
         if self.http is not None:
-            lines += f"  HTTP intake   POST {self.http.url}/v1/emails  (bearer token: {self.token_source}; API {self.http.url}/docs)\n"
+            url = self.http.url
+            lines += (
+                f"  HTTP intake   POST {url}/v1/emails  "
+                f"(bearer token: {self.token_source}; API {url}/docs)\n"
+            )
         return lines
 
     async def stop(self) -> None:
@@ -180,25 +185,40 @@ def http_token(env_name: str, state_dir: Path) -> tuple[str, str]:
     return token, str(path)
 
 
-async def start_intake_channels(client: Client, store: Store, intake: IntakeSettings) -> IntakeChannels:
+async def start_intake_channels(
+    client: Client, store: Store, intake: IntakeSettings
+) -> IntakeChannels:
     """Start the SMTP and HTTP intake servers the config enables, on this event loop."""
     channels = IntakeChannels()
     if intake.smtp.enabled:
         try:
             channels.smtp = await start_smtp_intake(
-                client, store, host=intake.smtp.host, port=intake.smtp.port, max_message_bytes=intake.max_message_bytes
+                client,
+                store,
+                host=intake.smtp.host,
+                port=intake.smtp.port,
+                max_message_bytes=intake.max_message_bytes,
             )
         except OSError as exc:
-            raise IntakeChannelError(f"cannot listen for SMTP on {intake.smtp.host}:{intake.smtp.port}: {exc.strerror or exc}") from None
+            where = f"{intake.smtp.host}:{intake.smtp.port}"
+            detail = exc.strerror or exc
+            raise IntakeChannelError(f"cannot listen for SMTP on {where}: {detail}") from None
     if intake.http.enabled:
         token, channels.token_source = http_token(intake.http.token_env, DEFAULT_DIR)
         try:
             channels.http = await start_http_intake(
-                client, store, token=token, host=intake.http.host, port=intake.http.port, max_message_bytes=intake.max_message_bytes
+                client,
+                store,
+                token=token,
+                host=intake.http.host,
+                port=intake.http.port,
+                max_message_bytes=intake.max_message_bytes,
             )
         except OSError as exc:
             await channels.stop()
-            raise IntakeChannelError(f"cannot listen for HTTP on {intake.http.host}:{intake.http.port}: {exc.strerror or exc}") from None
+            where = f"{intake.http.host}:{intake.http.port}"
+            detail = exc.strerror or exc
+            raise IntakeChannelError(f"cannot listen for HTTP on {where}: {detail}") from None
     return channels
 
 

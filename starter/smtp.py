@@ -87,7 +87,12 @@ class IntakeHandler:
         self.id_prefix = id_prefix
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
     ) -> str:
         try:
             boxes = await asyncio.to_thread(routing_mailboxes, self.store)
@@ -119,7 +124,13 @@ class IntakeHandler:
             # Not stored or not started: a temporary failure makes the sender retry.
             log.exception("SMTP intake could not submit a message from %s", envelope.mail_from)
             return "451 4.3.0 Temporary failure storing the message, try again later"
-        log.info("smtp: %s -> %s stored as email %s, workflow %s", envelope.mail_from, envelope.rcpt_tos, sub.email_id, sub.workflow_id)
+        log.info(
+            "smtp: %s -> %s stored as email %s, workflow %s",
+            envelope.mail_from,
+            envelope.rcpt_tos,
+            sub.email_id,
+            sub.workflow_id,
+        )
         return f"250 2.0.0 OK queued as {sub.workflow_id}"
 
 

@@ -82,7 +82,9 @@ class SmtpSink:
     messages: list[Delivered] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if self.refuse:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
@@ -91,7 +93,11 @@ class SmtpSink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
             self.messages.append(
-                Delivered(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], bytes(envelope.original_content or b""))
+                Delivered(
+                    str(envelope.mail_from),
+                    [str(r) for r in envelope.rcpt_tos],
+                    bytes(envelope.original_content or b""),
+                )
             )
         return "250 2.0.0 OK"
 
@@ -106,7 +112,9 @@ class SmtpSink:
 @contextmanager
 def smtp_sink(port: int | None = None, *, refuse: bool = False) -> Iterator[SmtpSink]:
     sink = SmtpSink("127.0.0.1", port or free_port(), refuse=refuse)
-    controller = Controller(sink, hostname=sink.host, port=sink.port, ready_timeout=5, server_hostname="sink.localhost")
+    controller = Controller(
+        sink, hostname=sink.host, port=sink.port, ready_timeout=5, server_hostname="sink.localhost"
+    )
     controller.start()
     try:
         yield sink
@@ -131,7 +139,9 @@ async def settled(stack: Stack, email_id: int, *statuses: str, timeout: float = 
         row = stack.store.email(email_id)
         return row if row is not None and row.status in wanted else None
 
-    return await eventually(probe, timeout=timeout, what=f"email {email_id} to be {'/'.join(wanted)}")
+    return await eventually(
+        probe, timeout=timeout, what=f"email {email_id} to be {'/'.join(wanted)}"
+    )
 
 
 async def case_for(stack: Stack, email_id: int, timeout: float = 15.0) -> CaseRow:

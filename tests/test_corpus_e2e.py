@@ -48,7 +48,9 @@ def expected_mailbox(entry: dict[str, Any]) -> str | None:
 
 async def test_corpus_messages_end_in_their_expected_outcome(stack: Stack) -> None:
     assert len(INDEX) >= 30
-    server = await start_smtp_intake(stack.client, stack.store, port=0, task_queue=stack.task_queue, id_prefix=stack.id_prefix)
+    server = await start_smtp_intake(
+        stack.client, stack.store, port=0, task_queue=stack.task_queue, id_prefix=stack.id_prefix
+    )
 
     def deliver(entry: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         raw = on_the_wire(entry)
@@ -92,7 +94,9 @@ async def test_corpus_messages_end_in_their_expected_outcome(stack: Stack) -> No
             assert entry["subject_contains"] in case.subject, entry["file"]
             assert entry["text_contains"] in case.description, entry["file"]
             assert len(row.attachments) == entry["attachments"], entry["file"]
-            assert all({"filename", "content_type", "size", "sha256"} <= set(a) for a in row.attachments)
+            assert all(
+                {"filename", "content_type", "size", "sha256"} <= set(a) for a in row.attachments
+            )
         elif want == "threaded":
             assert row.case_id == 1, entry["file"]
         else:

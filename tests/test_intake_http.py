@@ -20,7 +20,13 @@ RFC822 = {"Content-Type": "message/rfc822"}
 @asynccontextmanager
 async def http_intake(stack: Stack, **kw: Any) -> AsyncIterator[httpx.AsyncClient]:
     server: HttpIntakeServer = await start_http_intake(
-        stack.client, stack.store, token=TOKEN, port=0, task_queue=stack.task_queue, id_prefix=stack.id_prefix, **kw
+        stack.client,
+        stack.store,
+        token=TOKEN,
+        port=0,
+        task_queue=stack.task_queue,
+        id_prefix=stack.id_prefix,
+        **kw,
     )
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
@@ -35,7 +41,10 @@ async def test_post_returns_202_with_the_workflow_and_makes_a_case(stack: Stack)
         res = await http.post("/v1/emails", content=raw, headers={**AUTH, **RFC822})
         assert res.status_code == 202, res.text
         body = res.json()
-        assert body["workflow_id"].startswith(f"{stack.id_prefix}email-") and body["duplicate"] is False
+        assert (
+            body["workflow_id"].startswith(f"{stack.id_prefix}email-")
+            and body["duplicate"] is False
+        )
         # 202 comes after the bytes are stored and the workflow started.
         email = stack.store.email(body["email_id"])
         assert email is not None and (email.source, email.raw) == ("http", raw)
@@ -59,7 +68,9 @@ async def test_post_returns_202_with_the_workflow_and_makes_a_case(stack: Stack)
 async def test_missing_or_wrong_token_is_401(stack: Stack) -> None:
     async with http_intake(stack) as http:
         missing = await http.post("/v1/emails", content=make_email(), headers=RFC822)
-        wrong = await http.post("/v1/emails", content=make_email(), headers={**RFC822, "Authorization": "Bearer nope"})
+        wrong = await http.post(
+            "/v1/emails", content=make_email(), headers={**RFC822, "Authorization": "Bearer nope"}
+        )
         status = await http.get("/v1/emails/1")
     for res in (missing, wrong, status):
         assert res.status_code == 401
@@ -69,7 +80,9 @@ async def test_missing_or_wrong_token_is_401(stack: Stack) -> None:
 
 async def test_too_large_is_413(stack: Stack) -> None:
     async with http_intake(stack, max_message_bytes=4096) as http:
-        big = await http.post("/v1/emails", content=make_email(body="y" * 5000), headers={**AUTH, **RFC822})
+        big = await http.post(
+            "/v1/emails", content=make_email(body="y" * 5000), headers={**AUTH, **RFC822}
+        )
 
         async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
             for _ in range(5):
@@ -85,7 +98,9 @@ async def test_too_large_is_413(stack: Stack) -> None:
 
 async def test_wrong_content_type_is_415_and_empty_body_400(stack: Stack) -> None:
     async with http_intake(stack) as http:
-        text = await http.post("/v1/emails", content=make_email(), headers={**AUTH, "Content-Type": "text/plain"})
+        text = await http.post(
+            "/v1/emails", content=make_email(), headers={**AUTH, "Content-Type": "text/plain"}
+        )
         empty = await http.post("/v1/emails", content=b"", headers={**AUTH, **RFC822})
     assert text.status_code == 415 and "message/rfc822" in text.json()["detail"]
     assert empty.status_code == 400
@@ -98,7 +113,11 @@ async def test_envelope_recipients_route_bcc_mail(stack: Stack) -> None:
         res = await http.post(
             "/v1/emails",
             content=raw,
-            headers=[*AUTH.items(), *RFC822.items(), ("X-Envelope-To", "Acme Billing <BILLING@acme.example>, x@y.example")],
+            headers=[
+                *AUTH.items(),
+                *RFC822.items(),
+                ("X-Envelope-To", "Acme Billing <BILLING@acme.example>, x@y.example"),
+            ],
         )
     assert res.status_code == 202
     email = await settled(stack, res.json()["email_id"])

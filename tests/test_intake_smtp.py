@@ -20,9 +20,16 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def smtp_intake(stack: Stack, store: Store | None = None, **kw: Any) -> AsyncIterator[SmtpIntakeServer]:
+async def smtp_intake(
+    stack: Stack, store: Store | None = None, **kw: Any
+) -> AsyncIterator[SmtpIntakeServer]:
     server = await start_smtp_intake(
-        stack.client, store or stack.store, port=0, task_queue=stack.task_queue, id_prefix=stack.id_prefix, **kw
+        stack.client,
+        store or stack.store,
+        port=0,
+        task_queue=stack.task_queue,
+        id_prefix=stack.id_prefix,
+        **kw,
     )
     try:
         yield server
@@ -34,7 +41,9 @@ async def smtp_session(server: SmtpIntakeServer, fn: Callable[[smtplib.SMTP], T]
     """Run a blocking smtplib conversation in a thread: the server shares this event loop."""
 
     def talk() -> T:
-        with smtplib.SMTP(server.host, server.port, timeout=10, local_hostname="client.test") as smtp:
+        with smtplib.SMTP(
+            server.host, server.port, timeout=10, local_hostname="client.test"
+        ) as smtp:
             smtp.ehlo()
             return fn(smtp)
 
@@ -78,7 +87,9 @@ async def test_unknown_recipient_is_refused_with_550(stack: Stack) -> None:
             except smtplib.SMTPRecipientsRefused as exc:
                 only_unknown = exc.recipients
             smtp.rset()
-            refused = smtp.sendmail("someone@customer.example", ["nobody@acme.example", "support@acme.example"], raw)
+            refused = smtp.sendmail(
+                "someone@customer.example", ["nobody@acme.example", "support@acme.example"], raw
+            )
             return only_unknown, refused
 
         only_unknown, refused = await smtp_session(server, deliver)
@@ -91,7 +102,12 @@ async def test_unknown_recipient_is_refused_with_550(stack: Stack) -> None:
 
 async def test_plus_address_recipient_is_accepted(stack: Stack) -> None:
     async with smtp_intake(stack) as server:
-        await smtp_session(server, lambda s: s.sendmail("a@customer.example", ["support+billing@acme.example"], make_email()))
+        await smtp_session(
+            server,
+            lambda s: s.sendmail(
+                "a@customer.example", ["support+billing@acme.example"], make_email()
+            ),
+        )
     email = only_email(stack)
     assert (await settled(stack, email.id)).mailbox_address == "support@acme.example"
 
@@ -114,16 +130,23 @@ async def test_too_large_is_refused_with_552_at_mail_from_and_at_data(stack: Sta
 
         assert await smtp_session(server, declared) == 552
         assert await smtp_session(server, undeclared) == 552
-        ok = await smtp_session(server, lambda s: s.sendmail("a@customer.example", ["support@acme.example"], make_email()))
+        ok = await smtp_session(
+            server,
+            lambda s: s.sendmail("a@customer.example", ["support@acme.example"], make_email()),
+        )
         assert ok == {}
     assert len(stack.emails()) == 1  # only the small one
 
 
 async def test_bcc_routing_address_is_seen_through_the_envelope(stack: Stack) -> None:
     # The routing address is in neither To nor Cc: only RCPT TO names it, as with Bcc.
-    raw = make_email(to="colleague@customer.example", cc="boss@customer.example", subject="Invoice copy")
+    raw = make_email(
+        to="colleague@customer.example", cc="boss@customer.example", subject="Invoice copy"
+    )
     async with smtp_intake(stack) as server:
-        await smtp_session(server, lambda s: s.sendmail("someone@customer.example", ["billing@acme.example"], raw))
+        await smtp_session(
+            server, lambda s: s.sendmail("someone@customer.example", ["billing@acme.example"], raw)
+        )
     email = only_email(stack)
     case = await case_for(stack, email.id)
     assert case.mailbox_address == "billing@acme.example"
@@ -180,7 +203,9 @@ async def test_storage_failure_answers_451_so_the_sender_retries(stack: Stack) -
 async def test_store_unreachable_at_rcpt_answers_451(stack: Stack, tmp_path: Any) -> None:
     unreachable = Store(f"sqlite:///{tmp_path}/missing-dir/x.db")
     async with smtp_intake(stack, store=unreachable) as server:
-        code = await smtp_session(server, lambda s: (s.mail("a@customer.example"), s.rcpt("support@acme.example"))[1][0])
+        code = await smtp_session(
+            server, lambda s: (s.mail("a@customer.example"), s.rcpt("support@acme.example"))[1][0]
+        )
     assert code == 451
 
 
@@ -189,7 +214,14 @@ async def test_concurrent_deliveries_each_make_one_case(stack: Stack, count: int
     async with smtp_intake(stack) as server:
         await asyncio.gather(
             *(
-                smtp_session(server, lambda s, i=i: s.sendmail(f"c{i}@customer.example", ["support@acme.example"], make_email(sender=f"c{i}@customer.example")))
+                smtp_session(
+                    server,
+                    lambda s, i=i: s.sendmail(
+                        f"c{i}@customer.example",
+                        ["support@acme.example"],
+                        make_email(sender=f"c{i}@customer.example"),
+                    ),
+                )
                 for i in range(count)
             )
         )
