@@ -329,6 +329,11 @@ class AssignmentActivities:
             offers: list[DispatchedOffer] = []
             waiting = 0
             for case in items:
+                if not self._anyone_free(members, offering) and case.waiting_noted == self._wait_step(case):
+                    # Nobody in the queue can take anything and this item's wait is traced:
+                    # a backlog of thousands costs nothing more per pass.
+                    waiting += 1
+                    continue
                 ws = self.store.workstream(case.workstream_id)
                 eligible, skipped = self._eligible(case, ws, members, offering)
                 if not eligible and inp.sweep and case.excluded_agents:
@@ -339,13 +344,16 @@ class AssignmentActivities:
                 if not eligible:
                     waiting += 1
                     # Traced once per round and exclusion set, not on every pass.
-                    _trace(
-                        s,
-                        case,
-                        f"r{case.round}:waiting:{len(case.excluded_agents)}",
-                        TraceEntry(STAGE, inp.queue_id, "waiting", "no eligible agent: " + ("; ".join(skipped) or "the queue has no members")),
-                    )
-                    s.add(case)
+                    step = self._wait_step(case)
+                    if case.waiting_noted != step:
+                        _trace(
+                            s,
+                            case,
+                            step,
+                            TraceEntry(STAGE, inp.queue_id, "waiting", "no eligible agent: " + ("; ".join(skipped) or "the queue has no members")),
+                        )
+                        case.waiting_noted = step
+                        s.add(case)
                     continue
                 best, why = assignment.choose(queue.assignment_method, eligible)
                 assert case.id is not None and case.number is not None and case.workflow_id is not None
@@ -372,6 +380,14 @@ class AssignmentActivities:
                 )
                 offers.append(self._dispatched(offer, ws))
             return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval)
+
+    @staticmethod
+    def _wait_step(case: CaseRow) -> str:
+        return f"r{case.round}:waiting:{len(case.excluded_agents)}"
+
+    @staticmethod
+    def _anyone_free(members: Iterable[tuple[AgentRow, QueueMemberRow]], offering: set[str]) -> bool:
+        return any(a.active_count < a.capacity and a.id not in offering and a.presence != "Offline" for a, _ in members)
 
     @staticmethod
     def _eligible(

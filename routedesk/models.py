@@ -123,6 +123,10 @@ class EmailRow(SQLModel, table=True):
 
 class CaseRow(SQLModel, table=True):
     __tablename__ = "case"
+    # The dispatcher's question, "what waits in this queue, best first?", is one index scan.
+    __table_args__ = (
+        Index("queue_waiting", "queue_id", "status", "awaiting_dispatch", "priority_rank", "queued_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     number: str | None = Field(default=None, unique=True)  # CASE-000123, set from the id
     # The first email of the thread: at most one case per source email, however often retried.
@@ -147,6 +151,9 @@ class CaseRow(SQLModel, table=True):
     # True while the queue's dispatcher may offer the item to the next best agent.
     awaiting_dispatch: bool = False
     excluded_agents: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # The last "waiting for an eligible agent" trace step written, so a dispatch pass over a
+    # long backlog does not look the trace up for every item.
+    waiting_noted: str | None = None
     assigned_agent_id: str | None = None
     previous_agent_id: str | None = None  # owner before the case was last reopened
     assigned_at: datetime | None = None

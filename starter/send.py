@@ -11,13 +11,19 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from routedesk import settings
-from routedesk.contracts import EmailRoutingInput, RoutingStatus
+from routedesk.contracts import EmailRoutingInput, RoutingOutcome, RoutingStatus
 from routedesk.store import Store
 from workflows.email_routing import EmailRoutingWorkflow
 
@@ -61,27 +67,49 @@ async def submit_email(
     return Submission(saved.workflow_id, saved.email_id, saved.created)
 
 
-async def wait_for_case(handle: WorkflowHandle, timeout: float = 30.0) -> RoutingStatus:
-    """Poll the ``routing_status`` query until the case is in a queue or routing stopped.
+async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0) -> RoutingStatus:
+    """Wait until the case is in a queue or routing stopped.
 
-    A query adds nothing to history, unlike an update, which keeps intake cheap.
+    A running workflow answers the ``routing_status`` query (which adds nothing to history,
+    unlike an update); a closed one is read from its result or its failure.
     """
+    handle = client.get_workflow_handle_for(EmailRoutingWorkflow.run, workflow_id)
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
         try:
+            desc = await handle.describe()
+            running = desc.status == WorkflowExecutionStatus.RUNNING
+        except RPCError:
+            running = True  # not visible yet
+        if not running:
+            return await _closed_status(handle)
+        try:
             status: RoutingStatus = await handle.query(EmailRoutingWorkflow.routing_status)
             if status.queue or status.stage in TERMINAL_STAGES:
                 return status
-        except RPCError:
-            pass  # not yet picked up by a worker, or just completed: ask the result below
-        try:
-            desc = await handle.describe()
-            if desc.status is not None and desc.status.name != "RUNNING":
-                return await handle.query(EmailRoutingWorkflow.routing_status)
-        except RPCError:
-            pass
+        except (RPCError, WorkflowQueryFailedError):
+            pass  # no worker has picked it up yet
         if time.monotonic() > deadline:
             raise TimeoutError(f"workflow {handle.id} did not queue a case within {timeout:.0f}s; is a worker running?")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+async def _closed_status(handle: WorkflowHandle[Any, RoutingOutcome]) -> RoutingStatus:
+    try:
+        out = await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        reason = getattr(cause, "message", None) or str(cause)
+        stage = "rejected" if getattr(cause, "type", None) == "EmailRejected" else "failed"
+        return RoutingStatus(stage=stage, email_id=0, reason=reason)
+    return RoutingStatus(
+        stage=out.status,
+        email_id=out.email_id,
+        case_id=out.case_id,
+        case_number=out.case_number,
+        queue=out.queue,
+        assigned_agent=out.assigned_agent,
+        reason=out.reason,
+    )

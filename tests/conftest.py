@@ -84,3 +84,9 @@ async def make_stack(
 async def stack(make_stack: MakeStack) -> Stack:
     """The example configuration with a running worker."""
     return await make_stack()
+
+
+@pytest_asyncio.fixture
+async def stack_without_worker(make_stack: MakeStack) -> Stack:
+    """The example configuration, no worker yet."""
+    return await make_stack(start_worker=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -219,7 +220,8 @@ async def history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
 
 
 def activity_attempts(events: list[Any], activity_name: str) -> list[int]:
-    """Attempt numbers of every started attempt of ``activity_name`` in a history."""
+    """Attempt numbers recorded for ``activity_name``: the started attempts of a regular
+    activity, or the final attempt of each local activity (from its marker)."""
     scheduled: set[int] = set()
     attempts: list[int] = []
     for e in events:
@@ -230,4 +232,10 @@ def activity_attempts(events: list[Any], activity_name: str) -> list[int]:
             attrs = e.activity_task_started_event_attributes
             if attrs.scheduled_event_id in scheduled:
                 attempts.append(attrs.attempt)
+        elif e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name == "core_local_activity" and "data" in marker.details:
+                data = json.loads(marker.details["data"].payloads[0].data)
+                if data.get("activity_type") == activity_name:
+                    attempts.append(int(data["attempt"]))
     return attempts

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from typing import Any
 
 import pytest
@@ -11,9 +13,10 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import CaseActivities
-from activities.routing import RoutingActivities
-from routedesk.contracts import CaseRef, QueueDecision, StepInput
+from routedesk.contracts import CaseRef
+from tests.cli import stack_env
 from tests.support import (
+    ROOT,
     Stack,
     activities_with,
     activity_attempts,
@@ -98,33 +101,34 @@ async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: S
     assert (await stack.queued(ok.workflow_id)).queue == "general"
 
 
-class StuckRoutingActivities(RoutingActivities):
-    """A case store that fails every route_to_queue call: the workflow stops mid-way."""
-
-    @activity.defn(name="route_to_queue")
-    def route_to_queue(self, inp: StepInput) -> QueueDecision:
-        raise RuntimeError("case store unavailable (simulated)")
-
-
-async def test_worker_restart_mid_workflow_completes(make_stack: Any) -> None:
-    stack: Stack = await make_stack(start_worker=False)
-    stuck = StuckRoutingActivities(stack.store)
-    first = await stack.start_worker(activities=activities_with(stack.store, stack.client, stuck.route_to_queue))
-    sub = await stack.submit(example_email("05-sales-inquiry.eml"))
-
-    async def classified_and_retrying() -> bool:
-        cases = stack.cases()
-        if not cases or cases[0].stage != "classified":
-            return False
-        events = await history_events(stack.handle(sub.workflow_id))
-        pending = (await stack.handle(sub.workflow_id).describe()).raw_description.pending_activities
-        return bool(events) and any(p.attempt >= 2 for p in pending)
-
-    await eventually(classified_and_retrying, what="the workflow to be stuck in route_to_queue")
-    await stack.stop_worker(first)
+async def test_worker_killed_mid_workflow_and_restarted_completes(stack_without_worker: Stack) -> None:
+    """SIGKILL a worker while route_to_queue hangs; a new worker finishes the workflow from
+    history: the case is not created again and classification is not redone."""
+    stack = stack_without_worker
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.faulty_worker",
+        cwd=ROOT,
+        env={**os.environ, **stack_env(stack)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
+        sub = await stack.submit(example_email("05-sales-inquiry.eml"))
+        await eventually(
+            lambda: [c for c in stack.cases() if c.stage == "classified"], what="the faulty worker to reach routing"
+        )
+    finally:
+        proc.kill()  # SIGKILL: no graceful shutdown, the workflow task dies with the process
+        await proc.wait()
     assert stack.cases()[0].status == "new"
 
     await stack.start_worker()  # a healthy worker, as after a redeploy
-    result = await stack.queued(sub.workflow_id)
+    result = await stack.queued(sub.workflow_id, timeout=60)
     assert result.queue == "sales"
-    assert len(stack.cases()) == 1
+    [case] = stack.cases()
+    stages = [t.stage for t in stack.trace(case_id=case.id)]
+    assert stages.count("classification") == len(stack.config.workstreams[0].classification_rules)
+    assert stages.count("case") == 1

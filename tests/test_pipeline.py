@@ -94,7 +94,13 @@ async def test_no_routing_address_is_rejected_with_reason(stack: Stack) -> None:
     assert stack.cases() == []
     [entry] = stack.trace(email_id=email.id)
     assert (entry.stage, entry.outcome) == ("intake", "rejected")
-    assert (await stack.status(sub.workflow_id)).stage == "rejected"
+    # Supervisors find rejections in the UI by the search attribute set before the failure.
+    query = f'WorkflowId = "{sub.workflow_id}" AND RoutingStage = "rejected" AND ExecutionStatus = "Failed"'
+
+    async def listed() -> int:
+        return (await stack.client.count_workflows(query)).count
+
+    assert await eventually(listed, what="the rejection to be searchable") == 1
 
 
 async def test_search_attributes_follow_the_workflow(stack: Stack) -> None:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from routedesk import ids
+from routedesk.contracts import AgentAnswer
 from tests.support import Stack, example_email, make_email
 from workflows import WORKFLOWS
+from workflows.email_routing import EmailRoutingWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -26,7 +30,8 @@ def replayer() -> Replayer:
     return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
 
 
-async def test_fresh_histories_replay(stack: Stack) -> None:
+async def test_fresh_histories_replay(make_stack: Any) -> None:
+    stack: Stack = await make_stack()
     scenarios = {
         "queued_vip": example_email("03-key-account-outage.eml"),
         "queued_fallback": example_email("06-general-question.eml"),
@@ -42,12 +47,38 @@ async def test_fresh_histories_replay(stack: Stack) -> None:
         else:
             await stack.wait_stage(sub.workflow_id, "offered", "waiting_for_agent", "unassigned")
         histories[name] = await stack.handle(sub.workflow_id).fetch_history()
+    histories.update(await assignment_histories(await make_stack()))
     for history in histories.values():
         await replayer().replay_workflow(history)  # raises on any non-determinism
     if os.environ.get("ROUTEDESK_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         for name, history in histories.items():
             (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def assignment_histories(stack: Stack) -> dict[str, WorkflowHistory]:
+    """Complete runs through assignment: preferred decline then accept, a queue offer, resolve."""
+    preferred = (await stack.submit(example_email("03-key-account-outage.eml"))).workflow_id
+    await stack.wait_offer(preferred, "dave")
+    await stack.respond(preferred, "dave", "decline", "busy")
+    await stack.wait_offer(preferred, "alice")
+    await stack.respond(preferred, "alice", "accept")
+    await stack.handle(preferred).execute_update(EmailRoutingWorkflow.resolve)
+    await stack.handle(preferred).result()
+
+    queued = (await stack.submit(example_email("06-general-question.eml"))).workflow_id
+    status = await stack.wait_stage(queued, "offered")
+    assert status.live_offer is not None
+    await stack.client.get_workflow_handle(queued).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id=status.live_offer))
+    await stack.wait_assigned(queued)
+    await stack.handle(queued).execute_update(EmailRoutingWorkflow.resolve)
+    await stack.handle(queued).result()
+    dispatcher = stack.client.get_workflow_handle(ids.dispatcher_workflow_id("general", stack.id_prefix))
+    return {
+        "preferred_declined_then_accepted": await stack.handle(preferred).fetch_history(),
+        "queue_offer_accepted": await stack.handle(queued).fetch_history(),
+        "dispatcher_general": await dispatcher.fetch_history(),
+    }
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)

@@ -53,12 +53,14 @@ class QueueDispatcherWorkflow:
             except asyncio.TimeoutError:
                 sweep = True
             self._kicked = False
-            result = await workflow.execute_activity(
+            # A local activity: one store transaction, one marker event per pass.
+            result = await workflow.execute_local_activity(
                 "dispatch_queue",
                 DispatchPass(queue_id=inp.queue_id, pass_key=f"{workflow.info().run_id}:{passes}", sweep=sweep),
                 result_type=DispatchResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
+                local_retry_threshold=timedelta(seconds=10),
             )
             passes += 1
             sweep_every = result.sweep_interval_seconds

@@ -29,7 +29,7 @@ def send(
         store = open_store(create=True)
         client = await connect()
         sub = await submit_email(client, store, raw, source="cli", envelope_to=envelope_to)
-        status = await wait_for_case(client.get_workflow_handle(sub.workflow_id), timeout=wait)
+        status = await wait_for_case(client, sub.workflow_id, timeout=wait)
         if as_json:
             print_json({"workflow_id": sub.workflow_id, "email_id": sub.email_id, **status.model_dump()})
         else:

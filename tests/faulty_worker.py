@@ -1,0 +1,41 @@
+"""A worker process whose route_to_queue hangs: the test kills it mid-workflow (SIGKILL).
+
+Run as ``python -m tests.faulty_worker`` with DATABASE_URL, TEMPORAL_ADDRESS and
+ROUTEDESK_TASK_QUEUE set; it prints ``ready`` once polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from temporalio import activity
+
+from activities.routing import RoutingActivities
+from routedesk import settings
+from routedesk.contracts import QueueDecision, StepInput
+from routedesk.store import Store
+from routedesk.temporal import connect
+from tests.support import activities_with
+from worker import build_worker
+
+
+class HangingRoutingActivities(RoutingActivities):
+    @activity.defn(name="route_to_queue")
+    def route_to_queue(self, inp: StepInput) -> QueueDecision:
+        while True:  # a hung dependency: only killing the process ends this
+            time.sleep(1)  # bounded by the test's SIGKILL
+
+
+async def main() -> None:
+    client = await connect()
+    store = Store()
+    acts = activities_with(store, client, HangingRoutingActivities(store).route_to_queue)
+    worker = build_worker(client, store, settings.task_queue(), activities=acts)
+    async with worker:
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
