@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
@@ -32,6 +32,16 @@ class StoreUnavailable(Exception):
         self.address = address
         self.detail = detail
         super().__init__(f"cannot reach the case store at {address}: {detail}")
+
+
+class StoreOutdated(StoreUnavailable):
+    def __init__(self, address: str, missing: list[str]) -> None:
+        super().__init__(
+            address,
+            f"it was made by an older routedesk (missing {', '.join(missing[:5])}"
+            f"{'...' if len(missing) > 5 else ''}); move it aside (for the default store: "
+            "make clean) and start again",
+        )
 
 
 class StoreEmpty(Exception):
@@ -95,10 +105,26 @@ class Database:
     def create_all(self) -> None:
         try:
             SQLModel.metadata.create_all(self.write_engine)
+            missing = self._missing_columns()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(self.address, _first_line(exc)) from None
         except OSError as exc:
             raise StoreUnavailable(self.address, str(exc)) from None
+        if missing:
+            raise StoreOutdated(self.address, missing)
+
+    def _missing_columns(self) -> list[str]:
+        """Columns this version needs that an existing store, made by an older one, lacks.
+
+        There are no migrations yet; failing here with the list beats failing later inside
+        an activity.
+        """
+        inspector = inspect(self.write_engine)
+        missing = []
+        for table in SQLModel.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
+        return missing
 
     @contextmanager
     def write(self) -> Iterator[Session]:

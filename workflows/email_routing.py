@@ -207,8 +207,10 @@ class EmailRoutingWorkflow:
         while intake.status == "held":
             # Held mail waits durably, for days if need be, and is never dropped.
             self._advance("held", reason=intake.reason)
-            self._released = False
             await self._wait(lambda: self._released)
+            # Reset before asking again: a release that arrives while intake re-evaluates
+            # the email must not be lost.
+            self._released = False
             intake = await self._intake(inp.email_id)
 
         if intake.status == "threaded":

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import sys
 
 import typer
 
@@ -21,7 +22,17 @@ app.add_typer(intake_cmd.app, name="intake")
 
 
 def main() -> None:
-    app(prog_name=Path("routedesk").name)
+    try:
+        app(prog_name="routedesk")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter shutdown: once a Temporal client existed, its runtime threads can abort
+    # the process while Python tears down (temporalio/sdk-python#300), turning a clean exit
+    # code into SIGABRT.
+    os._exit(code)
 
 
 if __name__ == "__main__":
