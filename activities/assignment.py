@@ -54,13 +54,18 @@ def _case(s: Session, case_id: int) -> CaseRow:
 
 def _trace(s: Session, case: CaseRow, step: str, *entries: TraceEntry) -> bool:
     assert case.id is not None
-    return add_trace(s, email_id=case.source_email_id, case_id=case.id, round_=case.round, step=step, entries=list(entries))
+    return add_trace(
+        s,
+        email_id=case.source_email_id,
+        case_id=case.id,
+        round_=case.round,
+        step=step,
+        entries=list(entries),
+    )
 
 
 def _step_reason(s: Session, case: CaseRow, step: str) -> str | None:
-    row = s.exec(
-        select(TraceRow).where(TraceRow.email_id == case.source_email_id, TraceRow.step == step)
-    ).first()
+    row = s.exec(select(TraceRow).where(TraceRow.email_id == case.source_email_id, TraceRow.step == step)).first()
     return row.reason if row else None
 
 
@@ -150,7 +155,12 @@ class AssignmentActivities:
             reason = self._preferred_ineligible(s, case, ws, inp.agent_id)
             label = inp.label or f"preferred agent #{inp.position}"
             if reason is not None:
-                _trace(s, case, inp.step, TraceEntry(STAGE, inp.agent_id, "skipped", f"{label}: {reason}"))
+                _trace(
+                    s,
+                    case,
+                    inp.step,
+                    TraceEntry(STAGE, inp.agent_id, "skipped", f"{label}: {reason}"),
+                )
                 return OfferAttempt(reason=reason)
             assert case.id is not None and case.number is not None and case.workflow_id is not None
             offer = OfferRow(
@@ -218,10 +228,20 @@ class AssignmentActivities:
             offer.closed_at = now
             if refusal is None:
                 offer.status = "accepted"
-                _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, "assigned", f"accepted the {offer.kind} offer"))
+                _trace(
+                    s,
+                    case,
+                    inp.step,
+                    TraceEntry(STAGE, offer.agent_id, "assigned", f"accepted the {offer.kind} offer"),
+                )
             else:
                 offer.status, offer.reason = "refused", refusal
-                _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, "refused", f"accepted, but {refusal}"))
+                _trace(
+                    s,
+                    case,
+                    inp.step,
+                    TraceEntry(STAGE, offer.agent_id, "refused", f"accepted, but {refusal}"),
+                )
                 if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
                     case.excluded_agents = [*case.excluded_agents, offer.agent_id]
                     case.awaiting_dispatch = True
@@ -279,7 +299,17 @@ class AssignmentActivities:
             method = queue.assignment_method if queue else "?"
             case.awaiting_dispatch = True
             s.add(case)
-            _trace(s, case, inp.step, TraceEntry(STAGE, case.queue_id or "-", "queued", f"waiting for the next best agent ({method})"))
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry(
+                    STAGE,
+                    case.queue_id or "-",
+                    "queued",
+                    f"waiting for the next best agent ({method})",
+                ),
+            )
             return case.queue_id
 
     @activity.defn(name="leave_unassigned")
@@ -293,7 +323,12 @@ class AssignmentActivities:
                 s,
                 case,
                 inp.step,
-                TraceEntry(STAGE, case.queue_id or "-", "unassigned", inp.reason or "left unassigned in the queue: waiting for a pick or a supervisor"),
+                TraceEntry(
+                    STAGE,
+                    case.queue_id or "-",
+                    "unassigned",
+                    inp.reason or "left unassigned in the queue: waiting for a pick or a supervisor",
+                ),
             )
 
     @activity.defn(name="dispatch_queue")
@@ -308,14 +343,19 @@ class AssignmentActivities:
             made = s.exec(select(OfferRow).where(col(OfferRow.idempotency_key).startswith(f"{inp.pass_key}:"))).all()
             if made:  # a retry of a pass that committed: report the same offers
                 return DispatchResult(
-                    offers=[self._dispatched(o) for o in made], sweep_interval_seconds=sweep_interval
+                    offers=[self._dispatched(o) for o in made],
+                    sweep_interval_seconds=sweep_interval,
                 )
             queue = s.get(QueueRow, inp.queue_id)
             if queue is None:
                 return DispatchResult(sweep_interval_seconds=sweep_interval)
             items = s.exec(
                 select(CaseRow)
-                .where(CaseRow.queue_id == inp.queue_id, CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
+                .where(
+                    CaseRow.queue_id == inp.queue_id,
+                    CaseRow.status == "queued",
+                    col(CaseRow.awaiting_dispatch),
+                )
                 .order_by(col(CaseRow.priority_rank).desc(), col(CaseRow.queued_at), col(CaseRow.id))
             ).all()
             if not items:
@@ -339,7 +379,17 @@ class AssignmentActivities:
                 if not eligible and inp.sweep and case.excluded_agents:
                     # Everyone eligible has declined or let it time out: a sweep starts a new round.
                     case.excluded_agents = []
-                    _trace(s, case, f"r{case.round}:new-round@{inp.pass_key}", TraceEntry(STAGE, inp.queue_id, "new_round", "every eligible member declined or timed out; offering again"))
+                    _trace(
+                        s,
+                        case,
+                        f"r{case.round}:new-round@{inp.pass_key}",
+                        TraceEntry(
+                            STAGE,
+                            inp.queue_id,
+                            "new_round",
+                            "every eligible member declined or timed out; offering again",
+                        ),
+                    )
                     eligible, skipped = self._eligible(case, ws, members, offering)
                 if not eligible:
                     waiting += 1
@@ -350,7 +400,12 @@ class AssignmentActivities:
                             s,
                             case,
                             step,
-                            TraceEntry(STAGE, inp.queue_id, "waiting", "no eligible agent: " + ("; ".join(skipped) or "the queue has no members")),
+                            TraceEntry(
+                                STAGE,
+                                inp.queue_id,
+                                "waiting",
+                                "no eligible agent: " + ("; ".join(skipped) or "the queue has no members"),
+                            ),
                         )
                         case.waiting_noted = step
                         s.add(case)
@@ -376,7 +431,12 @@ class AssignmentActivities:
                     s,
                     case,
                     f"r{case.round}:offer{offer.id}",
-                    TraceEntry(STAGE, best.agent_id, "offered", f"{detail}; answer within {ws.offer_timeout_seconds:g}s"),
+                    TraceEntry(
+                        STAGE,
+                        best.agent_id,
+                        "offered",
+                        f"{detail}; answer within {ws.offer_timeout_seconds:g}s",
+                    ),
                 )
                 offers.append(self._dispatched(offer, ws))
             return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval)
@@ -462,9 +522,14 @@ class AssignmentActivities:
             what = "picked the case from the queue" if inp.by == "pick" else "assigned by a supervisor"
             entries = [TraceEntry(STAGE, inp.agent_id, "assigned", what)]
             if withdrawn:
-                entries.insert(0, TraceEntry(STAGE, withdrawn, "withdrawn", f"offer withdrawn: {what} to {inp.agent_id}"))
+                entries.insert(
+                    0,
+                    TraceEntry(STAGE, withdrawn, "withdrawn", f"offer withdrawn: {what} to {inp.agent_id}"),
+                )
             _trace(s, case, inp.step, *entries)
-            return AssignResult(assigned=True, agent_id=inp.agent_id, reason=what), (_queues_of(s, withdrawn) if withdrawn else [])
+            return AssignResult(assigned=True, agent_id=inp.agent_id, reason=what), (
+                _queues_of(s, withdrawn) if withdrawn else []
+            )
 
     @activity.defn(name="resolve_case")
     async def resolve_case(self, inp: CaseStepInput) -> None:
@@ -496,7 +561,11 @@ class AssignmentActivities:
                 s,
                 case,
                 inp.step,
-                TraceEntry("resolution", owner or "-", "resolved", f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else "")),
+                TraceEntry(
+                    "resolution",
+                    owner or "-",
+                    "resolved",
+                    f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else ""),
+                ),
             )
             return freed
-

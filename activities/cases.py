@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
-from sqlmodel import select
 
 from routedesk import ids
 from routedesk.config import Priority
@@ -38,7 +38,13 @@ class CaseActivities:
             case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
             if case is not None:
                 assert case.id is not None and case.number is not None
-                return CaseRef(case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=case.round)
+                return CaseRef(
+                    case_id=case.id,
+                    case_number=case.number,
+                    contact_id=case.contact_id,
+                    created=False,
+                    round=case.round,
+                )
             box = mailboxes[email.mailbox_address]
             contact = self.store.contact_for(s, email.from_address)
             priority = Priority(box.case_defaults.priority)
@@ -68,7 +74,14 @@ class CaseActivities:
                 case_id=case.id,
                 round_=1,
                 step="case",
-                entries=[TraceEntry("case", case.number, "created", f"{email.from_address}: {who}; origin {case.origin}, priority {case.priority}")],
+                entries=[
+                    TraceEntry(
+                        "case",
+                        case.number,
+                        "created",
+                        f"{email.from_address}: {who}; origin {case.origin}, priority {case.priority}",
+                    )
+                ],
             )
             return CaseRef(
                 case_id=case.id,

@@ -66,9 +66,7 @@ class Decision:
 
 def _rejection(email: EmailRow, mailboxes: dict[str, Mailbox]) -> Decision | None:
     if not email.from_address:
-        return Decision(
-            "rejected", "no usable From address: the sender cannot be identified or answered"
-        )
+        return Decision("rejected", "no usable From address: the sender cannot be identified or answered")
     if match_mailbox(mailboxes, email.to, email.cc, email.envelope_to) is None:
         recipients = [*email.to, *email.cc, *email.envelope_to]
         shown = ", ".join(dict.fromkeys(recipients)) or "none"
@@ -129,9 +127,7 @@ class IntakeActivities:
         if pending_bounce is not None:
             self.notifier.deliver(pending_bounce)
         if result.status == "rejected":
-            raise ApplicationError(
-                f"email {email_id} rejected: {result.reason}", type=REJECTED, non_retryable=True
-            )
+            raise ApplicationError(f"email {email_id} rejected: {result.reason}", type=REJECTED, non_retryable=True)
         return result
 
     # --- evaluation ------------------------------------------------------------------------
@@ -215,8 +211,7 @@ class IntakeActivities:
             if row is not None and not row.verified:
                 return Decision(
                     "held",
-                    f"mailbox {box.address} is not verified; "
-                    f"held until `routedesk mailbox verify {box.address}`",
+                    f"mailbox {box.address} is not verified; held until `routedesk mailbox verify {box.address}`",
                     box,
                     hold_kind="unverified_mailbox",
                 )
@@ -255,9 +250,7 @@ class IntakeActivities:
         return int(count)
 
     @staticmethod
-    def _find_thread(
-        s: Session, parsed: ParsedEmail, email: EmailRow
-    ) -> tuple[CaseRow, str] | None:
+    def _find_thread(s: Session, parsed: ParsedEmail, email: EmailRow) -> tuple[CaseRow, str] | None:
         """The case this email replies to, and how we know.
 
         In-Reply-To first, then References from the newest id back: the most direct parent
@@ -297,9 +290,7 @@ class IntakeActivities:
                 return case, f"the subject carries the reference token [{number}]"
         return None
 
-    def _record_bounce(
-        self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings
-    ) -> None:
+    def _record_bounce(self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings) -> None:
         # One bounce per address and window: two auto-responders that ignore RFC 3834 must
         # not be able to ping-pong with us, and a forged sender gets at most one backscatter.
         assert email.from_address is not None
@@ -312,9 +303,7 @@ class IntakeActivities:
                 f"within {window:g}s; one per window"
             )
         rendered = None if suppressed else render_bounce(email, box)
-        record_notification(
-            s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed
-        )
+        record_notification(s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed)
 
     @staticmethod
     def _next_intake_step(s: Session, email_id: int) -> str:

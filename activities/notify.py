@@ -50,9 +50,7 @@ class NotificationResult(BaseModel):
 
 
 def _result(row: NotificationRow) -> NotificationResult:
-    return NotificationResult.model_validate(
-        {"notification_id": row.id, "status": row.status, "reason": row.reason}
-    )
+    return NotificationResult.model_validate({"notification_id": row.id, "status": row.status, "reason": row.reason})
 
 
 class RelayTemporaryError(Exception):
@@ -77,9 +75,7 @@ def _reply_headers(msg: EmailMessage, email: EmailRow) -> None:
         msg["References"] = " ".join([*refs[-10:], f"<{email.message_id}>"])
 
 
-def _new_message(
-    box: Mailbox, to: str, to_name: str | None, subject: str, mid: str
-) -> EmailMessage:
+def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: str) -> EmailMessage:
     msg = EmailMessage(policy=SMTP)
     msg["From"] = formataddr((box.name, box.address))
     msg["To"] = formataddr((_one_line(to_name or ""), to))
@@ -160,9 +156,7 @@ def send_via_relay(relay: Relay, to: str, raw: bytes) -> None:
 def _raise_for(code: int, text: bytes | str) -> None:
     detail = text.decode(errors="replace") if isinstance(text, bytes) else text
     if 500 <= code < 600:
-        raise ApplicationError(
-            f"relay refused the message: {code} {detail}", type="RelayRefused", non_retryable=True
-        )
+        raise ApplicationError(f"relay refused the message: {code} {detail}", type="RelayRefused", non_retryable=True)
     raise RelayTemporaryError(f"relay answered {code} {detail}")
 
 
@@ -186,9 +180,7 @@ class Notifier:
         if row.status in FINAL:
             return _result(row)
         if relay is None:
-            return self._finish(
-                row, "skipped", "no relay configured (intake.relay); recorded, not sent"
-            )
+            return self._finish(row, "skipped", "no relay configured (intake.relay); recorded, not sent")
         assert row.raw is not None
         try:
             send_via_relay(relay, row.to_address, row.raw)
@@ -197,9 +189,7 @@ class Notifier:
             raise
         except ApplicationError as exc:
             return self._finish(row, "failed", exc.message)
-        return self._finish(
-            row, "sent", f"sent to {row.to_address} through {relay.host}:{relay.port}"
-        )
+        return self._finish(row, "sent", f"sent to {row.to_address} through {relay.host}:{relay.port}")
 
     def _attempt_failed(self, row: NotificationRow, error: str) -> None:
         with self.store.db.write() as s:
@@ -243,16 +233,12 @@ def record_notification(
 ) -> NotificationRow:
     """Insert the notification row for (kind, email) unless it exists; returns it either way."""
     existing = s.exec(
-        select(NotificationRow).where(
-            NotificationRow.kind == kind, NotificationRow.email_id == email.id
-        )
+        select(NotificationRow).where(NotificationRow.kind == kind, NotificationRow.email_id == email.id)
     ).first()
     if existing is not None:
         return existing
     assert email.id is not None
-    subject, mid, raw = (
-        rendered if rendered is not None else ("", f"{kind}.{email.id}.suppressed", b"")
-    )
+    subject, mid, raw = rendered if rendered is not None else ("", f"{kind}.{email.id}.suppressed", b"")
     row = NotificationRow(
         kind=kind,
         email_id=email.id,
@@ -278,9 +264,7 @@ def record_notification(
     return row
 
 
-def recent_bounce(
-    s: Session, to_address: str, window_seconds: float, now_email: EmailRow
-) -> NotificationRow | None:
+def recent_bounce(s: Session, to_address: str, window_seconds: float, now_email: EmailRow) -> NotificationRow | None:
     """A bounce already sent (or queued) to this address within the window, if any."""
     since = utcnow() - timedelta(seconds=window_seconds)
     return s.exec(

@@ -64,7 +64,14 @@ class RoutingActivities:
             entries = _hit_entries("classification", hits) or [
                 TraceEntry("classification", "-", "none", f"workstream {ws.id} has no classification rules")
             ]
-            if add_trace(s, email_id=case.source_email_id, case_id=case.id, round_=inp.round, step=inp.step, entries=entries):
+            if add_trace(
+                s,
+                email_id=case.source_email_id,
+                case_id=case.id,
+                round_=inp.round,
+                step=inp.step,
+                entries=entries,
+            ):
                 case.attributes = attributes
                 case.priority, case.priority_rank = priority.value, priority.rank
                 case.stage = "classified"
@@ -87,7 +94,14 @@ class RoutingActivities:
             queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
             rule = next((h.rule for h in hits if h.matched), "fallback")
             entries = _hit_entries("queue_routing", hits)
-            if add_trace(s, email_id=case.source_email_id, case_id=case.id, round_=inp.round, step=inp.step, entries=entries):
+            if add_trace(
+                s,
+                email_id=case.source_email_id,
+                case_id=case.id,
+                round_=inp.round,
+                step=inp.step,
+                entries=entries,
+            ):
                 case.queue_id = queue_id
                 case.status = "queued"
                 case.stage = "queued"

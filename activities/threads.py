@@ -25,7 +25,11 @@ class ThreadActivities:
             case = s.get(CaseRow, inp.case_id, with_for_update=True)
             email = s.get(EmailRow, inp.email_id)
             if case is None or email is None or case.id is None or case.number is None:
-                raise ApplicationError(f"case {inp.case_id} or email {inp.email_id} is missing", type="CaseMissing", non_retryable=True)
+                raise ApplicationError(
+                    f"case {inp.case_id} or email {inp.email_id} is missing",
+                    type="CaseMissing",
+                    non_retryable=True,
+                )
             step = f"reply:{inp.email_id}"
             reopened_here = case.workflow_id == inp.workflow_id
             if reopened_here or case.status == "resolved":
@@ -42,17 +46,26 @@ class ThreadActivities:
                     case.excluded_agents = []
                     case.workflow_id = inp.workflow_id
                     s.add(case)
-                why = (
-                    f"customer replied (email {inp.email_id}) to a resolved case: reopened for round {case.round}"
-                    + (f", previous owner {case.previous_agent_id} first" if case.previous_agent_id else "")
+                why = f"customer replied (email {inp.email_id}) to a resolved case: reopened for round {case.round}" + (
+                    f", previous owner {case.previous_agent_id} first" if case.previous_agent_id else ""
                 )
                 action = "reopen"
             else:
-                why = f"customer replied (email {inp.email_id}): customer_replied signal sent to workflow {case.workflow_id}"
+                why = (
+                    f"customer replied (email {inp.email_id}): "
+                    f"customer_replied signal sent to workflow {case.workflow_id}"
+                )
                 action = "signal"
             email.case_id = case.id
             s.add(email)
-            add_trace(s, email_id=inp.email_id, case_id=case.id, round_=case.round, step=step, entries=[TraceEntry("threading", case.number, action, why)])
+            add_trace(
+                s,
+                email_id=inp.email_id,
+                case_id=case.id,
+                round_=case.round,
+                step=step,
+                entries=[TraceEntry("threading", case.number, action, why)],
+            )
             ref = CaseRef(
                 case_id=case.id,
                 case_number=case.number,

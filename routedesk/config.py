@@ -110,9 +110,7 @@ class FieldCondition(Strict):
     def _known_field(cls, v: str) -> str:
         if v in FIELD_NAMES or (v.startswith(FIELD_PREFIXES) and len(v.split(".", 1)[1]) > 0):
             return v
-        raise ValueError(
-            f"unknown field {v!r}; use one of {', '.join(FIELD_NAMES)}, header.<Name> or attr.<name>"
-        )
+        raise ValueError(f"unknown field {v!r}; use one of {', '.join(FIELD_NAMES)}, header.<Name> or attr.<name>")
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> FieldCondition:
@@ -175,10 +173,7 @@ class ClassificationRule(Strict):
     @classmethod
     def _valid_priority(cls, v: dict[str, Any]) -> dict[str, Any]:
         if "priority" in v and v["priority"] not in [p.value for p in Priority]:
-            raise ValueError(
-                f"priority must be one of {', '.join(p.value for p in Priority)}, "
-                f"not {v['priority']!r}"
-            )
+            raise ValueError(f"priority must be one of {', '.join(p.value for p in Priority)}, not {v['priority']!r}")
         if "skills" in v and not isinstance(v["skills"], list):
             raise ValueError("skills must be a list of skill names")
         return v
@@ -224,9 +219,7 @@ class Acknowledgement(Strict):
         try:
             v.format_map({k: "" for k in ACK_PLACEHOLDERS})
         except KeyError as exc:
-            raise ValueError(
-                f"unknown placeholder {{{exc.args[0]}}}; use {', '.join(ACK_PLACEHOLDERS)}"
-            ) from None
+            raise ValueError(f"unknown placeholder {{{exc.args[0]}}}; use {', '.join(ACK_PLACEHOLDERS)}") from None
         except (ValueError, IndexError) as exc:
             raise ValueError(f"bad template: {exc}") from None
         return v
@@ -269,9 +262,7 @@ class Workstream(Strict):
     classification_rules: list[ClassificationRule] = Field(default_factory=list)
     route_to_queue_rules: list[RouteRule] = Field(default_factory=list)
     fallback_queue: str
-    allowed_presences: list[Presence] = Field(
-        default_factory=lambda: [Presence.AVAILABLE, Presence.BUSY]
-    )
+    allowed_presences: list[Presence] = Field(default_factory=lambda: [Presence.AVAILABLE, Presence.BUSY])
     offer_timeout_seconds: float = Field(default=60, gt=0)
     preferred_agents: PreferredAgentSettings = PreferredAgentSettings()
 
@@ -392,22 +383,24 @@ class RoutingConfig(Strict):
 
         for i, m in enumerate(self.mailboxes):
             if m.workstream not in ws_ids:
-                problems.append(
-                    (f"mailboxes[{i}].workstream", f"unknown workstream {m.workstream!r}")
-                )
+                problems.append((f"mailboxes[{i}].workstream", f"unknown workstream {m.workstream!r}"))
             if m.case_defaults.queue and m.case_defaults.queue not in q_ids:
                 problems.append(
-                    (f"mailboxes[{i}].case_defaults.queue", f"unknown queue {m.case_defaults.queue!r}")
+                    (
+                        f"mailboxes[{i}].case_defaults.queue",
+                        f"unknown queue {m.case_defaults.queue!r}",
+                    )
                 )
         for i, w in enumerate(self.workstreams):
             if w.fallback_queue not in q_ids:
-                problems.append(
-                    (f"workstreams[{i}].fallback_queue", f"unknown queue {w.fallback_queue!r}")
-                )
+                problems.append((f"workstreams[{i}].fallback_queue", f"unknown queue {w.fallback_queue!r}"))
             for j, r in enumerate(w.route_to_queue_rules):
                 if r.queue not in q_ids:
                     problems.append(
-                        (f"workstreams[{i}].route_to_queue_rules[{j}].queue", f"unknown queue {r.queue!r}")
+                        (
+                            f"workstreams[{i}].route_to_queue_rules[{j}].queue",
+                            f"unknown queue {r.queue!r}",
+                        )
                     )
         for i, q in enumerate(self.queues):
             for j, member in enumerate(q.members):
@@ -423,7 +416,10 @@ class RoutingConfig(Strict):
             for j, e in enumerate(c.emails):
                 if e in seen_emails and seen_emails[e] != c.id:
                     problems.append(
-                        (f"contacts[{i}].emails[{j}]", f"{e} already belongs to contact {seen_emails[e]!r}")
+                        (
+                            f"contacts[{i}].emails[{j}]",
+                            f"{e} already belongs to contact {seen_emails[e]!r}",
+                        )
                     )
                 seen_emails[e] = c.id
         return problems

@@ -70,11 +70,7 @@ def match_mailbox(
     so the result does not depend on how the sender ordered To and Cc. Bcc recipients
     are only visible in the envelope, which is why the envelope counts too.
     """
-    matched = {
-        box.address
-        for r in [*to, *cc, *envelope]
-        if (box := mailbox_for_address(mailboxes, r)) is not None
-    }
+    matched = {box.address for r in [*to, *cc, *envelope] if (box := mailbox_for_address(mailboxes, r)) is not None}
     return next((box for address, box in mailboxes.items() if address in matched), None)
 
 

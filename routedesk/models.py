@@ -113,9 +113,7 @@ class EmailRow(SQLModel, table=True):
     cc: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     body_text: str | None = None
-    attachments: list[dict[str, Any]] = Field(
-        default_factory=list, sa_column=Column(JSON, nullable=False)
-    )
+    attachments: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     defects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     mailbox_address: str | None = None
     case_id: int | None = Field(default=None, index=True)
@@ -124,9 +122,7 @@ class EmailRow(SQLModel, table=True):
 class CaseRow(SQLModel, table=True):
     __tablename__ = "case"
     # The dispatcher's question, "what waits in this queue, best first?", is one index scan.
-    __table_args__ = (
-        Index("queue_waiting", "queue_id", "status", "awaiting_dispatch", "priority_rank", "queued_at"),
-    )
+    __table_args__ = (Index("queue_waiting", "queue_id", "status", "awaiting_dispatch", "priority_rank", "queued_at"),)
     id: int | None = Field(default=None, primary_key=True)
     number: str | None = Field(default=None, unique=True)  # CASE-000123, set from the id
     # The first email of the thread: at most one case per source email, however often retried.

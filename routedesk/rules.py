@@ -135,27 +135,21 @@ def describe(cond: Condition | None) -> str:
     return f"{cond.field} {cond.op.value} {cond.value!r}"
 
 
-def classify(
-    rules: list[ClassificationRule], ctx: RuleContext
-) -> tuple[dict[str, Any], list[RuleHit]]:
+def classify(rules: list[ClassificationRule], ctx: RuleContext) -> tuple[dict[str, Any], list[RuleHit]]:
     """Apply every matching rule in order; later rules see (and may override) earlier ones."""
     hits: list[RuleHit] = []
     for rule in rules:
         matched = evaluate(rule.when, ctx)
         if matched:
             ctx.attributes.update(rule.set)
-            detail = f"{describe(rule.when)} -> set " + ", ".join(
-                f"{k}={v}" for k, v in rule.set.items()
-            )
+            detail = f"{describe(rule.when)} -> set " + ", ".join(f"{k}={v}" for k, v in rule.set.items())
         else:
             detail = f"{describe(rule.when)} did not match"
         hits.append(RuleHit(rule.name, matched, detail))
     return dict(ctx.attributes), hits
 
 
-def route(
-    rules: list[RouteRule], fallback_queue: str, ctx: RuleContext
-) -> tuple[str, list[RuleHit]]:
+def route(rules: list[RouteRule], fallback_queue: str, ctx: RuleContext) -> tuple[str, list[RuleHit]]:
     """First matching route-to-queue rule wins; otherwise the fallback queue."""
     hits: list[RuleHit] = []
     for rule in rules:

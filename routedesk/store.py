@@ -66,7 +66,14 @@ class Store:
             old_agents = {a.id: a for a in s.exec(select(AgentRow)).all()}
             old_members = {(m.queue_id, m.agent_id): m for m in s.exec(select(QueueMemberRow)).all()}
             old_mailboxes = {m.address: m for m in s.exec(select(MailboxRow)).all()}
-            for table in (MailboxRow, WorkstreamRow, QueueRow, QueueMemberRow, ContactRow, ContactEmailRow):
+            for table in (
+                MailboxRow,
+                WorkstreamRow,
+                QueueRow,
+                QueueMemberRow,
+                ContactRow,
+                ContactEmailRow,
+            ):
                 s.exec(delete(table))  # type: ignore[call-overload]
             for pos, m in enumerate(cfg.mailboxes):
                 prev = old_mailboxes.get(m.address)
@@ -83,7 +90,14 @@ class Store:
             for w in cfg.workstreams:
                 s.add(WorkstreamRow(id=w.id, name=w.name, config=w.model_dump(mode="json", by_alias=True)))
             for q in cfg.queues:
-                s.add(QueueRow(id=q.id, name=q.name, assignment_method=q.assignment_method.value, priority=q.priority))
+                s.add(
+                    QueueRow(
+                        id=q.id,
+                        name=q.name,
+                        assignment_method=q.assignment_method.value,
+                        priority=q.priority,
+                    )
+                )
                 for agent_id in q.members:
                     prev_m = old_members.get((q.id, agent_id))
                     s.add(
@@ -96,7 +110,15 @@ class Store:
             for a in cfg.agents:
                 row = old_agents.pop(a.id, None)
                 if row is None:
-                    s.add(AgentRow(id=a.id, name=a.name, capacity=a.capacity, skills=a.skills, presence=a.presence.value))
+                    s.add(
+                        AgentRow(
+                            id=a.id,
+                            name=a.name,
+                            capacity=a.capacity,
+                            skills=a.skills,
+                            presence=a.presence.value,
+                        )
+                    )
                 else:
                     row.name, row.capacity, row.skills = a.name, a.capacity, list(a.skills)
                     s.add(row)
@@ -281,9 +303,7 @@ def add_trace(
     Called inside the same transaction as the decision's effect, so a retried activity
     either finds both or neither. Returns False when the step existed.
     """
-    exists = s.exec(
-        select(TraceRow.id).where(TraceRow.email_id == email_id, TraceRow.step == step)
-    ).first()
+    exists = s.exec(select(TraceRow.id).where(TraceRow.email_id == email_id, TraceRow.step == step)).first()
     if exists is not None:
         return False
     now = utcnow()

@@ -83,9 +83,7 @@ def create_app(
     def authorize(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         given = creds.credentials if creds is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": Problem, "description": "missing or wrong bearer token"},
@@ -153,9 +151,7 @@ def create_app(
                 "could not store the message or start its workflow; retry",
                 headers={"Retry-After": "5"},
             ) from None
-        accepted = Accepted(
-            workflow_id=sub.workflow_id, email_id=sub.email_id, duplicate=not sub.new_email
-        )
+        accepted = Accepted(workflow_id=sub.workflow_id, email_id=sub.email_id, duplicate=not sub.new_email)
         return JSONResponse(
             accepted.model_dump(),
             status_code=202,
@@ -177,9 +173,7 @@ def create_app(
                     return None
                 case = s.get(CaseRow, email.case_id) if email.case_id else None
                 if case is None:
-                    case = s.exec(
-                        select(CaseRow).where(CaseRow.source_email_id == email_id)
-                    ).first()
+                    case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
                 return EmailState(
                     workflow_id=email.workflow_id or "",
                     email_id=email_id,

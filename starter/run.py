@@ -113,7 +113,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
             try:
                 print(
                     "\nroutedesk is running\n"
-                    f"  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue=\"billing\")\n"
+                    f'  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue="billing")\n'
                     f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
                     f"  case store    {store.db.address}\n"
                     f"  config        {config_path}\n"
@@ -158,10 +158,7 @@ class IntakeChannels:
             lines += f"  SMTP intake   {where}  (point your mail server's forwarding here)\n"
         if self.http is not None:
             url = self.http.url
-            lines += (
-                f"  HTTP intake   POST {url}/v1/emails  "
-                f"(bearer token: {self.token_source}; API {url}/docs)\n"
-            )
+            lines += f"  HTTP intake   POST {url}/v1/emails  (bearer token: {self.token_source}; API {url}/docs)\n"
         return lines
 
     async def stop(self) -> None:
@@ -185,9 +182,7 @@ def http_token(env_name: str, state_dir: Path) -> tuple[str, str]:
     return token, str(path)
 
 
-async def start_intake_channels(
-    client: Client, store: Store, intake: IntakeSettings
-) -> IntakeChannels:
+async def start_intake_channels(client: Client, store: Store, intake: IntakeSettings) -> IntakeChannels:
     """Start the SMTP and HTTP intake servers the config enables, on this event loop."""
     channels = IntakeChannels()
     if intake.smtp.enabled:

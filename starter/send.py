@@ -8,6 +8,7 @@ once, is one stored email, one workflow and one case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,21 +51,17 @@ async def submit_email(
 ) -> Submission:
     """Store ``raw`` durably, then start (or find) its routing workflow."""
     prefix = settings.id_prefix() if id_prefix is None else id_prefix
-    saved = await asyncio.to_thread(
-        store.save_raw_email, raw, source=source, envelope_to=envelope_to, id_prefix=prefix
-    )
-    try:
+    saved = await asyncio.to_thread(store.save_raw_email, raw, source=source, envelope_to=envelope_to, id_prefix=prefix)
+    # Running: attach to it. Closed: never start a second run for the same email.
+    with contextlib.suppress(WorkflowAlreadyStartedError):
         await client.start_workflow(
             EmailRoutingWorkflow.run,
             EmailRoutingInput(email_id=saved.email_id, id_prefix=prefix),
             id=saved.workflow_id,
             task_queue=task_queue or settings.task_queue(),
-            # Running: attach to it. Closed: never start a second run for the same email.
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
-    except WorkflowAlreadyStartedError:
-        pass
     return Submission(saved.workflow_id, saved.email_id, saved.created)
 
 

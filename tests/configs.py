@@ -32,9 +32,25 @@ def assignment_config(
                     "id": "ws",
                     "name": "WS",
                     "classification_rules": [
-                        {"name": "high", "when": {"field": "subject", "op": "contains", "value": "[high]"}, "set": {"priority": "High"}},
-                        {"name": "low", "when": {"field": "subject", "op": "contains", "value": "[low]"}, "set": {"priority": "Low"}},
-                        {"name": "german", "when": {"field": "subject", "op": "contains", "value": "[skill:german]"}, "set": {"skills": ["german"]}},
+                        {
+                            "name": "high",
+                            "when": {"field": "subject", "op": "contains", "value": "[high]"},
+                            "set": {"priority": "High"},
+                        },
+                        {
+                            "name": "low",
+                            "when": {"field": "subject", "op": "contains", "value": "[low]"},
+                            "set": {"priority": "Low"},
+                        },
+                        {
+                            "name": "german",
+                            "when": {
+                                "field": "subject",
+                                "op": "contains",
+                                "value": "[skill:german]",
+                            },
+                            "set": {"skills": ["german"]},
+                        },
                     ],
                     "fallback_queue": "q",
                     "allowed_presences": list(allowed),
@@ -42,7 +58,10 @@ def assignment_config(
                     "preferred_agents": {"enabled": preferred, "fallback": fallback},
                 }
             ],
-            "queues": [{"id": "q", "name": "Q", "members": members, "assignment_method": method}, *extra_queues],
+            "queues": [
+                {"id": "q", "name": "Q", "members": members, "assignment_method": method},
+                *extra_queues,
+            ],
             "agents": agents,
             "contacts": list(contacts),
             "routing": {"sweep_interval_seconds": sweep},
@@ -50,5 +69,13 @@ def assignment_config(
     )
 
 
-def agent(agent_id: str, capacity: int = 2, presence: str = "Available", skills: list[str] | None = None) -> dict[str, Any]:
-    return {"id": agent_id, "name": agent_id.title(), "capacity": capacity, "presence": presence, "skills": skills or []}
+def agent(
+    agent_id: str, capacity: int = 2, presence: str = "Available", skills: list[str] | None = None
+) -> dict[str, Any]:
+    return {
+        "id": agent_id,
+        "name": agent_id.title(),
+        "capacity": capacity,
+        "presence": presence,
+        "skills": skills or [],
+    }

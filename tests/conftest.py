@@ -27,9 +27,7 @@ from tests.support import ROOT, Stack
 def temporal_cli_path() -> str:
     if os.environ.get("TEMPORAL_CLI"):
         return os.environ["TEMPORAL_CLI"]
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "temporal-cli.sh")], check=True, capture_output=True, text=True
-    )
+    out = subprocess.run([str(ROOT / "scripts" / "temporal-cli.sh")], check=True, capture_output=True, text=True)
     return out.stdout.strip()
 
 
@@ -61,9 +59,7 @@ MakeStack = Callable[..., Awaitable[Stack]]
 
 
 @pytest_asyncio.fixture
-async def make_stack(
-    client: Client, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[MakeStack]:
+async def make_stack(client: Client, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[MakeStack]:
     """Build stacks (store + config + running worker); all are shut down after the test."""
     stacks: list[Stack] = []
 

@@ -112,9 +112,7 @@ class SmtpSink:
 @contextmanager
 def smtp_sink(port: int | None = None, *, refuse: bool = False) -> Iterator[SmtpSink]:
     sink = SmtpSink("127.0.0.1", port or free_port(), refuse=refuse)
-    controller = Controller(
-        sink, hostname=sink.host, port=sink.port, ready_timeout=5, server_hostname="sink.localhost"
-    )
+    controller = Controller(sink, hostname=sink.host, port=sink.port, ready_timeout=5, server_hostname="sink.localhost")
     controller.start()
     try:
         yield sink
@@ -139,9 +137,7 @@ async def settled(stack: Stack, email_id: int, *statuses: str, timeout: float = 
         row = stack.store.email(email_id)
         return row if row is not None and row.status in wanted else None
 
-    return await eventually(
-        probe, timeout=timeout, what=f"email {email_id} to be {'/'.join(wanted)}"
-    )
+    return await eventually(probe, timeout=timeout, what=f"email {email_id} to be {'/'.join(wanted)}")
 
 
 async def case_for(stack: Stack, email_id: int, timeout: float = 15.0) -> CaseRow:

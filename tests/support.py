@@ -16,8 +16,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from routedesk.config import RoutingConfig, load_config
 from routedesk import dispatch
+from routedesk.config import RoutingConfig, load_config
 from routedesk.contracts import RespondRequest, RoutingOutcome, RoutingStatus
 from routedesk.models import AgentRow, CaseRow, EmailRow, OfferRow, TraceRow
 from routedesk.store import Store, set_presence
@@ -30,9 +30,7 @@ EXAMPLES = ROOT / "examples"
 T = TypeVar("T")
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[T] | T], *, timeout: float = 15.0, what: str = "condition"
-) -> T:
+async def eventually(probe: Callable[[], Awaitable[T] | T], *, timeout: float = 15.0, what: str = "condition") -> T:
     """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     delay = 0.02

@@ -24,7 +24,12 @@ CUSTOMER = "cust@customer.example"
 
 
 def contact(*preferred: str) -> dict[str, Any]:
-    return {"id": "cust", "name": "Customer", "emails": [CUSTOMER], "preferred_agents": list(preferred)}
+    return {
+        "id": "cust",
+        "name": "Customer",
+        "emails": [CUSTOMER],
+        "preferred_agents": list(preferred),
+    }
 
 
 async def submit(stack: Stack, subject: str = "Help", sender: str = CUSTOMER) -> str:
@@ -87,7 +92,11 @@ async def test_ineligible_preferred_agents_are_skipped_with_reasons(make_stack: 
     # `ok` has capacity 0 and still gets the offer: capacity is not checked for preferred agents.
     await stack.wait_offer(wf, "ok")
     trace = [t for t in stack.trace(case_id=(await stack.status(wf)).case_id) if t.stage == "assignment"]
-    assert [(t.subject, t.outcome) for t in trace] == [("off", "skipped"), ("outsider", "skipped"), ("ok", "offered")]
+    assert [(t.subject, t.outcome) for t in trace] == [
+        ("off", "skipped"),
+        ("outsider", "skipped"),
+        ("ok", "offered"),
+    ]
     assert "presence Offline is not allowed (workstream ws allows Available)" in trace[0].reason
     assert "not a member of queue q" in trace[1].reason
     assert "capacity, skills and assignment rules skipped" in trace[2].reason
@@ -159,7 +168,10 @@ async def test_supervisor_assign_withdraws_the_live_offer(make_stack: Any) -> No
     status = await stack.wait_assigned(wf)
     assert status.assigned_agent == "boss" and status.live_offer is None
     assert [(o.agent_id, o.status) for o in stack.offers(status.case_id)] == [("b1", "withdrawn")]
-    assert stack.assignment_trace(status.case_id or 0)[-2:] == [("b1", "withdrawn"), ("boss", "assigned")]
+    assert stack.assignment_trace(status.case_id or 0)[-2:] == [
+        ("b1", "withdrawn"),
+        ("boss", "assigned"),
+    ]
     # b1 answers too late: the update is refused and nothing changes.
     with pytest.raises(WorkflowUpdateFailedError):
         await stack.respond(wf, "b1", "accept")
@@ -213,7 +225,9 @@ async def test_queue_order_is_priority_then_age(make_stack: Any) -> None:
     assert [o.case_number for o in stack.offers()] == ["CASE-000003", "CASE-000001", "CASE-000002"]
 
 
-async def test_respond_without_a_live_offer_is_rejected_and_leaves_no_history(make_stack: Any) -> None:
+async def test_respond_without_a_live_offer_is_rejected_and_leaves_no_history(
+    make_stack: Any,
+) -> None:
     cfg = assignment_config(agents=[agent("b1"), agent("b2")], members=["b1", "b2"], offer_timeout=60)
     stack: Stack = await make_stack(cfg)
     wf = await submit(stack)
@@ -247,7 +261,10 @@ async def test_respond_without_a_live_offer_is_rejected_and_leaves_no_history(ma
 
 async def test_worker_killed_while_an_offer_is_pending(make_stack: Any) -> None:
     cfg = assignment_config(
-        agents=[agent("a1"), agent("a2")], members=["a1", "a2"], contacts=[contact("a1", "a2")], offer_timeout=2.0
+        agents=[agent("a1"), agent("a2")],
+        members=["a1", "a2"],
+        contacts=[contact("a1", "a2")],
+        offer_timeout=2.0,
     )
     stack: Stack = await make_stack(cfg)
     wf = await submit(stack)
@@ -256,4 +273,8 @@ async def test_worker_killed_while_an_offer_is_pending(make_stack: Any) -> None:
     await stack.start_worker()
     await stack.wait_offer(wf, "a2", timeout=30)
     case_id = (await stack.status(wf)).case_id or 0
-    assert stack.assignment_trace(case_id) == [("a1", "offered"), ("a1", "timed_out"), ("a2", "offered")]
+    assert stack.assignment_trace(case_id) == [
+        ("a1", "offered"),
+        ("a1", "timed_out"),
+        ("a2", "offered"),
+    ]

@@ -38,7 +38,9 @@ SCENARIO: dict[str, tuple[int, int, str | None, str | None, str | None]] = {
 
 def build_store(tmp_path: Path, method: str, items: int = 1) -> Store:
     store = Store(f"sqlite:///{tmp_path / 'methods.db'}").init()
-    agents = [agent(a, capacity=cap, presence="Offline" if a == "dan" else "Available") for a, (cap, *_) in SCENARIO.items()]
+    agents = [
+        agent(a, capacity=cap, presence="Offline" if a == "dan" else "Available") for a, (cap, *_) in SCENARIO.items()
+    ]
     store.load_config(assignment_config(agents=agents, members=list(SCENARIO), method=method))
     with store.db.write() as s:
         for agent_id, (_, active, last, last_q, released) in SCENARIO.items():
@@ -52,7 +54,13 @@ def build_store(tmp_path: Path, method: str, items: int = 1) -> Store:
             s.add(row)
             s.add(member)
         for i in range(items):
-            email = EmailRow(dedupe_key=f"k{i}", raw=b"", size=0, status="accepted", mailbox_address="support@acme.example")
+            email = EmailRow(
+                dedupe_key=f"k{i}",
+                raw=b"",
+                size=0,
+                status="accepted",
+                mailbox_address="support@acme.example",
+            )
             s.add(email)
             s.flush()
             assert email.id is not None

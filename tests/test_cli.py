@@ -26,7 +26,14 @@ async def test_send_prints_workflow_and_case_then_case_show_prints_the_trace(sta
 
     shown = await routedesk("case", "show", "CASE-000001", env=env)
     assert shown.code == 0, shown.err
-    for text in ("vip", "key-accounts-to-vip", "urgent-words", "classification", "queue_routing", "Urgent"):
+    for text in (
+        "vip",
+        "key-accounts-to-vip",
+        "urgent-words",
+        "classification",
+        "queue_routing",
+        "Urgent",
+    ):
         assert text in shown.out
     as_json = json.loads((await routedesk("case", "show", "1", "--json", env=env)).out)
     assert as_json["case"]["queue_id"] == "vip"
@@ -49,7 +56,10 @@ UNREACHABLE_TEMPORAL = "127.0.0.1:1"
     ],
 )
 async def test_commands_say_in_one_line_when_temporal_is_unreachable(args: list[str], tmp_path: Path) -> None:
-    env = {"TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL, "DATABASE_URL": f"sqlite:///{tmp_path / 'ok.db'}"}
+    env = {
+        "TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'ok.db'}",
+    }
     res = await routedesk(*args, env=env)
     assert res.code == 2
     assert res.err.strip().count("\n") == 0, res.err

@@ -21,7 +21,9 @@ async def test_walkthrough_preferred_agent_declines_next_accepts(stack: Stack) -
     offers = await routedesk("agent", "offers", "dave", env=env)
     assert "CASE-000001" in offers.out and "preferred" in offers.out
 
-    declined = await routedesk("agent", "decline", "CASE-000001", "--agent", "dave", "--reason", "in a workshop", env=env)
+    declined = await routedesk(
+        "agent", "decline", "CASE-000001", "--agent", "dave", "--reason", "in a workshop", env=env
+    )
     assert (declined.code, declined.out.strip()) == (0, "declined")
     await stack.wait_offer(wf, "alice")
     accepted = await routedesk("agent", "accept", "CASE-000001", "--agent", "alice", env=env)
@@ -51,7 +53,9 @@ async def test_presence_pick_and_supervisor_assign(stack: Stack) -> None:
     for a in ("alice", "bob", "carol"):
         res = await routedesk("agent", "presence", a, "offline", env=env)
         assert res.code == 0 and f"{a} is now Offline" in res.out
-    sent = json.loads((await routedesk("send", str(EXAMPLES / "emails" / "06-general-question.eml"), "--json", env=env)).out)
+    sent = json.loads(
+        (await routedesk("send", str(EXAMPLES / "emails" / "06-general-question.eml"), "--json", env=env)).out
+    )
     await stack.wait_stage(sent["workflow_id"], "waiting_for_agent")
 
     refused = await routedesk("agent", "pick", "CASE-000001", "--agent", "dave", env=env)
@@ -61,7 +65,9 @@ async def test_presence_pick_and_supervisor_assign(stack: Stack) -> None:
     twice = await routedesk("case", "assign", "CASE-000001", "--agent", "carol", env=env)
     assert twice.code == 1 and "already assigned to bob" in twice.err
 
-    sent2 = json.loads((await routedesk("send", str(EXAMPLES / "emails" / "01-password-reset.eml"), "--json", env=env)).out)
+    sent2 = json.loads(
+        (await routedesk("send", str(EXAMPLES / "emails" / "01-password-reset.eml"), "--json", env=env)).out
+    )
     await stack.queued(sent2["workflow_id"])
     boss = await routedesk("case", "assign", "CASE-000002", "--agent", "erin", env=env)
     assert boss.code == 0 and "CASE-000002 assigned to erin" in boss.out
@@ -90,7 +96,10 @@ async def test_contact_preferred_set_and_clear(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("[alice, dave, erin, bob]", "contacts[1].preferred_agents: at most 3 preferred agents, not 4"),
+        (
+            "[alice, dave, erin, bob]",
+            "contacts[1].preferred_agents: at most 3 preferred agents, not 4",
+        ),
         ("[]", "contacts[1].preferred_agents: list 1 to 3 preferred agents, or leave the key out"),
     ],
 )
@@ -133,7 +142,12 @@ async def test_workflow_commands_say_in_one_line_when_temporal_is_unreachable(ar
         ["case", "resolve", "CASE-000001"],
     ],
 )
-async def test_store_commands_say_in_one_line_when_the_store_is_unreachable(args: list[str]) -> None:
-    res = await routedesk(*args, env={"DATABASE_URL": "sqlite:////nonexistent-dir/x.db", "TEMPORAL_ADDRESS": "127.0.0.1:1"})
+async def test_store_commands_say_in_one_line_when_the_store_is_unreachable(
+    args: list[str],
+) -> None:
+    res = await routedesk(
+        *args,
+        env={"DATABASE_URL": "sqlite:////nonexistent-dir/x.db", "TEMPORAL_ADDRESS": "127.0.0.1:1"},
+    )
     assert res.code == 2 and res.err.strip().count("\n") == 0, res.err
     assert "cannot reach the case store at sqlite:////nonexistent-dir/x.db" in res.err

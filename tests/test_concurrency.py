@@ -39,7 +39,9 @@ def snapshot(stack: Stack) -> tuple[dict[str, int], dict[str, int], dict[str, in
             ).all()
         )
         live = dict(
-            s.exec(select(OfferRow.agent_id, func.count()).where(OfferRow.status == "live").group_by(OfferRow.agent_id)).all()
+            s.exec(
+                select(OfferRow.agent_id, func.count()).where(OfferRow.status == "live").group_by(OfferRow.agent_id)
+            ).all()
         )
     return active, open_cases, live  # type: ignore[return-value]
 
@@ -50,13 +52,19 @@ def stuck_report(stack: Stack) -> str:
         if c.status != "resolved":
             trace = [(t.subject, t.outcome, t.reason[:80]) for t in stack.trace(case_id=c.id)][-4:]
             offers = [(o.id, o.agent_id, o.status) for o in stack.offers(c.id)]
-            lines.append(f"{c.number} {c.status} awaiting={c.awaiting_dispatch} excluded={c.excluded_agents} offers={offers} trace={trace}")
+            lines.append(
+                f"{c.number} {c.status} awaiting={c.awaiting_dispatch} excluded={c.excluded_agents}"
+                f" offers={offers} trace={trace}"
+            )
     return "\n".join(lines)
 
 
 async def test_sixty_emails_three_agents_capacity_two(make_stack: Any) -> None:
     cfg = assignment_config(
-        agents=[agent(a, capacity=CAPACITY) for a in AGENTS], members=list(AGENTS), offer_timeout=20, method="round_robin"
+        agents=[agent(a, capacity=CAPACITY) for a in AGENTS],
+        members=list(AGENTS),
+        offer_timeout=20,
+        method="round_robin",
     )
     stack: Stack = await make_stack(cfg)
     subs = await asyncio.gather(

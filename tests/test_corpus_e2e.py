@@ -94,9 +94,7 @@ async def test_corpus_messages_end_in_their_expected_outcome(stack: Stack) -> No
             assert entry["subject_contains"] in case.subject, entry["file"]
             assert entry["text_contains"] in case.description, entry["file"]
             assert len(row.attachments) == entry["attachments"], entry["file"]
-            assert all(
-                {"filename", "content_type", "size", "sha256"} <= set(a) for a in row.attachments
-            )
+            assert all({"filename", "content_type", "size", "sha256"} <= set(a) for a in row.attachments)
         elif want == "threaded":
             assert row.case_id == 1, entry["file"]
         else:

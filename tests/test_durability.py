@@ -101,7 +101,9 @@ async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: S
     assert (await stack.queued(ok.workflow_id)).queue == "general"
 
 
-async def test_worker_killed_mid_workflow_and_restarted_completes(stack_without_worker: Stack) -> None:
+async def test_worker_killed_mid_workflow_and_restarted_completes(
+    stack_without_worker: Stack,
+) -> None:
     """SIGKILL a worker while route_to_queue hangs; a new worker finishes the workflow from
     history: the case is not created again and classification is not redone."""
     stack = stack_without_worker
@@ -118,7 +120,8 @@ async def test_worker_killed_mid_workflow_and_restarted_completes(stack_without_
         assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
         sub = await stack.submit(example_email("05-sales-inquiry.eml"))
         await eventually(
-            lambda: [c for c in stack.cases() if c.stage == "classified"], what="the faulty worker to reach routing"
+            lambda: [c for c in stack.cases() if c.stage == "classified"],
+            what="the faulty worker to reach routing",
         )
     finally:
         proc.kill()  # SIGKILL: no graceful shutdown, the workflow task dies with the process

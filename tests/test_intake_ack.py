@@ -46,9 +46,7 @@ async def test_acknowledgement_is_sent_once_with_the_token_and_replies_to_it_thr
         assert [(t.outcome, t.subject) for t in sent] == [("sent", "kim@customer.example")]
 
         # A retry of the activity (e.g. after a worker crash) sends nothing more.
-        again = await asyncio.to_thread(
-            NotifyActivities(stack.store).send_acknowledgement, case.id or 0
-        )
+        again = await asyncio.to_thread(NotifyActivities(stack.store).send_acknowledgement, case.id or 0)
         assert again.status == "sent"
         assert len(sink.received()) == 1
 
@@ -76,20 +74,13 @@ async def test_relay_down_is_retried_and_the_ack_sent_exactly_once(make_stack: A
 
     def failed_once() -> Any:
         notes = notifications(stack, "acknowledgement")
-        return (
-            notes
-            and notes[0].attempts >= 1
-            and notes[0].status == "pending"
-            and notes[0].last_error
-        )
+        return notes and notes[0].attempts >= 1 and notes[0].status == "pending" and notes[0].last_error
 
     assert "127.0.0.1" in await eventually(failed_once, what="a failed delivery attempt")
     with smtp_sink(port) as sink:
         [ack] = await eventually(sink.received, timeout=30, what="the retried acknowledgement")
         assert f"[{case.number}]" in ack.message["Subject"]
-        note = await eventually(
-            lambda: [n for n in notifications(stack, "acknowledgement") if n.status == "sent"]
-        )
+        note = await eventually(lambda: [n for n in notifications(stack, "acknowledgement") if n.status == "sent"])
         assert note[0].attempts >= 2
         assert len(sink.received()) == 1
 
@@ -121,7 +112,5 @@ async def test_without_a_relay_the_ack_is_recorded_as_skipped(make_stack: Any) -
 async def test_disabled_acknowledgement_is_never_sent_even_if_asked(stack: Stack) -> None:
     sub = await stack.submit(make_email())
     case = await case_for(stack, sub.email_id)
-    result = await asyncio.to_thread(
-        NotifyActivities(stack.store).send_acknowledgement, case.id or 0
-    )
+    result = await asyncio.to_thread(NotifyActivities(stack.store).send_acknowledgement, case.id or 0)
     assert result.status == "suppressed" and "disabled" in (result.reason or "")

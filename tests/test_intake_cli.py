@@ -17,13 +17,9 @@ UNREACHABLE_TEMPORAL = "127.0.0.1:1"
 
 async def test_intake_list_and_show_explain_each_decision(stack: Stack) -> None:
     env = stack_env(stack)
-    ignored = await stack.submit(
-        make_email(subject="Out of office", extra_headers=["Auto-Submitted: auto-replied"])
-    )
+    ignored = await stack.submit(make_email(subject="Out of office", extra_headers=["Auto-Submitted: auto-replied"]))
     await settled(stack, ignored.email_id)
-    listed = json.loads(
-        (await routedesk("intake", "list", "--status", "ignored", "--json", env=env)).out
-    )
+    listed = json.loads((await routedesk("intake", "list", "--status", "ignored", "--json", env=env)).out)
     assert [(e["email_id"], e["status"]) for e in listed] == [(ignored.email_id, "ignored")]
     assert "Auto-Submitted" in listed[0]["reason"]
 
@@ -31,9 +27,7 @@ async def test_intake_list_and_show_explain_each_decision(stack: Stack) -> None:
     assert shown.code == 0, shown.err
     for text in ("ignored", "Auto-Submitted: auto-replied", "someone@customer.example", "intake"):
         assert text in shown.out
-    as_json = json.loads(
-        (await routedesk("intake", "show", str(ignored.email_id), "--json", env=env)).out
-    )
+    as_json = json.loads((await routedesk("intake", "show", str(ignored.email_id), "--json", env=env)).out)
     assert as_json["email"]["status"] == "ignored" and as_json["trace"][0]["outcome"] == "ignored"
     missing = await routedesk("intake", "show", "999", env=env)
     assert missing.code == 1 and "no email 999" in missing.err
@@ -51,9 +45,7 @@ async def test_release_needs_something_to_release(stack: Stack) -> None:
         ["intake", "release", "--all"],
     ],
 )
-async def test_commands_say_in_one_line_when_temporal_is_unreachable(
-    args: list[str], tmp_path: Path
-) -> None:
+async def test_commands_say_in_one_line_when_temporal_is_unreachable(args: list[str], tmp_path: Path) -> None:
     env = {
         "TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'ok.db'}",
@@ -87,9 +79,7 @@ async def test_commands_say_in_one_line_when_temporal_is_unreachable(
 )
 async def test_commands_say_in_one_line_when_the_store_is_unreachable(args: list[str]) -> None:
     url = "sqlite:////nonexistent-dir/routedesk.db"
-    res = await routedesk(
-        *args, env={"DATABASE_URL": url, "TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL}
-    )
+    res = await routedesk(*args, env={"DATABASE_URL": url, "TEMPORAL_ADDRESS": UNREACHABLE_TEMPORAL})
     assert res.code == 2
     assert res.err.strip().count("\n") == 0, res.err
     assert "cannot reach the case store at sqlite:////nonexistent-dir/routedesk.db" in res.err

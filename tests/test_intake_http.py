@@ -41,10 +41,7 @@ async def test_post_returns_202_with_the_workflow_and_makes_a_case(stack: Stack)
         res = await http.post("/v1/emails", content=raw, headers={**AUTH, **RFC822})
         assert res.status_code == 202, res.text
         body = res.json()
-        assert (
-            body["workflow_id"].startswith(f"{stack.id_prefix}email-")
-            and body["duplicate"] is False
-        )
+        assert body["workflow_id"].startswith(f"{stack.id_prefix}email-") and body["duplicate"] is False
         # 202 comes after the bytes are stored and the workflow started.
         email = stack.store.email(body["email_id"])
         assert email is not None and (email.source, email.raw) == ("http", raw)
@@ -68,9 +65,7 @@ async def test_post_returns_202_with_the_workflow_and_makes_a_case(stack: Stack)
 async def test_missing_or_wrong_token_is_401(stack: Stack) -> None:
     async with http_intake(stack) as http:
         missing = await http.post("/v1/emails", content=make_email(), headers=RFC822)
-        wrong = await http.post(
-            "/v1/emails", content=make_email(), headers={**RFC822, "Authorization": "Bearer nope"}
-        )
+        wrong = await http.post("/v1/emails", content=make_email(), headers={**RFC822, "Authorization": "Bearer nope"})
         status = await http.get("/v1/emails/1")
     for res in (missing, wrong, status):
         assert res.status_code == 401
@@ -80,9 +75,7 @@ async def test_missing_or_wrong_token_is_401(stack: Stack) -> None:
 
 async def test_too_large_is_413(stack: Stack) -> None:
     async with http_intake(stack, max_message_bytes=4096) as http:
-        big = await http.post(
-            "/v1/emails", content=make_email(body="y" * 5000), headers={**AUTH, **RFC822}
-        )
+        big = await http.post("/v1/emails", content=make_email(body="y" * 5000), headers={**AUTH, **RFC822})
 
         async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
             for _ in range(5):
@@ -98,9 +91,7 @@ async def test_too_large_is_413(stack: Stack) -> None:
 
 async def test_wrong_content_type_is_415_and_empty_body_400(stack: Stack) -> None:
     async with http_intake(stack) as http:
-        text = await http.post(
-            "/v1/emails", content=make_email(), headers={**AUTH, "Content-Type": "text/plain"}
-        )
+        text = await http.post("/v1/emails", content=make_email(), headers={**AUTH, "Content-Type": "text/plain"})
         empty = await http.post("/v1/emails", content=b"", headers={**AUTH, **RFC822})
     assert text.status_code == 415 and "message/rfc822" in text.json()["detail"]
     assert empty.status_code == 400

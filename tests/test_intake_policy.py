@@ -26,28 +26,16 @@ def boxes(**support: object) -> dict[str, Mailbox]:
 
 def test_mailbox_matches_to_cc_and_envelope_in_config_order() -> None:
     b = boxes()
-    assert (
-        match_mailbox(b, ["billing@acme.example", "support@acme.example"], [], []).address
-        == "support@acme.example"
-    )  # type: ignore[union-attr]
+    assert match_mailbox(b, ["billing@acme.example", "support@acme.example"], [], []).address == "support@acme.example"  # type: ignore[union-attr]
     assert match_mailbox(b, [], ["SALES@ACME.EXAMPLE"], []).address == "sales@acme.example"  # type: ignore[union-attr]
     # Bcc: only the envelope names the routing address.
-    assert (
-        match_mailbox(b, ["someone@else.example"], [], ["billing@acme.example"]).address
-        == "billing@acme.example"
-    )  # type: ignore[union-attr]
+    assert match_mailbox(b, ["someone@else.example"], [], ["billing@acme.example"]).address == "billing@acme.example"  # type: ignore[union-attr]
     assert match_mailbox(b, ["someone@else.example"], [], []) is None
 
 
 def test_plus_addressing_only_where_the_mailbox_allows_it() -> None:
-    assert (
-        match_mailbox(boxes(), ["support+billing@acme.example"], [], []).address
-        == "support@acme.example"
-    )  # type: ignore[union-attr]
-    assert (
-        match_mailbox(boxes(allow_plus_addressing=False), ["support+billing@acme.example"], [], [])
-        is None
-    )
+    assert match_mailbox(boxes(), ["support+billing@acme.example"], [], []).address == "support@acme.example"  # type: ignore[union-attr]
+    assert match_mailbox(boxes(allow_plus_addressing=False), ["support+billing@acme.example"], [], []) is None
 
 
 # --- loop and noise rules --------------------------------------------------------------------
@@ -99,9 +87,7 @@ def test_plus_addressing_only_where_the_mailbox_allows_it() -> None:
         ({}, "support+x@acme.example", "text/plain", "our own routing address"),
     ],
 )
-def test_each_loop_rule_names_itself(
-    headers: dict[str, str], sender: str, ctype: str, expected: str
-) -> None:
+def test_each_loop_rule_names_itself(headers: dict[str, str], sender: str, ctype: str, expected: str) -> None:
     reason = noise_reason(headers, sender, ctype, boxes())
     assert reason is not None and expected in reason
 
@@ -150,9 +136,7 @@ def test_acknowledgements_are_never_sent_to_automated_or_unauthorized_senders() 
     b = boxes(accept_from=["@globex.example"])
     box = b["support@acme.example"]
 
-    def why(
-        status: str = "accepted", sender: str | None = "jane@globex.example", **headers: str
-    ) -> str | None:
+    def why(status: str = "accepted", sender: str | None = "jane@globex.example", **headers: str) -> str | None:
         return ack_suppression_reason(
             status=status,
             sender=sender,

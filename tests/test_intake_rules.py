@@ -109,19 +109,13 @@ async def test_unauthorized_sender_with_bounce_gets_one_reply_and_no_case(make_s
             )
         )
         email = await settled(stack, sub.email_id)
-        assert email.status == "ignored" and "may not write to support@acme.example" in (
-            email.reason or ""
-        )
+        assert email.status == "ignored" and "may not write to support@acme.example" in (email.reason or "")
         assert (await stack.handle(sub.workflow_id).result()).status == "ignored"
         [bounce] = sink.received()
-        assert (
-            bounce.rcpt_tos == ["eve@evil.example"] and bounce.mail_from == "<>"
-        )  # RFC 3834: null sender
+        assert bounce.rcpt_tos == ["eve@evil.example"] and bounce.mail_from == "<>"  # RFC 3834: null sender
         msg = bounce.message
         assert msg["Subject"] == "Not delivered: Let me in"
-        assert (
-            msg["Auto-Submitted"] == "auto-replied" and msg["In-Reply-To"] == "<eve-1@evil.example>"
-        )
+        assert msg["Auto-Submitted"] == "auto-replied" and msg["In-Reply-To"] == "<eve-1@evil.example>"
         assert msg["From"] == "Acme Support <support@acme.example>"
         [note] = notifications(stack, "bounce")
         assert (note.status, note.to_address, note.case_id) == ("sent", "eve@evil.example", None)
@@ -185,9 +179,7 @@ async def test_unverified_mailbox_holds_until_verified(make_stack: Any) -> None:
     assert "support@acme.example verified; released 1 held email(s)" in verified.out
     case = await case_for(stack, sub.email_id)
     assert case.subject == "Anyone there?"
-    assert [
-        (t.step, t.outcome) for t in stack.trace(email_id=sub.email_id) if t.stage == "intake"
-    ] == [
+    assert [(t.step, t.outcome) for t in stack.trace(email_id=sub.email_id) if t.stage == "intake"] == [
         ("intake", "held"),
         ("intake#2", "accepted"),
     ]
@@ -205,29 +197,20 @@ async def test_verify_of_an_unknown_mailbox_says_so(stack: Stack) -> None:
 async def test_rate_limit_holds_beyond_the_limit_and_release_by_hand_routes(
     make_stack: Any,
 ) -> None:
-    stack: Stack = await make_stack(
-        config_with(intake={"rate_limit": {"max_messages": 2, "window_seconds": 600}})
-    )
+    stack: Stack = await make_stack(config_with(intake={"rate_limit": {"max_messages": 2, "window_seconds": 600}}))
     env = stack_env(stack)
     subs = []
     for i in range(3):
-        sub = await stack.submit(
-            email_with(sender="chatty@customer.example", subject=f"Message {i}")
-        )
+        sub = await stack.submit(email_with(sender="chatty@customer.example", subject=f"Message {i}"))
         await settled(stack, sub.email_id)
         subs.append(sub)
     held = await settled(stack, subs[2].email_id, "held")
-    assert (
-        "rate limit: chatty@customer.example already sent 2 messages in 10 minutes (limit 2)"
-        in (held.reason or "")
-    )
+    assert "rate limit: chatty@customer.example already sent 2 messages in 10 minutes (limit 2)" in (held.reason or "")
     other = await stack.submit(email_with(sender="calm@customer.example"))
     await case_for(stack, other.email_id)  # the limit is per sender
 
     listed = await routedesk("intake", "held", env=env)
-    assert (
-        listed.code == 0 and "chatty@customer.example" in listed.out and "rate_limit" in listed.out
-    )
+    assert listed.code == 0 and "chatty@customer.example" in listed.out and "rate_limit" in listed.out
 
     released = await routedesk("intake", "release", str(subs[2].email_id), env=env)
     assert released.code == 0, released.err
@@ -247,26 +230,15 @@ async def test_rate_limit_holds_beyond_the_limit_and_release_by_hand_routes(
 
 
 async def test_reply_by_in_reply_to_threads_onto_the_open_case(stack: Stack) -> None:
-    first = await stack.submit(
-        email_with(subject="Printer on fire", message_id="orig-1@customer.example")
-    )
+    first = await stack.submit(email_with(subject="Printer on fire", message_id="orig-1@customer.example"))
     case = await case_for(stack, first.email_id)
-    reply = email_with(
-        subject="Re: Printer on fire", extra_headers=["In-Reply-To: <orig-1@customer.example>"]
-    )
+    reply = email_with(subject="Re: Printer on fire", extra_headers=["In-Reply-To: <orig-1@customer.example>"])
     sub = await stack.submit(reply)
     email = await settled(stack, sub.email_id)
     assert (email.status, email.case_id) == ("threaded", case.id)
     assert len(stack.cases()) == 1
-    entries = [
-        t
-        for t in stack.trace(case_id=case.id)
-        if t.email_id == sub.email_id and t.stage == "intake"
-    ]
-    assert (
-        entries[0].outcome == "threaded"
-        and "In-Reply-To names <orig-1@customer.example>" in entries[0].reason
-    )
+    entries = [t for t in stack.trace(case_id=case.id) if t.email_id == sub.email_id and t.stage == "intake"]
+    assert entries[0].outcome == "threaded" and "In-Reply-To names <orig-1@customer.example>" in entries[0].reason
 
 
 async def test_reply_by_references_threads_onto_the_case(stack: Stack) -> None:
@@ -287,9 +259,7 @@ async def test_reply_by_references_threads_onto_the_case(stack: Stack) -> None:
 async def test_reply_by_case_token_threads_onto_the_case(stack: Stack) -> None:
     first = await stack.submit(email_with(subject="Printer on fire"))
     case = await case_for(stack, first.email_id)
-    reply = email_with(
-        sender="colleague@customer.example", subject=f"RE: AW: [{case.number}] Printer on fire"
-    )
+    reply = email_with(sender="colleague@customer.example", subject=f"RE: AW: [{case.number}] Printer on fire")
     email = await settled(stack, (await stack.submit(reply)).email_id)
     assert (email.status, email.case_id) == ("threaded", case.id)
     assert f"reference token [{case.number}]" in stack.trace(email_id=email.id)[0].reason

@@ -58,9 +58,7 @@ async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path
         )
 
         def deliver() -> dict[str, object]:
-            with smtplib.SMTP(
-                "127.0.0.1", smtp_port, timeout=10, local_hostname="swaks.test"
-            ) as smtp:
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10, local_hostname="swaks.test") as smtp:
                 return smtp.sendmail(
                     "jane@globex.example",
                     ["support@acme.example"],
@@ -93,16 +91,11 @@ async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path
         store.db.dispose()
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text
-    assert (
-        f"SMTP intake   127.0.0.1:{smtp_port}" in text
-        and f"http://127.0.0.1:{http_port}/v1/emails" in text
-    )
+    assert f"SMTP intake   127.0.0.1:{smtp_port}" in text and f"http://127.0.0.1:{http_port}/v1/emails" in text
     assert not (tmp_path / ".routedesk" / "http-token").exists()  # the token came from the env
 
 
-def test_http_token_is_generated_once_and_kept_private(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_http_token_is_generated_once_and_kept_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ROUTEDESK_HTTP_TOKEN", raising=False)
     token, source = http_token("ROUTEDESK_HTTP_TOKEN", tmp_path)
     assert len(token) >= 32 and source == str(tmp_path / "http-token")

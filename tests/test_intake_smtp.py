@@ -20,9 +20,7 @@ T = TypeVar("T")
 
 
 @asynccontextmanager
-async def smtp_intake(
-    stack: Stack, store: Store | None = None, **kw: Any
-) -> AsyncIterator[SmtpIntakeServer]:
+async def smtp_intake(stack: Stack, store: Store | None = None, **kw: Any) -> AsyncIterator[SmtpIntakeServer]:
     server = await start_smtp_intake(
         stack.client,
         store or stack.store,
@@ -41,9 +39,7 @@ async def smtp_session(server: SmtpIntakeServer, fn: Callable[[smtplib.SMTP], T]
     """Run a blocking smtplib conversation in a thread: the server shares this event loop."""
 
     def talk() -> T:
-        with smtplib.SMTP(
-            server.host, server.port, timeout=10, local_hostname="client.test"
-        ) as smtp:
+        with smtplib.SMTP(server.host, server.port, timeout=10, local_hostname="client.test") as smtp:
             smtp.ehlo()
             return fn(smtp)
 
@@ -87,9 +83,7 @@ async def test_unknown_recipient_is_refused_with_550(stack: Stack) -> None:
             except smtplib.SMTPRecipientsRefused as exc:
                 only_unknown = exc.recipients
             smtp.rset()
-            refused = smtp.sendmail(
-                "someone@customer.example", ["nobody@acme.example", "support@acme.example"], raw
-            )
+            refused = smtp.sendmail("someone@customer.example", ["nobody@acme.example", "support@acme.example"], raw)
             return only_unknown, refused
 
         only_unknown, refused = await smtp_session(server, deliver)
@@ -104,9 +98,7 @@ async def test_plus_address_recipient_is_accepted(stack: Stack) -> None:
     async with smtp_intake(stack) as server:
         await smtp_session(
             server,
-            lambda s: s.sendmail(
-                "a@customer.example", ["support+billing@acme.example"], make_email()
-            ),
+            lambda s: s.sendmail("a@customer.example", ["support+billing@acme.example"], make_email()),
         )
     email = only_email(stack)
     assert (await settled(stack, email.id)).mailbox_address == "support@acme.example"
@@ -140,13 +132,9 @@ async def test_too_large_is_refused_with_552_at_mail_from_and_at_data(stack: Sta
 
 async def test_bcc_routing_address_is_seen_through_the_envelope(stack: Stack) -> None:
     # The routing address is in neither To nor Cc: only RCPT TO names it, as with Bcc.
-    raw = make_email(
-        to="colleague@customer.example", cc="boss@customer.example", subject="Invoice copy"
-    )
+    raw = make_email(to="colleague@customer.example", cc="boss@customer.example", subject="Invoice copy")
     async with smtp_intake(stack) as server:
-        await smtp_session(
-            server, lambda s: s.sendmail("someone@customer.example", ["billing@acme.example"], raw)
-        )
+        await smtp_session(server, lambda s: s.sendmail("someone@customer.example", ["billing@acme.example"], raw))
     email = only_email(stack)
     case = await case_for(stack, email.id)
     assert case.mailbox_address == "billing@acme.example"

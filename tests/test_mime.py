@@ -394,9 +394,7 @@ def test_html_to_text_drops_script_and_style_and_keeps_paragraphs() -> None:
         "<p>Second\n   paragraph</p><div>line one</div><div>line two<br>line three</div>"
         "<ul><li>item</li></ul></body></html>"
     )
-    assert html_to_text(html) == (
-        "First paragraph & more.\n\nSecond paragraph\n\nline one\nline two\nline three\nitem"
-    )
+    assert html_to_text(html) == ("First paragraph & more.\n\nSecond paragraph\n\nline one\nline two\nline three\nitem")
 
 
 def test_html_to_text_survives_broken_markup() -> None:

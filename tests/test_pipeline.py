@@ -52,7 +52,14 @@ async def test_classification_rules_apply_in_order(stack: Stack) -> None:
         "sales-mailbox",
         "german",
     ]
-    assert [t.outcome for t in cls] == ["matched", "matched", "matched", "not_matched", "not_matched", "not_matched"]
+    assert [t.outcome for t in cls] == [
+        "matched",
+        "matched",
+        "matched",
+        "not_matched",
+        "not_matched",
+        "not_matched",
+    ]
 
 
 async def test_route_to_queue_first_match_wins(stack: Stack) -> None:
@@ -71,7 +78,10 @@ async def test_fallback_queue_when_no_rule_matches(stack: Stack) -> None:
     _, case_id = await route(stack, example_email("06-general-question.eml"))
     routing = [t for t in stack.trace(case_id=case_id) if t.stage == "queue_routing"]
     assert [t.outcome for t in routing[:-1]] == ["not_matched"] * 4
-    assert (routing[-1].subject, routing[-1].reason) == ("fallback", "no route-to-queue rule matched -> general")
+    assert (routing[-1].subject, routing[-1].reason) == (
+        "fallback",
+        "no route-to-queue rule matched -> general",
+    )
 
 
 async def test_routing_address_in_cc_matches_case_insensitively(stack: Stack) -> None:
@@ -106,7 +116,10 @@ async def test_no_routing_address_is_rejected_with_reason(stack: Stack) -> None:
 async def test_search_attributes_follow_the_workflow(stack: Stack) -> None:
     wf_id, case_id = await route(stack, example_email("04-refund-billing.eml"))
     number = stack.case(case_id).number
-    query = f'WorkflowId = "{wf_id}" AND RoutingQueue = "billing" AND CaseNumber = "{number}" AND Mailbox = "billing@acme.example" AND ContactId = "initech-raj"'
+    query = (
+        f'WorkflowId = "{wf_id}" AND RoutingQueue = "billing" AND CaseNumber = "{number}"'
+        ' AND Mailbox = "billing@acme.example" AND ContactId = "initech-raj"'
+    )
 
     async def listed() -> int:
         return (await stack.client.count_workflows(query)).count

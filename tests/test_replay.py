@@ -69,7 +69,9 @@ async def assignment_histories(stack: Stack) -> dict[str, WorkflowHistory]:
     queued = (await stack.submit(example_email("06-general-question.eml"))).workflow_id
     status = await stack.wait_stage(queued, "offered")
     assert status.live_offer is not None
-    await stack.client.get_workflow_handle(queued).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id=status.live_offer))
+    await stack.client.get_workflow_handle(queued).signal(
+        EmailRoutingWorkflow.accept, AgentAnswer(agent_id=status.live_offer)
+    )
     await stack.wait_assigned(queued)
     await stack.handle(queued).execute_update(EmailRoutingWorkflow.resolve)
     await stack.handle(queued).result()

@@ -15,10 +15,16 @@ CUSTOMER = "cust@customer.example"
 
 async def test_reply_to_a_running_case_signals_its_workflow(make_stack: Any) -> None:
     stack: Stack = await make_stack(assignment_config(agents=[agent("a1")], members=["a1"], offer_timeout=30))
-    first = await stack.submit(make_email(subject="Printer on fire", sender=CUSTOMER, message_id="orig-7@customer.example"))
+    first = await stack.submit(
+        make_email(subject="Printer on fire", sender=CUSTOMER, message_id="orig-7@customer.example")
+    )
     await stack.wait_offer(first.workflow_id, "a1")
     reply = await stack.submit(
-        make_email(subject="Re: Printer on fire", sender=CUSTOMER, extra_headers=["In-Reply-To: <orig-7@customer.example>"])
+        make_email(
+            subject="Re: Printer on fire",
+            sender=CUSTOMER,
+            extra_headers=["In-Reply-To: <orig-7@customer.example>"],
+        )
     )
     outcome = await stack.handle(reply.workflow_id).result()
     assert (outcome.status, outcome.case_number) == ("threaded", "CASE-000001")
@@ -35,12 +41,19 @@ async def test_reply_to_a_running_case_signals_its_workflow(make_stack: Any) -> 
     assert f"customer_replied signal sent to workflow {first.workflow_id}" in threading[0].reason
 
 
-async def test_reply_to_a_resolved_case_reopens_it_for_the_previous_owner_first(make_stack: Any) -> None:
+async def test_reply_to_a_resolved_case_reopens_it_for_the_previous_owner_first(
+    make_stack: Any,
+) -> None:
     cfg = assignment_config(
-        agents=[agent("a1", capacity=2), agent("a2", capacity=5)], members=["a1", "a2"], method="highest_capacity", offer_timeout=30
+        agents=[agent("a1", capacity=2), agent("a2", capacity=5)],
+        members=["a1", "a2"],
+        method="highest_capacity",
+        offer_timeout=30,
     )
     stack: Stack = await make_stack(cfg)
-    first = await stack.submit(make_email(subject="Broken login", sender=CUSTOMER, message_id="orig-9@customer.example"))
+    first = await stack.submit(
+        make_email(subject="Broken login", sender=CUSTOMER, message_id="orig-9@customer.example")
+    )
     await stack.wait_offer(first.workflow_id, "a2")  # highest capacity
     await stack.respond(first.workflow_id, "a2", "decline")
     await stack.wait_offer(first.workflow_id, "a1")
@@ -57,7 +70,12 @@ async def test_reply_to_a_resolved_case_reopens_it_for_the_previous_owner_first(
     await stack.respond(reply.workflow_id, "a1", "accept")
     status = await stack.wait_assigned(reply.workflow_id)
     case = stack.case(1)
-    assert (case.status, case.round, case.assigned_agent_id, case.previous_agent_id) == ("assigned", 2, "a1", "a1")
+    assert (case.status, case.round, case.assigned_agent_id, case.previous_agent_id) == (
+        "assigned",
+        2,
+        "a1",
+        "a1",
+    )
     assert case.workflow_id == reply.workflow_id and status.case_number == "CASE-000001"
     assert len(stack.cases()) == 1
     round2 = [t for t in stack.trace(case_id=1) if t.round == 2]

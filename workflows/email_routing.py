@@ -17,9 +17,9 @@ Durable-safety notes:
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -183,7 +183,9 @@ class EmailRoutingWorkflow:
         case_id = self._status.case_id
         assert case_id is not None
         await self._store_activity(
-            "resolve_case", CaseStepInput(case_id=case_id, step=self._step("resolve"), id_prefix=self._prefix), type(None)
+            "resolve_case",
+            CaseStepInput(case_id=case_id, step=self._step("resolve"), id_prefix=self._prefix),
+            type(None),
         )
         self._resolved = True
         self._advance("resolved")
@@ -216,10 +218,17 @@ class EmailRoutingWorkflow:
         if intake.status == "threaded":
             thread = await self._store_activity(
                 "thread_reply",
-                ThreadInput(email_id=inp.email_id, case_id=intake.existing_case_id or 0, workflow_id=workflow.info().workflow_id),
+                ThreadInput(
+                    email_id=inp.email_id,
+                    case_id=intake.existing_case_id or 0,
+                    workflow_id=workflow.info().workflow_id,
+                ),
                 ThreadDecision,
             )
-            self._status.case_id, self._status.case_number = thread.case.case_id, thread.case.case_number
+            self._status.case_id, self._status.case_number = (
+                thread.case.case_id,
+                thread.case.case_number,
+            )
             if thread.action == "signal":
                 reason = f"reply added to {thread.case.case_number}"
                 try:
@@ -269,10 +278,9 @@ class EmailRoutingWorkflow:
         await self._assign_case(case, decision.plan)
         await self._wait(lambda: self._resolved)
         if ack is not None:
-            try:
+            # A final failure is recorded in the notification table; the case is unaffected.
+            with contextlib.suppress(ActivityError):
                 await ack
-            except ActivityError:
-                pass  # recorded as failed in the notification table; the case is unaffected
         await self._wait(workflow.all_handlers_finished)
         return self._outcome("resolved")
 
@@ -291,7 +299,11 @@ class EmailRoutingWorkflow:
             attempt = await self._store_activity(
                 "offer_preferred",
                 PreferredOfferRequest(
-                    case_id=case.case_id, agent_id=agent_id, position=position, step=self._step(f"pref{position}"), label=label
+                    case_id=case.case_id,
+                    agent_id=agent_id,
+                    position=position,
+                    step=self._step(f"pref{position}"),
+                    label=label,
                 ),
                 OfferAttempt,
             )
@@ -339,12 +351,11 @@ class EmailRoutingWorkflow:
             f"Offered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
             f"answer within {offer.timeout_seconds:g}s"
         )
-        try:
+        with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
             await self._wait(
-                lambda: offer.offer_id in self._answers or self._done(), timeout=timedelta(seconds=offer.timeout_seconds)
+                lambda: offer.offer_id in self._answers or self._done(),
+                timeout=timedelta(seconds=offer.timeout_seconds),
             )
-        except asyncio.TimeoutError:
-            pass
         answer = self._answers.get(offer.offer_id)
         self._offer = None
         self._status.live_offer = None
@@ -381,16 +392,25 @@ class EmailRoutingWorkflow:
         self._answered[offer.offer_id] = f"refused: {result.reason}"
         return self._status.assigned_agent is not None
 
-    async def _assign_directly(self, agent_id: str, by: str) -> str:
+    async def _assign_directly(self, agent_id: str, by: Literal["pick", "supervisor"]) -> str:
         case_id = self._status.case_id
         assert case_id is not None
         result = await self._store_activity(
             "assign_direct",
-            DirectAssignInput(case_id=case_id, agent_id=agent_id, by=by, step=self._step(by), id_prefix=self._prefix),  # type: ignore[arg-type]
+            DirectAssignInput(
+                case_id=case_id,
+                agent_id=agent_id,
+                by=by,
+                step=self._step(by),
+                id_prefix=self._prefix,
+            ),
             AssignResult,
         )
         if not result.assigned:
-            raise ApplicationError(f"cannot assign {self._status.case_number} to {agent_id}: {result.reason}", type="AssignRefused")
+            raise ApplicationError(
+                f"cannot assign {self._status.case_number} to {agent_id}: {result.reason}",
+                type="AssignRefused",
+            )
         self._set_assigned(agent_id)
         return f"{self._status.case_number} assigned to {agent_id}"
 

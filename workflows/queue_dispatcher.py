@@ -50,16 +50,23 @@ class QueueDispatcherWorkflow:
             sweep = False
             try:
                 await workflow.wait_condition(lambda: self._kicked, timeout=timedelta(seconds=sweep_every))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 sweep = True
             self._kicked = False
             # A local activity: one store transaction, one marker event per pass.
             result = await workflow.execute_local_activity(
                 "dispatch_queue",
-                DispatchPass(queue_id=inp.queue_id, pass_key=f"{workflow.info().run_id}:{passes}", sweep=sweep),
+                DispatchPass(
+                    queue_id=inp.queue_id,
+                    pass_key=f"{workflow.info().run_id}:{passes}",
+                    sweep=sweep,
+                ),
                 result_type=DispatchResult,
                 start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(milliseconds=200),
+                    maximum_interval=timedelta(seconds=10),
+                ),
                 local_retry_threshold=timedelta(seconds=10),
             )
             passes += 1

@@ -61,7 +61,11 @@ def presence(agent: str, state: str = typer.Argument(..., help="Available, Busy,
 
 @app.command("offers")
 @friendly
-def offers(agent: str, all_offers: bool = typer.Option(False, "--all", help="Include closed offers"), as_json: bool = typer.Option(False, "--json")) -> None:
+def offers(
+    agent: str,
+    all_offers: bool = typer.Option(False, "--all", help="Include closed offers"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """The agent's live offer (at most one), or every offer with --all."""
     store = open_store()
     with store.db.read() as s:
@@ -79,5 +83,12 @@ def offers(agent: str, all_offers: bool = typer.Option(False, "--all", help="Inc
     for c in ("offer", "case", "kind", "status", "offered at", "reason"):
         table.add_column(c)
     for r in rows:
-        table.add_row(str(r.id), r.case_number, r.kind, r.status, r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.reason or "")
+        table.add_row(
+            str(r.id),
+            r.case_number,
+            r.kind,
+            r.status,
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.reason or "",
+        )
     console.print(table)

@@ -15,7 +15,10 @@ app = typer.Typer(no_args_is_help=True, help="Inspect and manage cases.")
 
 @app.command("show")
 @friendly
-def show(case: str = typer.Argument(..., help="Case number, e.g. CASE-000123 or 123"), as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    case: str = typer.Argument(..., help="Case number, e.g. CASE-000123 or 123"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Print the case, its queue and its routing trace."""
     store = open_store()
     row = store.case_by_number(case)
@@ -50,7 +53,11 @@ def show(case: str = typer.Argument(..., help="Case number, e.g. CASE-000123 or 
 
 @app.command("list")
 @friendly
-def list_cases(queue: str | None = typer.Option(None), status: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+def list_cases(
+    queue: str | None = typer.Option(None),
+    status: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """List cases, newest first."""
     from sqlmodel import col, select
 
@@ -71,7 +78,14 @@ def list_cases(queue: str | None = typer.Option(None), status: str | None = type
     for c in ("case", "status", "queue", "agent", "priority", "subject"):
         table.add_column(c)
     for r in rows:
-        table.add_row(r.number or "-", r.status, r.queue_id or "-", r.assigned_agent_id or "-", r.priority, r.subject[:60])
+        table.add_row(
+            r.number or "-",
+            r.status,
+            r.queue_id or "-",
+            r.assigned_agent_id or "-",
+            r.priority,
+            r.subject[:60],
+        )
     console.print(table)
 
 

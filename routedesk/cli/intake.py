@@ -20,9 +20,7 @@ from routedesk.temporal import connect
 app = typer.Typer(no_args_is_help=True, help="Inspect intake: held, ignored and rejected email.")
 
 
-async def signal_release(
-    client: Client, workflow_ids: Iterable[str]
-) -> tuple[list[str], list[str]]:
+async def signal_release(client: Client, workflow_ids: Iterable[str]) -> tuple[list[str], list[str]]:
     """Send ``release`` to each workflow; returns (signalled, no longer running)."""
     done: list[str] = []
     gone: list[str] = []
@@ -37,9 +35,7 @@ async def signal_release(
     return done, gone
 
 
-def held_emails(
-    store: Store, *, mailbox: str | None = None
-) -> list[tuple[EmailRow, IntakeHoldRow | None]]:
+def held_emails(store: Store, *, mailbox: str | None = None) -> list[tuple[EmailRow, IntakeHoldRow | None]]:
     with store.db.read() as s:
         q = select(EmailRow).where(EmailRow.status == "held").order_by(col(EmailRow.id))
         if mailbox is not None:
@@ -94,9 +90,7 @@ def held(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("release")
 @friendly
 def release(
-    email_ids: Annotated[
-        list[int] | None, typer.Argument(help="Held email ids (see `routedesk intake held`)")
-    ] = None,
+    email_ids: Annotated[list[int] | None, typer.Argument(help="Held email ids (see `routedesk intake held`)")] = None,
     sender: str | None = typer.Option(None, help="Release every held email from this sender"),
     release_all: bool = typer.Option(False, "--all", help="Release every held email"),
 ) -> None:
@@ -136,9 +130,7 @@ def release(
 @app.command("list")
 @friendly
 def list_emails(
-    status: str | None = typer.Option(
-        None, help="received, accepted, threaded, rejected, ignored or held"
-    ),
+    status: str | None = typer.Option(None, help="received, accepted, threaded, rejected, ignored or held"),
     limit: int = typer.Option(50),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -192,9 +184,7 @@ def show(email_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
         e = s.get(EmailRow, email_id)
         if e is None:
             raise UserError(f"no email {email_id} in {store.db.address}")
-        notes = list(
-            s.exec(select(NotificationRow).where(NotificationRow.email_id == email_id)).all()
-        )
+        notes = list(s.exec(select(NotificationRow).where(NotificationRow.email_id == email_id)).all())
         hold = s.get(IntakeHoldRow, email_id)
     trace = store.trace(email_id=email_id)
     if as_json:
@@ -226,13 +216,10 @@ def show(email_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
     ]:
         console.print(f"  {k:<11} {v}", markup=False, soft_wrap=True)
     if hold:
-        console.print(
-            f"  {'hold':<11} {hold.kind}, released: {hold.released_by or 'no'}", markup=False
-        )
+        console.print(f"  {'hold':<11} {hold.kind}, released: {hold.released_by or 'no'}", markup=False)
     for a in e.attachments:
         console.print(
-            f"  attachment  {a.get('filename') or '(unnamed)'}  "
-            f"{a.get('content_type')}  {a.get('size')} bytes",
+            f"  attachment  {a.get('filename') or '(unnamed)'}  {a.get('content_type')}  {a.get('size')} bytes",
             markup=False,
         )
     for d in e.defects:

@@ -35,7 +35,9 @@ def send(
         else:
             console.print(f"workflow {sub.workflow_id}")
             if status.case_number:
-                console.print(f"case     {status.case_number} ({status.stage}{', queue ' + status.queue if status.queue else ''})")
+                console.print(
+                    f"case     {status.case_number} ({status.stage}{', queue ' + status.queue if status.queue else ''})"
+                )
             else:
                 console.print(f"no case: {status.stage}: {status.reason or ''}".rstrip(": "))
         if not status.case_number and status.stage == "rejected":

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from sqlmodel import select
-
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -15,7 +14,6 @@ from routedesk.cli.common import UserError, open_store
 from routedesk.models import CaseRow, OfferRow
 from routedesk.store import Store
 from routedesk.temporal import connect
-
 
 OFFER_PROPAGATION_SECONDS = 3.0
 
@@ -32,7 +30,11 @@ def find_case(store: Store, number: str) -> CaseRow:
 def _live_offer_in_store(store: Store, case_id: int | None, agent_id: str) -> bool:
     with store.db.read() as s:
         row = s.exec(
-            select(OfferRow).where(OfferRow.case_id == case_id, OfferRow.agent_id == agent_id, OfferRow.status == "live")
+            select(OfferRow).where(
+                OfferRow.case_id == case_id,
+                OfferRow.agent_id == agent_id,
+                OfferRow.status == "live",
+            )
         ).first()
         return row is not None
 
