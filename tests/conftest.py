@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -63,7 +64,7 @@ async def make_stack(client: Client, tmp_path: Path, request: pytest.FixtureRequ
     """Build stacks (store + config + running worker); all are shut down after the test."""
     stacks: list[Stack] = []
 
-    async def make(config: RoutingConfig | None = None, *, start_worker: bool = True, **worker_kw: object) -> Stack:
+    async def make(config: RoutingConfig | None = None, *, start_worker: bool = True, **worker_kw: Any) -> Stack:
         n = len(stacks)
         stack = Stack.create(client, tmp_path / f"stack{n}", request.node.name, config)
         stacks.append(stack)

@@ -57,7 +57,7 @@ async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path
             what="make run to listen",
         )
 
-        def deliver() -> dict[str, object]:
+        def deliver() -> dict[str, tuple[int, bytes]]:
             with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10, local_hostname="swaks.test") as smtp:
                 return smtp.sendmail(
                     "jane@globex.example",

@@ -204,7 +204,7 @@ async def test_concurrent_deliveries_each_make_one_case(stack: Stack, count: int
             *(
                 smtp_session(
                     server,
-                    lambda s, i=i: s.sendmail(
+                    lambda s, i=i: s.sendmail(  # type: ignore[misc]
                         f"c{i}@customer.example",
                         ["support@acme.example"],
                         make_email(sender=f"c{i}@customer.example"),
@@ -216,5 +216,5 @@ async def test_concurrent_deliveries_each_make_one_case(stack: Stack, count: int
     emails = stack.emails()
     assert len(emails) == count
     for e in emails:
-        await case_for(stack, e.id)
+        await case_for(stack, e.id or 0)
     assert len(stack.cases()) == count
