@@ -19,7 +19,7 @@ from routedesk.store import Store
 def build_activities(store: Store, client: Client) -> list[Callable[..., Any]]:
     intake = IntakeActivities(store)
     cases = CaseActivities(store)
-    routing = RoutingActivities(store)
+    routing = RoutingActivities(store, client)
     threads = ThreadActivities(store)
     assign = AssignmentActivities(store, client)
     return [

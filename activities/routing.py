@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from routedesk import rules
+from routedesk import dispatch, rules
 from routedesk.config import Priority
 from routedesk.contracts import AssignmentPlan, Classification, QueueDecision, StepInput
-from routedesk.models import CaseRow, ContactRow, EmailRow, utcnow
+from routedesk.models import CaseRow, ContactRow, EmailRow, QueueRow, TraceRow, utcnow
 from routedesk.store import Store, TraceEntry, add_trace
 
 
@@ -44,8 +46,9 @@ def _hit_entries(stage: str, hits: list[rules.RuleHit]) -> list[TraceEntry]:
 
 
 class RoutingActivities:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, client: Client | None = None) -> None:
         self.store = store
+        self.client = client  # wakes queue dispatchers; optional for store-only use
 
     @activity.defn(name="classify")
     def classify(self, inp: StepInput) -> Classification:
@@ -83,17 +86,41 @@ class RoutingActivities:
             )
 
     @activity.defn(name="route_to_queue")
-    def route_to_queue(self, inp: StepInput) -> QueueDecision:
+    async def route_to_queue(self, inp: StepInput) -> QueueDecision:
         """First matching route-to-queue rule wins, else the workstream's fallback queue.
 
-        Puts the case in that queue, unassigned, in the same transaction as the trace.
+        Puts the case in that queue, unassigned, in the same transaction as the trace. When
+        there is no preferred agent to try, the case is handed to the queue's assignment
+        method in that transaction too, and the queue's dispatcher is woken.
         """
+        decision = await asyncio.to_thread(self._route, inp)
+        if decision.dispatched and self.client is not None:
+            await dispatch.kick(
+                self.client, [decision.queue_id], task_queue=activity.info().task_queue, id_prefix=inp.id_prefix
+            )
+        return decision
+
+    def _route(self, inp: StepInput) -> QueueDecision:
         with self.store.db.write() as s:
             case, email = _load(s, inp.case_id)
             ws = self.store.workstream(case.workstream_id)
             queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
             rule = next((h.rule for h in hits if h.matched), "fallback")
+            contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
+            plan = AssignmentPlan(
+                preferred_enabled=ws.preferred_agents.enabled,
+                preferred_agents=list(contact.preferred_agents) if contact else [],
+                fallback=ws.preferred_agents.fallback,
+                offer_timeout_seconds=ws.offer_timeout_seconds,
+            )
+            straight_to_queue = not (plan.preferred_enabled and plan.preferred_agents) and not case.previous_agent_id
             entries = _hit_entries("queue_routing", hits)
+            if straight_to_queue:
+                queue = s.get(QueueRow, queue_id)
+                method = queue.assignment_method if queue else "?"
+                entries.append(
+                    TraceEntry("assignment", queue_id, "queued", f"waiting for the next best agent ({method})")
+                )
             if add_trace(
                 s,
                 email_id=case.source_email_id,
@@ -106,13 +133,18 @@ class RoutingActivities:
                 case.status = "queued"
                 case.stage = "queued"
                 case.queued_at = utcnow()
+                case.awaiting_dispatch = straight_to_queue
                 s.add(case)
+            else:  # a retry: report what the first attempt decided
+                straight_to_queue = (
+                    s.exec(
+                        select(TraceRow.id).where(
+                            TraceRow.email_id == case.source_email_id,
+                            TraceRow.step == inp.step,
+                            TraceRow.stage == "assignment",
+                        )
+                    ).first()
+                    is not None
+                )
             assert case.queue_id is not None
-            contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
-            plan = AssignmentPlan(
-                preferred_enabled=ws.preferred_agents.enabled,
-                preferred_agents=list(contact.preferred_agents) if contact else [],
-                fallback=ws.preferred_agents.fallback,
-                offer_timeout_seconds=ws.offer_timeout_seconds,
-            )
-            return QueueDecision(queue_id=case.queue_id, rule=rule, plan=plan)
+            return QueueDecision(queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue)

@@ -51,6 +51,7 @@ class StepInput(BaseModel):
     case_id: int
     round: int = 1
     step: str
+    id_prefix: str = ""
 
 
 class Classification(BaseModel):
@@ -63,6 +64,9 @@ class QueueDecision(BaseModel):
     queue_id: str
     rule: str  # the rule that matched, or "fallback"
     plan: AssignmentPlan | None = None
+    # No preferred agent to try: the case went straight to the queue's assignment method,
+    # in the same transaction (one round trip fewer than a separate enqueue).
+    dispatched: bool = False
 
 
 class RoutingStatus(BaseModel):

@@ -278,3 +278,20 @@ async def test_worker_killed_while_an_offer_is_pending(make_stack: Any) -> None:
         ("a1", "timed_out"),
         ("a2", "offered"),
     ]
+
+
+@pytest.mark.parametrize("preferred", [True, False], ids=["preferred_agent", "queue_method"])
+async def test_history_of_an_email_accepted_on_its_first_offer_stays_small(make_stack: Any, preferred: bool) -> None:
+    """Issue 6's budget: at most 30 history events from arrival to resolution."""
+    cfg = assignment_config(
+        agents=[agent("a1")], members=["a1"], contacts=[contact("a1")] if preferred else [], offer_timeout=30
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "a1")
+    await stack.handle(wf).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id="a1"))
+    await stack.wait_assigned(wf)
+    await stack.handle(wf).execute_update(EmailRoutingWorkflow.resolve)
+    assert (await stack.handle(wf).result()).status == "resolved"
+    events = await history_events(stack.handle(wf))
+    assert len(events) <= 30, [EventType.Name(e.event_type) for e in events]

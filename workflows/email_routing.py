@@ -269,13 +269,12 @@ class EmailRoutingWorkflow:
 
         step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:classify")
         await self._store_activity("classify", step, Classification)
-        step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:route")
+        step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:route", id_prefix=self._prefix)
         decision = await self._store_activity("route_to_queue", step, QueueDecision)
         self._status.queue = decision.queue_id
         self._advance("queued", sa.ROUTING_QUEUE.value_set(decision.queue_id))
 
-        assert decision.plan is not None
-        await self._assign_case(case, decision.plan)
+        await self._assign_case(case, decision)
         await self._wait(lambda: self._resolved)
         if ack is not None:
             # A final failure is recorded in the notification table; the case is unaffected.
@@ -286,15 +285,52 @@ class EmailRoutingWorkflow:
 
     # --- assignment ----------------------------------------------------------------------
 
-    async def _assign_case(self, case: CaseRef, plan: AssignmentPlan) -> None:
+    async def _assign_case(self, case: CaseRef, decision: QueueDecision) -> None:
         """Preferred agents in order, then the fallback; returns once assigned (or resolved)."""
+        plan = decision.plan
+        assert plan is not None
+        if not decision.dispatched:  # else routing already handed it to the assignment method
+            if await self._offer_to_preferred(case, plan) or self._done():
+                return
+            if plan.preferred_agents and plan.preferred_enabled and plan.fallback == "leave_unassigned":
+                await self._store_activity(
+                    "leave_unassigned",
+                    CaseStepInput(
+                        case_id=case.case_id,
+                        step=self._step("unassigned"),
+                        reason=(
+                            f"no preferred agent took it; fallback leaves it unassigned in queue {self._status.queue}"
+                        ),
+                    ),
+                    type(None),
+                )
+                self._advance("unassigned")
+                await self._wait(self._done)
+                return
+            await self._store_activity(
+                "enqueue_for_dispatch",
+                DispatchRequest(case_id=case.case_id, step=self._step("enqueue"), id_prefix=self._prefix),
+                type(None),
+            )
+        self._advance("waiting_for_agent")
+        while not self._done():
+            await self._wait(lambda: bool(self._incoming) or self._done())
+            if self._done():
+                return
+            if await self._run_offer(self._incoming.pop(0)):
+                return
+            if not self._done():
+                self._advance("waiting_for_agent")
+
+    async def _offer_to_preferred(self, case: CaseRef, plan: AssignmentPlan) -> bool:
+        """Offer to the preferred agents in order; True once one accepted."""
         preferred = list(plan.preferred_agents) if plan.preferred_enabled else []
         if case.previous_agent:
             # A reopened case goes to its previous owner first.
             preferred = [case.previous_agent, *[a for a in preferred if a != case.previous_agent]]
         for position, agent_id in enumerate(preferred, start=1):
             if self._done():
-                return
+                return False
             label = "previous owner of the reopened case" if agent_id == case.previous_agent else None
             attempt = await self._store_activity(
                 "offer_preferred",
@@ -308,36 +344,8 @@ class EmailRoutingWorkflow:
                 OfferAttempt,
             )
             if attempt.offer is not None and await self._run_offer(attempt.offer):
-                return
-        if self._done():
-            return
-        if plan.preferred_agents and plan.preferred_enabled and plan.fallback == "leave_unassigned":
-            await self._store_activity(
-                "leave_unassigned",
-                CaseStepInput(
-                    case_id=case.case_id,
-                    step=self._step("unassigned"),
-                    reason=f"no preferred agent took it; fallback leaves it unassigned in queue {self._status.queue}",
-                ),
-                type(None),
-            )
-            self._advance("unassigned")
-            await self._wait(self._done)
-            return
-        await self._store_activity(
-            "enqueue_for_dispatch",
-            DispatchRequest(case_id=case.case_id, step=self._step("enqueue"), id_prefix=self._prefix),
-            type(None),
-        )
-        self._advance("waiting_for_agent")
-        while not self._done():
-            await self._wait(lambda: bool(self._incoming) or self._done())
-            if self._done():
-                return
-            if await self._run_offer(self._incoming.pop(0)):
-                return
-            if not self._done():
-                self._advance("waiting_for_agent")
+                return True
+        return False
 
     async def _run_offer(self, offer: OfferInfo) -> bool:
         """Wait for the answer on a durable timer; True when the case got assigned."""
