@@ -288,9 +288,11 @@ async def test_history_of_an_email_accepted_on_its_first_offer_stays_small(make_
     )
     stack: Stack = await make_stack(cfg)
     wf = await submit(stack)
-    await stack.wait_offer(wf, "a1")
-    await stack.handle(wf).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id="a1"))
-    await stack.wait_assigned(wf)
+    # Waits read the store, not the workflow: a query that lands while the first workflow
+    # task runs its local activities makes the server schedule one more task.
+    [offer] = await eventually(lambda: stack.offers(), what="the offer")
+    await stack.handle(wf).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id="a1", offer_id=offer.id))
+    await eventually(lambda: stack.agent("a1").active_count == 1, what="the assignment")
     await stack.handle(wf).execute_update(EmailRoutingWorkflow.resolve)
     assert (await stack.handle(wf).result()).status == "resolved"
     events = await history_events(stack.handle(wf))
