@@ -7,7 +7,6 @@ ROUTEDESK_TASK_QUEUE set; it prints ``ready`` once polling.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from temporalio import activity
 
@@ -22,9 +21,9 @@ from worker import build_worker
 
 class HangingRoutingActivities(RoutingActivities):
     @activity.defn(name="route_to_queue")
-    def route_to_queue(self, inp: StepInput) -> QueueDecision:
-        while True:  # a hung dependency: only killing the process ends this
-            time.sleep(1)  # bounded by the test's SIGKILL
+    async def route_to_queue(self, inp: StepInput) -> QueueDecision:
+        await asyncio.Event().wait()  # a hung dependency: only the test's SIGKILL ends this
+        raise AssertionError("unreachable")
 
 
 async def main() -> None:
