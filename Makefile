@@ -28,9 +28,23 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy routedesk workflows activities starter worker.py
+	$(BIN)/mypy routedesk workflows activities starter worker.py tests
 
 check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .routedesk
+
+# Benchmarks (docs/benchmarks.md). Options: N, RATE (0 = as fast as possible), CONC, THINK_MS,
+# HOLD_MS, PROFILE=1 (py-spy on the worker), TAG, SRC (another checkout's product code);
+# bench-backlog: BACKLOG (default 10000).
+bench: setup
+	$(if $(filter 1 yes true,$(PROFILE)),@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy)
+	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(if $(SRC),BENCH_SRC=$(SRC)) $(BIN)/python -m bench.run \
+		$(if $(N),--emails $(N)) $(if $(RATE),--rate $(RATE)) $(if $(CONC),--concurrency $(CONC)) \
+		$(if $(THINK_MS),--think-ms $(THINK_MS)) $(if $(HOLD_MS),--hold-ms $(HOLD_MS)) \
+		$(if $(filter 1 yes true,$(PROFILE)),--profile) $(if $(TAG),--tag $(TAG)) $(BENCH_ARGS)
+
+bench-backlog: setup
+	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(if $(SRC),BENCH_SRC=$(SRC)) $(BIN)/python -m bench.backlog \
+		$(if $(BACKLOG),--count $(BACKLOG)) $(if $(CONC),--concurrency $(CONC)) $(if $(TAG),--tag $(TAG)) $(BENCH_ARGS)

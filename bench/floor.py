@@ -1,0 +1,99 @@
+"""The engine floor: no-op workflows that make the same activity calls as a routed email.
+
+Each :class:`FloorWorkflow` gets the sequence of activity calls a real routed email made,
+read from a real history (``A``: a regular activity, ``L``: a local activity) and makes the
+same calls, in the same order, to :func:`floor_noop`, which returns at once. No store, no
+signals, no timers, no search attributes: what is left is what Temporal (server, SDK, the
+worker's tuning) costs for that many activity calls, i.e. the fastest any email could go.
+
+``python -m bench.floor`` runs the floor worker: the product's ``worker.build_worker`` is
+called with the floor's activity so the floor gets exactly the product worker's tuning
+(executor, concurrency limits, pollers, cache), then only workflows, activities and task
+queue are swapped. Registered on the bench-floor task queue only; nothing here is in the
+product's workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+
+FLOOR_TASK_QUEUE = "bench-floor"
+TIMEOUT = timedelta(seconds=30)
+
+
+@activity.defn(name="floor_noop")
+async def floor_noop(step: int) -> int:
+    return step
+
+
+@workflow.defn(name="BenchFloorWorkflow")
+class FloorWorkflow:
+    @workflow.run
+    async def run(self, calls: str) -> int:
+        for step, kind in enumerate(calls):
+            if kind == "A":
+                await workflow.execute_activity(floor_noop, step, start_to_close_timeout=TIMEOUT)
+            else:
+                await workflow.execute_local_activity(floor_noop, step, start_to_close_timeout=TIMEOUT)
+        return len(calls)
+
+
+def worker_kwargs(client: Any) -> tuple[dict[str, Any], str]:
+    """The product worker's constructor arguments, and how they were obtained."""
+    import worker as product
+    from routedesk.store import Store
+
+    captured: dict[str, Any] = {}
+    real = product.Worker
+
+    def capture(client_: Any, **kw: Any) -> Any:
+        captured.update(kw, client=client_)
+        return None
+
+    try:
+        product.Worker = capture  # type: ignore[assignment,misc]
+        product.build_worker(client, Store(), FLOOR_TASK_QUEUE, activities=[floor_noop])
+        how = "worker.build_worker arguments"
+    except Exception:  # the product changed shape: build a real one and read its config
+        product.Worker = real  # type: ignore[misc]
+        built = product.build_worker(client, Store(), FLOOR_TASK_QUEUE, activities=[floor_noop])
+        captured = dict(built.config())
+        how = "worker.build_worker(...).config()"
+    finally:
+        product.Worker = real  # type: ignore[misc]
+    return captured, how
+
+
+async def main() -> None:
+    from temporalio.worker import Worker
+
+    from routedesk import settings
+    from routedesk.temporal import connect
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = await connect()
+    kw, how = worker_kwargs(client)
+    kw.update(task_queue=settings.task_queue(), workflows=[FloorWorkflow], activities=[floor_noop])
+    tuning = {k: v for k, v in kw.items() if k not in ("client", "workflows", "activities")}
+    logging.info("floor worker on %s with the product's tuning (%s): %s", settings.task_queue(), how, tuning)
+    worker = Worker(**kw)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    # Run the copy imported as bench.floor, not __main__: the workflow sandbox re-imports
+    # the workflow's module by name.
+    from bench.floor import main as _main
+
+    asyncio.run(_main())
