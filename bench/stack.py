@@ -417,7 +417,7 @@ def _git(*args: str, cwd: Path) -> str | None:
         )
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.rstrip("\n")  # not strip(): porcelain lines start with a status column
 
 
 def provenance() -> dict[str, Any]:
@@ -428,9 +428,8 @@ def provenance() -> dict[str, Any]:
         # An exported tree (git archive) carries no .git: whoever exported it says what it is.
         info.update(sha=os.environ["BENCH_SRC_COMMIT"], dirty=False, dirty_files=[])
         return info
-    sha = _git("rev-parse", "HEAD", cwd=src)
-    info["sha"] = sha
-    info["subject"] = _git("log", "-1", "--format=%s", cwd=src)
+    info["sha"] = (_git("rev-parse", "HEAD", cwd=src) or "").strip() or None
+    info["subject"] = (_git("log", "-1", "--format=%s", cwd=src) or "").strip() or None
     status = _git("status", "--porcelain", "--", *PRODUCT_PATHS, cwd=src) or ""
     dirty = [line[3:] for line in status.splitlines() if line.strip()]
     info["dirty"] = bool(dirty)
