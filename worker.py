@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +37,10 @@ def build_worker(
         activities=list(activities if activities is not None else build_activities(store, client)),
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
+        # Most routing workflows sit parked for hours (waiting for an agent or a resolve) with
+        # short histories: evicting them and replaying on wake-up costs little CPU, keeping a
+        # thousand sandboxed instances costs hundreds of MB (docs/benchmarks.md).
+        max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "300")),
     )
 
 
