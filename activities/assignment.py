@@ -87,6 +87,23 @@ def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
     )
 
 
+def _new_offer(s: Session, case: CaseRow, agent_id: str, kind: str, key: str) -> OfferRow:
+    """Insert a live offer; the partial unique indexes refuse a second one per agent or case."""
+    assert case.id is not None and case.number is not None and case.workflow_id is not None
+    offer = OfferRow(
+        case_id=case.id,
+        case_number=case.number,
+        agent_id=agent_id,
+        queue_id=case.queue_id,
+        workflow_id=case.workflow_id,
+        kind=kind,
+        idempotency_key=key,
+    )
+    s.add(offer)
+    s.flush()
+    return offer
+
+
 def _assign(s: Session, case: CaseRow, agent: AgentRow, now: datetime) -> str | None:
     """Assign ``case`` to ``agent`` inside the caller's transaction; a reason when refused."""
     if case.assigned_agent_id is not None:
@@ -162,18 +179,7 @@ class AssignmentActivities:
                     TraceEntry(STAGE, inp.agent_id, "skipped", f"{label}: {reason}"),
                 )
                 return OfferAttempt(reason=reason)
-            assert case.id is not None and case.number is not None and case.workflow_id is not None
-            offer = OfferRow(
-                case_id=case.id,
-                case_number=case.number,
-                agent_id=inp.agent_id,
-                queue_id=case.queue_id,
-                workflow_id=case.workflow_id,
-                kind="preferred",
-                idempotency_key=key,
-            )
-            s.add(offer)
-            s.flush()
+            offer = _new_offer(s, case, inp.agent_id, "preferred", key)
             _trace(
                 s,
                 case,
@@ -411,18 +417,7 @@ class AssignmentActivities:
                         s.add(case)
                     continue
                 best, why = assignment.choose(queue.assignment_method, eligible)
-                assert case.id is not None and case.number is not None and case.workflow_id is not None
-                offer = OfferRow(
-                    case_id=case.id,
-                    case_number=case.number,
-                    agent_id=best.agent_id,
-                    queue_id=inp.queue_id,
-                    workflow_id=case.workflow_id,
-                    kind="queue",
-                    idempotency_key=f"{inp.pass_key}:{case.id}",
-                )
-                s.add(offer)
-                s.flush()
+                offer = _new_offer(s, case, best.agent_id, "queue", f"{inp.pass_key}:{case.id}")
                 case.awaiting_dispatch = False
                 s.add(case)
                 offering.add(best.agent_id)
