@@ -8,26 +8,24 @@ from typing import Any
 from temporalio.client import Client
 
 from activities.assignment import AssignmentActivities
-from activities.cases import CaseActivities
 from activities.intake import IntakeActivities
 from activities.notify import NotifyActivities
 from activities.routing import RoutingActivities
 from activities.threads import ThreadActivities
+from routedesk.dispatch import Kicker
 from routedesk.store import Store
 
 
 def build_activities(store: Store, client: Client) -> list[Callable[..., Any]]:
     intake = IntakeActivities(store)
-    cases = CaseActivities(store)
-    routing = RoutingActivities(store, client)
+    kicker = Kicker(client)  # one per worker: kicks for a queue coalesce across activities
+    routing = RoutingActivities(store, client, kicker)
     threads = ThreadActivities(store)
-    assign = AssignmentActivities(store, client)
+    assign = AssignmentActivities(store, client, kicker)
     return [
         intake.parse_email,
         NotifyActivities(store).send_acknowledgement,
-        cases.create_case,
-        routing.classify,
-        routing.route_to_queue,
+        routing.route_case,
         threads.thread_reply,
         assign.offer_preferred,
         assign.accept_offer,

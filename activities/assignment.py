@@ -77,6 +77,24 @@ def _queues_of(s: Session, agent_id: str) -> list[str]:
     return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
 
 
+def _with_waiting_items(s: Session, queue_ids: Iterable[str | None]) -> list[str]:
+    """The queues among ``queue_ids`` that have an item waiting for the assignment method.
+
+    Only those need their dispatcher woken. Checked inside the caller's write transaction:
+    an item that starts waiting after this commit is queued by a later transaction, which
+    wakes the dispatcher itself, and that pass sees what this one freed.
+    """
+    wanted = sorted({q for q in queue_ids if q})
+    if not wanted:
+        return []
+    found = s.exec(
+        select(CaseRow.queue_id)
+        .where(col(CaseRow.queue_id).in_(wanted), CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
+        .distinct()
+    ).all()
+    return [q for q in found if q]
+
+
 def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
     assert offer.id is not None
     return OfferInfo(
@@ -138,14 +156,14 @@ def _withdraw_live_offer(s: Session, case: CaseRow, reason: str, now: datetime) 
 
 
 class AssignmentActivities:
-    def __init__(self, store: Store, client: Client) -> None:
+    def __init__(self, store: Store, client: Client | None, kicker: dispatch.Kicker | None = None) -> None:
         self.store = store
-        self.client = client
+        self.kicker = kicker or (dispatch.Kicker(client) if client is not None else None)
 
     async def _kick(self, queue_ids: Iterable[str], id_prefix: str) -> None:
         queues = [q for q in queue_ids if q]
-        if queues:
-            await dispatch.kick(self.client, queues, task_queue=activity.info().task_queue, id_prefix=id_prefix)
+        if queues and self.kicker is not None:
+            await self.kicker.kick(queues, task_queue=activity.info().task_queue, id_prefix=id_prefix)
 
     # --- preferred agents ------------------------------------------------------------
 
@@ -254,7 +272,7 @@ class AssignmentActivities:
                     s.add(case)
             s.add(offer)
             # The agent holds no offer any more: their queues may have work for them.
-            queues = _queues_of(s, offer.agent_id) + ([case.queue_id] if case.queue_id else [])
+            queues = _with_waiting_items(s, [*_queues_of(s, offer.agent_id), case.queue_id])
             if refusal is None:
                 return AssignResult(assigned=True, agent_id=offer.agent_id, reason="accepted"), queues
             return AssignResult(assigned=False, reason=refusal), queues
@@ -286,7 +304,7 @@ class AssignmentActivities:
             if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
                 case.awaiting_dispatch = True
             s.add(case)
-            return _queues_of(s, offer.agent_id) + ([case.queue_id] if case.queue_id else [])
+            return _with_waiting_items(s, [*_queues_of(s, offer.agent_id), case.queue_id])
 
     # --- the queue ---------------------------------------------------------------------
 
@@ -523,7 +541,7 @@ class AssignmentActivities:
                 )
             _trace(s, case, inp.step, *entries)
             return AssignResult(assigned=True, agent_id=inp.agent_id, reason=what), (
-                _queues_of(s, withdrawn) if withdrawn else []
+                _with_waiting_items(s, _queues_of(s, withdrawn)) if withdrawn else []
             )
 
     @activity.defn(name="resolve_case")
@@ -563,4 +581,4 @@ class AssignmentActivities:
                     f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else ""),
                 ),
             )
-            return freed
+            return _with_waiting_items(s, freed)

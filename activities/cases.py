@@ -1,9 +1,12 @@
-"""Stage 2: identify the contact and create the case, exactly once per source email."""
+"""Stage 2: identify the contact and create the case, exactly once per source email.
+
+Run inside ``route_case`` (activities/routing.py), in the same transaction as classification
+and queue routing.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import select
-from temporalio import activity
+from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 
 from routedesk import ids
@@ -14,79 +17,73 @@ from routedesk.models import CaseRow, EmailRow
 from routedesk.store import Store, TraceEntry, add_trace
 
 
-class CaseActivities:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+def open_case(s: Session, store: Store, email_id: int) -> CaseRef:
+    """Create the case for an accepted email inside ``s``, or return the one already made.
 
-    @activity.defn(name="create_case")
-    def create_case(self, email_id: int) -> CaseRef:
-        """Create the case for an accepted email, or return the one already made for it.
-
-        The unique ``case.source_email_id`` and the single write transaction (which also
-        links the email to its case) mean a retry, a crash after commit, or a re-delivery
-        of the same Message-ID can never make a second case.
-        """
-        mailboxes = self.store.mailboxes()
-        with self.store.db.write() as s:
-            email = s.get(EmailRow, email_id)
-            if email is None or email.status != "accepted" or email.mailbox_address is None:
-                raise ApplicationError(
-                    f"email {email_id} is not an accepted email; it cannot open a case",
-                    type="EmailNotAccepted",
-                    non_retryable=True,
-                )
-            case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
-            if case is not None:
-                assert case.id is not None and case.number is not None
-                return CaseRef(
-                    case_id=case.id,
-                    case_number=case.number,
-                    contact_id=case.contact_id,
-                    created=False,
-                    round=case.round,
-                )
-            box = mailboxes[email.mailbox_address]
-            contact = self.store.contact_for(s, email.from_address)
-            priority = Priority(box.case_defaults.priority)
-            case = CaseRow(
-                source_email_id=email_id,
-                workflow_id=email.workflow_id,
-                subject=email.subject or "(no subject)",
-                description=(email.body_text or "")[:BODY_TEXT_LIMIT],
-                origin=box.case_defaults.origin,
-                priority=priority.value,
-                priority_rank=priority.rank,
-                contact_id=contact.id if contact else None,
-                mailbox_address=box.address,
-                workstream_id=box.workstream,
+    The unique ``case.source_email_id`` and the caller's single write transaction (which
+    also links the email to its case) mean a retry, a crash after commit, or a re-delivery
+    of the same Message-ID can never make a second case.
+    """
+    mailboxes = store.mailboxes()
+    email = s.get(EmailRow, email_id)
+    if email is None or email.status != "accepted" or email.mailbox_address is None:
+        raise ApplicationError(
+            f"email {email_id} is not an accepted email; it cannot open a case",
+            type="EmailNotAccepted",
+            non_retryable=True,
+        )
+    case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
+    if case is not None:
+        assert case.id is not None and case.number is not None
+        return CaseRef(
+            case_id=case.id,
+            case_number=case.number,
+            contact_id=case.contact_id,
+            created=False,
+            round=case.round,
+        )
+    box = mailboxes[email.mailbox_address]
+    contact = store.contact_for(s, email.from_address)
+    priority = Priority(box.case_defaults.priority)
+    case = CaseRow(
+        source_email_id=email_id,
+        workflow_id=email.workflow_id,
+        subject=email.subject or "(no subject)",
+        description=(email.body_text or "")[:BODY_TEXT_LIMIT],
+        origin=box.case_defaults.origin,
+        priority=priority.value,
+        priority_rank=priority.rank,
+        contact_id=contact.id if contact else None,
+        mailbox_address=box.address,
+        workstream_id=box.workstream,
+    )
+    s.add(case)
+    s.flush()
+    assert case.id is not None
+    case.number = ids.case_number(case.id)
+    email.case_id = case.id
+    s.add(case)
+    s.add(email)
+    who = f"contact {contact.id} ({contact.name})" if contact else "no contact matches the sender"
+    add_trace(
+        s,
+        email_id=email_id,
+        case_id=case.id,
+        round_=1,
+        step="case",
+        entries=[
+            TraceEntry(
+                "case",
+                case.number,
+                "created",
+                f"{email.from_address}: {who}; origin {case.origin}, priority {case.priority}",
             )
-            s.add(case)
-            s.flush()
-            assert case.id is not None
-            case.number = ids.case_number(case.id)
-            email.case_id = case.id
-            s.add(case)
-            s.add(email)
-            who = f"contact {contact.id} ({contact.name})" if contact else "no contact matches the sender"
-            add_trace(
-                s,
-                email_id=email_id,
-                case_id=case.id,
-                round_=1,
-                step="case",
-                entries=[
-                    TraceEntry(
-                        "case",
-                        case.number,
-                        "created",
-                        f"{email.from_address}: {who}; origin {case.origin}, priority {case.priority}",
-                    )
-                ],
-            )
-            return CaseRef(
-                case_id=case.id,
-                case_number=case.number,
-                contact_id=case.contact_id,
-                created=True,
-                acknowledge=box.acknowledgement.enabled,
-            )
+        ],
+    )
+    return CaseRef(
+        case_id=case.id,
+        case_number=case.number,
+        contact_id=case.contact_id,
+        created=True,
+        acknowledge=box.acknowledgement.enabled,
+    )

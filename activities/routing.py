@@ -1,4 +1,5 @@
-"""Stages 3 and 4: classification rules set attributes, route-to-queue rules pick the queue."""
+"""Stages 2 to 4 in one transaction: open the case, classification rules set attributes,
+route-to-queue rules pick the queue."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.cases import open_case
 from routedesk import dispatch, rules
 from routedesk.config import Priority
-from routedesk.contracts import AssignmentPlan, Classification, QueueDecision, StepInput
+from routedesk.contracts import AssignmentPlan, CaseRef, QueueDecision, RouteCaseInput, RoutedCase
 from routedesk.models import CaseRow, ContactRow, EmailRow, QueueRow, TraceRow, utcnow
 from routedesk.store import Store, TraceEntry, add_trace
 
@@ -46,105 +48,113 @@ def _hit_entries(stage: str, hits: list[rules.RuleHit]) -> list[TraceEntry]:
 
 
 class RoutingActivities:
-    def __init__(self, store: Store, client: Client | None = None) -> None:
+    def __init__(self, store: Store, client: Client | None = None, kicker: dispatch.Kicker | None = None) -> None:
         self.store = store
-        self.client = client  # wakes queue dispatchers; optional for store-only use
+        # Wakes queue dispatchers; optional for store-only use.
+        self.kicker = kicker or (dispatch.Kicker(client) if client is not None else None)
 
-    @activity.defn(name="classify")
-    def classify(self, inp: StepInput) -> Classification:
-        """Run the workstream's classification rules in order; every matching rule applies.
+    @activity.defn(name="route_case")
+    async def route_case(self, inp: RouteCaseInput) -> RoutedCase:
+        """Open the case (unless a reply reopened one), classify it and route it to a queue.
 
-        The attributes and the trace of this step are written in one transaction; a retry
-        finds the step traced and returns the stored attributes unchanged.
+        One transaction for the three stages, each traced under its own step key: a retry
+        finds the case created and the steps traced and returns what the first attempt
+        decided. When there is no preferred agent to try, the case is handed to the queue's
+        assignment method in that transaction too, and the queue's dispatcher is woken after
+        the commit.
         """
+        routed = await asyncio.to_thread(self._route_case, inp)
+        if routed.decision.dispatched and self.kicker is not None:
+            await self.kicker.kick(
+                [routed.decision.queue_id], task_queue=activity.info().task_queue, id_prefix=inp.id_prefix
+            )
+        return routed
+
+    def _route_case(self, inp: RouteCaseInput) -> RoutedCase:
         with self.store.db.write() as s:
-            case, email = _load(s, inp.case_id)
-            ws = self.store.workstream(case.workstream_id)
-            attributes: dict[str, Any]
-            ctx = rule_context(case, email)
-            attributes, hits = rules.classify(ws.classification_rules, ctx)
-            priority = Priority(str(attributes.get("priority", case.priority)))
-            entries = _hit_entries("classification", hits) or [
-                TraceEntry("classification", "-", "none", f"workstream {ws.id} has no classification rules")
-            ]
-            if add_trace(
-                s,
-                email_id=case.source_email_id,
-                case_id=case.id,
-                round_=inp.round,
-                step=inp.step,
-                entries=entries,
-            ):
-                case.attributes = attributes
-                case.priority, case.priority_rank = priority.value, priority.rank
-                case.stage = "classified"
-                s.add(case)
-            return Classification(
-                attributes=case.attributes,
-                priority=case.priority,
-                matched_rules=[h.rule for h in hits if h.matched],
-            )
-
-    @activity.defn(name="route_to_queue")
-    async def route_to_queue(self, inp: StepInput) -> QueueDecision:
-        """First matching route-to-queue rule wins, else the workstream's fallback queue.
-
-        Puts the case in that queue, unassigned, in the same transaction as the trace. When
-        there is no preferred agent to try, the case is handed to the queue's assignment
-        method in that transaction too, and the queue's dispatcher is woken.
-        """
-        decision = await asyncio.to_thread(self._route, inp)
-        if decision.dispatched and self.client is not None:
-            await dispatch.kick(
-                self.client, [decision.queue_id], task_queue=activity.info().task_queue, id_prefix=inp.id_prefix
-            )
-        return decision
-
-    def _route(self, inp: StepInput) -> QueueDecision:
-        with self.store.db.write() as s:
-            case, email = _load(s, inp.case_id)
-            ws = self.store.workstream(case.workstream_id)
-            queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
-            rule = next((h.rule for h in hits if h.matched), "fallback")
-            contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
-            plan = AssignmentPlan(
-                preferred_enabled=ws.preferred_agents.enabled,
-                preferred_agents=list(contact.preferred_agents) if contact else [],
-                fallback=ws.preferred_agents.fallback,
-                offer_timeout_seconds=ws.offer_timeout_seconds,
-            )
-            straight_to_queue = not (plan.preferred_enabled and plan.preferred_agents) and not case.previous_agent_id
-            entries = _hit_entries("queue_routing", hits)
-            if straight_to_queue:
-                queue = s.get(QueueRow, queue_id)
-                method = queue.assignment_method if queue else "?"
-                entries.append(
-                    TraceEntry("assignment", queue_id, "queued", f"waiting for the next best agent ({method})")
+            if inp.case_id is None:
+                ref = open_case(s, self.store, inp.email_id)
+            else:
+                case = s.get(CaseRow, inp.case_id)
+                if case is None or case.id is None or case.number is None:
+                    raise ApplicationError(
+                        f"case {inp.case_id} is not in the case store", type="CaseMissing", non_retryable=True
+                    )
+                ref = CaseRef(
+                    case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
                 )
-            if add_trace(
-                s,
-                email_id=case.source_email_id,
-                case_id=case.id,
-                round_=inp.round,
-                step=inp.step,
-                entries=entries,
-            ):
-                case.queue_id = queue_id
-                case.status = "queued"
-                case.stage = "queued"
-                case.queued_at = utcnow()
-                case.awaiting_dispatch = straight_to_queue
-                s.add(case)
-            else:  # a retry: report what the first attempt decided
-                straight_to_queue = (
-                    s.exec(
-                        select(TraceRow.id).where(
-                            TraceRow.email_id == case.source_email_id,
-                            TraceRow.step == inp.step,
-                            TraceRow.stage == "assignment",
-                        )
-                    ).first()
-                    is not None
-                )
-            assert case.queue_id is not None
-            return QueueDecision(queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue)
+            self._classify(s, ref.case_id, ref.round)
+            decision = self._route(s, ref.case_id, ref.round)
+            return RoutedCase(case=ref, decision=decision)
+
+    def _classify(self, s: Session, case_id: int, round_: int) -> None:
+        """Run the workstream's classification rules in order; every matching rule applies."""
+        case, email = _load(s, case_id)
+        ws = self.store.workstream(case.workstream_id)
+        attributes: dict[str, Any]
+        attributes, hits = rules.classify(ws.classification_rules, rule_context(case, email))
+        priority = Priority(str(attributes.get("priority", case.priority)))
+        entries = _hit_entries("classification", hits) or [
+            TraceEntry("classification", "-", "none", f"workstream {ws.id} has no classification rules")
+        ]
+        if add_trace(
+            s,
+            email_id=case.source_email_id,
+            case_id=case.id,
+            round_=round_,
+            step=f"r{round_}:classify",
+            entries=entries,
+        ):
+            case.attributes = attributes
+            case.priority, case.priority_rank = priority.value, priority.rank
+            case.stage = "classified"
+            s.add(case)
+
+    def _route(self, s: Session, case_id: int, round_: int) -> QueueDecision:
+        """First matching route-to-queue rule wins, else the workstream's fallback queue; the
+        case waits in that queue, unassigned."""
+        step = f"r{round_}:route"
+        case, email = _load(s, case_id)
+        ws = self.store.workstream(case.workstream_id)
+        queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
+        rule = next((h.rule for h in hits if h.matched), "fallback")
+        contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
+        plan = AssignmentPlan(
+            preferred_enabled=ws.preferred_agents.enabled,
+            preferred_agents=list(contact.preferred_agents) if contact else [],
+            fallback=ws.preferred_agents.fallback,
+            offer_timeout_seconds=ws.offer_timeout_seconds,
+        )
+        straight_to_queue = not (plan.preferred_enabled and plan.preferred_agents) and not case.previous_agent_id
+        entries = _hit_entries("queue_routing", hits)
+        if straight_to_queue:
+            queue = s.get(QueueRow, queue_id)
+            method = queue.assignment_method if queue else "?"
+            entries.append(TraceEntry("assignment", queue_id, "queued", f"waiting for the next best agent ({method})"))
+        if add_trace(
+            s,
+            email_id=case.source_email_id,
+            case_id=case.id,
+            round_=round_,
+            step=step,
+            entries=entries,
+        ):
+            case.queue_id = queue_id
+            case.status = "queued"
+            case.stage = "queued"
+            case.queued_at = utcnow()
+            case.awaiting_dispatch = straight_to_queue
+            s.add(case)
+        else:  # a retry: report what the first attempt decided
+            straight_to_queue = (
+                s.exec(
+                    select(TraceRow.id).where(
+                        TraceRow.email_id == case.source_email_id,
+                        TraceRow.step == step,
+                        TraceRow.stage == "assignment",
+                    )
+                ).first()
+                is not None
+            )
+        assert case.queue_id is not None
+        return QueueDecision(queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue)

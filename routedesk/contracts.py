@@ -6,7 +6,7 @@ never an email body: the raw message stays in the case store and is passed by re
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -45,19 +45,14 @@ class CaseRef(BaseModel):
     acknowledge: bool = False  # the mailbox sends an acknowledgement for new cases
 
 
-class StepInput(BaseModel):
-    """Input of the per-case routing stages; ``step`` keys their trace entries."""
+class RouteCaseInput(BaseModel):
+    """Open, classify and route a case: a new one for ``email_id``, or ``case_id`` reopened by
+    that email for another round."""
 
-    case_id: int
+    email_id: int
+    case_id: int | None = None
     round: int = 1
-    step: str
     id_prefix: str = ""
-
-
-class Classification(BaseModel):
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    priority: str
-    matched_rules: list[str] = Field(default_factory=list)
 
 
 class QueueDecision(BaseModel):
@@ -67,6 +62,11 @@ class QueueDecision(BaseModel):
     # No preferred agent to try: the case went straight to the queue's assignment method,
     # in the same transaction (one round trip fewer than a separate enqueue).
     dispatched: bool = False
+
+
+class RoutedCase(BaseModel):
+    case: CaseRef
+    decision: QueueDecision
 
 
 class RoutingStatus(BaseModel):

@@ -127,7 +127,7 @@ class Stack:
                 st = await self.status(workflow_id)
             except Exception:
                 return None
-            return st if st.queue and st.stage not in ("case_created",) else None
+            return st if st.queue else None
 
         return await eventually(probe, timeout=timeout, what=f"{workflow_id} to be queued")
 

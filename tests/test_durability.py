@@ -12,8 +12,8 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.cases import CaseActivities
-from routedesk.contracts import CaseRef
+from activities.routing import RoutingActivities
+from routedesk.contracts import RouteCaseInput, RoutedCase
 from tests.cli import stack_env
 from tests.support import (
     ROOT,
@@ -40,7 +40,7 @@ async def test_same_email_ten_times_concurrently_is_one_workflow_and_one_case(st
     assert len(stack.emails()) == 1
     assert [c.id for c in stack.cases()] == [result.case_id]
     events = await history_events(handle)
-    assert activity_attempts(events, "create_case") == [1]
+    assert activity_attempts(events, "route_case") == [1]
 
 
 def _crash_after_commit() -> None:
@@ -49,25 +49,28 @@ def _crash_after_commit() -> None:
         raise RuntimeError("simulated worker crash after the commit")
 
 
-class FlakyCaseActivities(CaseActivities):
-    @activity.defn(name="create_case")
-    def create_case(self, email_id: int) -> CaseRef:
-        ref = super().create_case(email_id)
+class FlakyRoutingActivities(RoutingActivities):
+    @activity.defn(name="route_case")
+    async def route_case(self, inp: RouteCaseInput) -> RoutedCase:
+        routed = await super().route_case(inp)
         _crash_after_commit()
-        return ref
+        return routed
 
 
 async def test_transient_failure_is_retried_and_the_case_created_once(make_stack: Any) -> None:
     stack: Stack = await make_stack(start_worker=False)
-    acts = activities_with(stack.store, stack.client, FlakyCaseActivities(stack.store).create_case)
+    acts = activities_with(stack.store, stack.client, FlakyRoutingActivities(stack.store).route_case)
     await stack.start_worker(activities=acts)
     sub = await stack.submit(example_email("01-password-reset.eml"))
     result = await stack.queued(sub.workflow_id)
     assert len(stack.cases()) == 1
     events = await history_events(stack.handle(sub.workflow_id))
-    assert activity_attempts(events, "create_case") == [2]  # the retry is the attempt that completed
-    case_entries = [t for t in stack.trace(case_id=result.case_id) if t.stage == "case"]
-    assert len(case_entries) == 1
+    assert activity_attempts(events, "route_case") == [2]  # the retry is the attempt that completed
+    trace = stack.trace(case_id=result.case_id)
+    assert [t.stage for t in trace].count("case") == 1
+    # The retry reported the first attempt's decisions instead of writing them again.
+    assert len({(t.step, t.seq) for t in trace}) == len(trace)
+    assert {t.step for t in trace} == {"intake", "case", "r1:classify", "r1:route"}
 
 
 BROKEN_NO_FROM = (
@@ -104,8 +107,9 @@ async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: S
 async def test_worker_killed_mid_workflow_and_restarted_completes(
     stack_without_worker: Stack,
 ) -> None:
-    """SIGKILL a worker while route_to_queue hangs; a new worker finishes the workflow from
-    history: the case is not created again and classification is not redone."""
+    """SIGKILL a worker after route_case committed but before the workflow recorded it; a new
+    worker finishes the workflow from history: the case is not created, classified or routed
+    a second time."""
     stack = stack_without_worker
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -120,18 +124,21 @@ async def test_worker_killed_mid_workflow_and_restarted_completes(
         assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
         sub = await stack.submit(example_email("05-sales-inquiry.eml"))
         await eventually(
-            lambda: [c for c in stack.cases() if c.stage == "classified"],
-            what="the faulty worker to reach routing",
+            lambda: [c for c in stack.cases() if c.status == "queued"],
+            what="the faulty worker to commit the case's routing",
         )
     finally:
         proc.kill()  # SIGKILL: no graceful shutdown, the workflow task dies with the process
         await proc.wait()
-    assert stack.cases()[0].status == "new"
+    # Committed in the store, but the workflow never recorded it.
+    assert activity_attempts(await history_events(stack.handle(sub.workflow_id)), "route_case") == []
 
     await stack.start_worker()  # a healthy worker, as after a redeploy
     result = await stack.queued(sub.workflow_id, timeout=60)
     assert result.queue == "sales"
     [case] = stack.cases()
-    stages = [t.stage for t in stack.trace(case_id=case.id)]
+    trace = stack.trace(case_id=case.id)
+    stages = [t.stage for t in trace]
     assert stages.count("classification") == len(stack.config.workstreams[0].classification_rules)
     assert stages.count("case") == 1
+    assert len({(t.step, t.seq) for t in trace}) == len(trace)

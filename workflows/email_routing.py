@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
         AssignResult,
         CaseRef,
         CaseStepInput,
-        Classification,
         DirectAssignInput,
         DispatchRequest,
         EmailRoutingInput,
@@ -45,9 +44,10 @@ with workflow.unsafe.imports_passed_through():
         PreferredOfferRequest,
         QueueDecision,
         RespondRequest,
+        RouteCaseInput,
+        RoutedCase,
         RoutingOutcome,
         RoutingStatus,
-        StepInput,
         ThreadDecision,
         ThreadInput,
     )
@@ -241,24 +241,37 @@ class EmailRoutingWorkflow:
                 self._advance("threaded", sa.CASE_NUMBER.value_set(thread.case.case_number), reason=reason)
                 return self._outcome("threaded")
             case = thread.case  # reopened: this workflow routes it again
+            routed = await self._store_activity(
+                "route_case",
+                RouteCaseInput(email_id=inp.email_id, case_id=case.case_id, round=case.round, id_prefix=self._prefix),
+                RoutedCase,
+            )
         elif intake.status != "accepted":
             self._advance(intake.status, reason=intake.reason)
             return self._outcome(intake.status)
         else:
-            case = await self._store_activity("create_case", inp.email_id, CaseRef)
+            # Open, classify and route in one local activity: one transaction and one marker
+            # (each stage still has its own trace entries and idempotency key).
+            routed = await self._store_activity(
+                "route_case", RouteCaseInput(email_id=inp.email_id, id_prefix=self._prefix), RoutedCase
+            )
+            case = routed.case
 
+        decision = routed.decision
         self._round = case.round
         self._status.case_id = case.case_id
         self._status.case_number = case.case_number
+        self._status.queue = decision.queue_id
         self._advance(
-            "case_created",
+            "queued",
             sa.CASE_NUMBER.value_set(case.case_number),
             sa.MAILBOX.value_set(intake.mailbox or ""),
             sa.CONTACT_ID.value_set(case.contact_id or ""),
+            sa.ROUTING_QUEUE.value_set(decision.queue_id),
         )
         ack = None
         if case.created and case.acknowledge:
-            # Not awaited before routing: a slow or failing mail relay must not delay the case.
+            # Not awaited before assignment: a slow or failing mail relay must not delay it.
             ack = workflow.start_activity(
                 "send_acknowledgement",
                 case.case_id,
@@ -266,13 +279,6 @@ class EmailRoutingWorkflow:
                 schedule_to_close_timeout=timedelta(hours=6),
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
             )
-
-        step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:classify")
-        await self._store_activity("classify", step, Classification)
-        step = StepInput(case_id=case.case_id, round=case.round, step=f"r{case.round}:route", id_prefix=self._prefix)
-        decision = await self._store_activity("route_to_queue", step, QueueDecision)
-        self._status.queue = decision.queue_id
-        self._advance("queued", sa.ROUTING_QUEUE.value_set(decision.queue_id))
 
         await self._assign_case(case, decision)
         await self._wait(lambda: self._resolved)
