@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities import build_activities
 from routedesk import settings
@@ -28,8 +29,19 @@ def build_worker(
     *,
     activities: Sequence[Callable[..., Any]] | None = None,
     executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    sandbox: bool | None = None,
 ) -> Worker:
-    """A worker for one task queue; ``activities`` lets tests substitute faulty ones."""
+    """A worker for one task queue; ``activities`` lets tests substitute faulty ones.
+
+    ``sandbox`` (default: ``ROUTEDESK_WORKFLOW_SANDBOX``, off) runs workflows in Temporal's
+    sandbox. The sandbox re-imports the workflow modules for every workflow instance it
+    creates, which cost 40% of this worker's CPU in ``make bench`` (docs/benchmarks.md). The
+    test suite runs every workflow sandboxed, so a non-deterministic call (time, random, I/O)
+    fails there, and the recorded histories in tests/histories/ are replayed on every run;
+    the sandbox only adds checks, so code that passes sandboxed behaves the same without it.
+    """
+    if sandbox is None:
+        sandbox = os.environ.get("ROUTEDESK_WORKFLOW_SANDBOX", "0") not in ("", "0", "false", "no")
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue(),
@@ -41,6 +53,7 @@ def build_worker(
         # short histories: evicting them and replaying on wake-up costs little CPU, keeping a
         # thousand sandboxed instances costs hundreds of MB (docs/benchmarks.md).
         max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "300")),
+        workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
     )
 
 

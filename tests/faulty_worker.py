@@ -31,7 +31,7 @@ async def main() -> None:
     client = await connect()
     store = Store()
     acts = activities_with(store, client, HangingRoutingActivities(store).route_case)
-    worker = build_worker(client, store, settings.task_queue(), activities=acts)
+    worker = build_worker(client, store, settings.task_queue(), activities=acts, sandbox=True)
     async with worker:
         print("ready", flush=True)
         await asyncio.Event().wait()

@@ -90,6 +90,8 @@ class Stack:
         return cls(client, store, cfg, task_queue=f"t-{tag}", id_prefix=f"t{tag}-")
 
     async def start_worker(self, activities: Sequence[Callable[..., Any]] | None = None, **kw: Any) -> Worker:
+        # Sandboxed in tests: a non-deterministic call in a workflow fails here.
+        kw.setdefault("sandbox", True)
         worker = build_worker(self.client, self.store, self.task_queue, activities=activities, **kw)
         task = asyncio.create_task(worker.run())
         self.workers.append(worker)
