@@ -268,6 +268,7 @@ class AssignmentActivities:
                 )
                 if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
                     case.excluded_agents = [*case.excluded_agents, offer.agent_id]
+                    case.waiting_noted = None  # a new wait, traced again
                     case.awaiting_dispatch = True
                     s.add(case)
             s.add(offer)
@@ -301,6 +302,7 @@ class AssignmentActivities:
             if inp.outcome in ("declined", "timed_out"):
                 # Not offered this case again this round, by the queue either.
                 case.excluded_agents = [*case.excluded_agents, offer.agent_id]
+                case.waiting_noted = None  # a new wait, traced again
             if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
                 case.awaiting_dispatch = True
             s.add(case)
@@ -373,8 +375,10 @@ class AssignmentActivities:
             queue = s.get(QueueRow, inp.queue_id)
             if queue is None:
                 return DispatchResult(sweep_interval_seconds=sweep_interval)
+            # Only the keys here: a backlog of thousands is walked as index rows, and a case
+            # is loaded only when it may be offered or its wait is not traced yet.
             items = s.exec(
-                select(CaseRow)
+                select(CaseRow.id, CaseRow.waiting_noted)
                 .where(
                     CaseRow.queue_id == inp.queue_id,
                     CaseRow.status == "queued",
@@ -392,17 +396,20 @@ class AssignmentActivities:
             offering = set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
             offers: list[DispatchedOffer] = []
             waiting = 0
-            for case in items:
-                if not self._anyone_free(members, offering) and case.waiting_noted == self._wait_step(case):
-                    # Nobody in the queue can take anything and this item's wait is traced:
-                    # a backlog of thousands costs nothing more per pass.
+            anyone_free = self._anyone_free(members, offering)
+            for case_id, noted in items:
+                if not anyone_free and noted is not None:
+                    # Nobody in the queue can take anything and this item's wait is traced
+                    # (``waiting_noted`` is cleared whenever its round or exclusions change).
                     waiting += 1
                     continue
+                case = _case(s, case_id or 0)  # ids of stored rows are never None
                 ws = self.store.workstream(case.workstream_id)
                 eligible, skipped = self._eligible(case, ws, members, offering)
                 if not eligible and inp.sweep and case.excluded_agents:
                     # Everyone eligible has declined or let it time out: a sweep starts a new round.
                     case.excluded_agents = []
+                    case.waiting_noted = None
                     _trace(
                         s,
                         case,
@@ -439,6 +446,7 @@ class AssignmentActivities:
                 case.awaiting_dispatch = False
                 s.add(case)
                 offering.add(best.agent_id)
+                anyone_free = self._anyone_free(members, offering)
                 detail = why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
                 _trace(
                     s,

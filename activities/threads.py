@@ -44,6 +44,7 @@ class ThreadActivities:
                     case.stage = "reopened"
                     case.awaiting_dispatch = False
                     case.excluded_agents = []
+                    case.waiting_noted = None
                     case.workflow_id = inp.workflow_id
                     s.add(case)
                 why = f"customer replied (email {inp.email_id}) to a resolved case: reopened for round {case.round}" + (
