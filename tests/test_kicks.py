@@ -44,7 +44,7 @@ async def test_a_kick_asked_during_a_send_gets_a_send_of_its_own(stack: Stack) -
     kicker = Kicker(stack.client)
     first = asyncio.create_task(kicker.kick(["general"], task_queue=stack.task_queue, id_prefix=stack.id_prefix))
     for _ in range(1000):  # let the first send start (bounded: no sleeping on time)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # bounded: yields to the loop, never waits on time
         if kicker.counts().get("general") and kicker._queues[(stack.task_queue, stack.id_prefix, "general")].sending:
             break
     second = asyncio.create_task(kicker.kick(["general"], task_queue=stack.task_queue, id_prefix=stack.id_prefix))
