@@ -155,6 +155,165 @@ def _withdraw_live_offer(s: Session, case: CaseRow, reason: str, now: datetime) 
     return offer.agent_id
 
 
+# --- the queue's assignment method, shared by dispatch passes and routing ----------------
+
+
+def queue_members(s: Session, queue_id: str) -> list[tuple[AgentRow, QueueMemberRow]]:
+    return list(
+        s.exec(
+            select(AgentRow, QueueMemberRow)
+            .join(QueueMemberRow, col(QueueMemberRow.agent_id) == col(AgentRow.id))
+            .where(QueueMemberRow.queue_id == queue_id)
+        ).all()
+    )
+
+
+def live_offer_agents(s: Session) -> set[str]:
+    return set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
+
+
+def _wait_step(case: CaseRow) -> str:
+    return f"r{case.round}:waiting:{len(case.excluded_agents)}"
+
+
+def _anyone_free(members: Iterable[tuple[AgentRow, QueueMemberRow]], offering: set[str]) -> bool:
+    return any(a.active_count < a.capacity and a.id not in offering and a.presence != "Offline" for a, _ in members)
+
+
+def _eligible(
+    case: CaseRow,
+    ws: Workstream,
+    members: Iterable[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+) -> tuple[list[assignment.Candidate], list[str]]:
+    required = set(case.attributes.get("skills") or [])
+    allowed = {p.value for p in ws.allowed_presences}
+    eligible: list[assignment.Candidate] = []
+    skipped: list[str] = []
+    for agent, member in members:
+        if agent.id in case.excluded_agents:
+            skipped.append(f"{agent.id} declined or timed out this round")
+        elif agent.presence not in allowed:
+            skipped.append(f"{agent.id} is {agent.presence}")
+        elif agent.active_count >= agent.capacity:
+            skipped.append(f"{agent.id} at capacity ({agent.active_count}/{agent.capacity})")
+        elif agent.id in offering:
+            skipped.append(f"{agent.id} holds a live offer")
+        elif not required <= set(agent.skills):
+            skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
+        else:
+            eligible.append(
+                assignment.Candidate(
+                    agent_id=agent.id,
+                    free_capacity=agent.capacity - agent.active_count,
+                    last_assigned_at=agent.last_assigned_at,
+                    queue_last_assigned_at=member.last_assigned_at,
+                    last_released_at=agent.last_released_at,
+                )
+            )
+    return eligible, skipped
+
+
+def offer_or_note_wait(
+    s: Session,
+    store: Store,
+    queue: QueueRow,
+    case: CaseRow,
+    members: list[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+    key: str,
+    *,
+    sweep_key: str | None = None,
+) -> tuple[OfferRow | None, Workstream]:
+    """Offer one waiting item to the agent the queue's method picks, or trace why it waits.
+
+    ``offering`` (agents holding a live offer) is updated in place, so a pass over many
+    items never offers two of them to one agent. ``sweep_key`` is set on a sweep: a case
+    that every eligible member declined or let time out then starts a new round.
+    """
+    ws = store.workstream(case.workstream_id)
+    eligible, skipped = _eligible(case, ws, members, offering)
+    if not eligible and sweep_key is not None and case.excluded_agents:
+        case.excluded_agents = []
+        case.waiting_noted = None
+        _trace(
+            s,
+            case,
+            f"r{case.round}:new-round@{sweep_key}",
+            TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
+        )
+        eligible, skipped = _eligible(case, ws, members, offering)
+    if not eligible:
+        # Traced once per round and exclusion set, not on every pass.
+        step = _wait_step(case)
+        if case.waiting_noted != step:
+            _trace(
+                s,
+                case,
+                step,
+                TraceEntry(
+                    STAGE,
+                    queue.id,
+                    "waiting",
+                    "no eligible agent: " + ("; ".join(skipped) or "the queue has no members"),
+                ),
+            )
+            case.waiting_noted = step
+            s.add(case)
+        return None, ws
+    best, why = assignment.choose(queue.assignment_method, eligible)
+    offer = _new_offer(s, case, best.agent_id, "queue", key)
+    case.awaiting_dispatch = False
+    s.add(case)
+    offering.add(best.agent_id)
+    detail = why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    _trace(
+        s,
+        case,
+        f"r{case.round}:offer{offer.id}",
+        TraceEntry(STAGE, best.agent_id, "offered", f"{detail}; answer within {ws.offer_timeout_seconds:g}s"),
+    )
+    return offer, ws
+
+
+def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo | None, bool]:
+    """Run the queue's assignment method for a case that has just joined its queue.
+
+    Inside the routing transaction, when no other item waits in the queue: the dispatcher's
+    next pass would look at this case alone and decide exactly this, so deciding here saves
+    a dispatcher wake-up, a pass and a signal per email. Returns ``(offer, wake)``; ``wake``
+    is True when other items wait ahead of it, and the queue's dispatcher must decide, in
+    priority-then-age order. With nobody eligible the wait is traced and nobody needs waking:
+    whatever makes an agent eligible later (freed capacity, a closed offer, presence, new
+    members) wakes the dispatcher, which then finds this item waiting.
+    """
+    assert case.id is not None and case.queue_id is not None
+    ahead = s.exec(
+        select(CaseRow.id)
+        .where(
+            CaseRow.queue_id == case.queue_id,
+            CaseRow.status == "queued",
+            col(CaseRow.awaiting_dispatch),
+            CaseRow.id != case.id,
+        )
+        .limit(1)
+    ).first()
+    queue = s.get(QueueRow, case.queue_id)
+    if ahead is not None or queue is None:
+        return None, True
+    members = queue_members(s, queue.id)
+    offer, ws = offer_or_note_wait(
+        s, store, queue, case, members, live_offer_agents(s), f"{case.id}:r{case.round}:on-arrival"
+    )
+    return (_info(offer, ws) if offer is not None else None), False
+
+
+def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
+    """The offer :func:`offer_on_arrival` made for this case's round, for a retried routing."""
+    offer = s.exec(select(OfferRow).where(OfferRow.idempotency_key == f"{case.id}:r{case.round}:on-arrival")).first()
+    return _info(offer, store.workstream(case.workstream_id)) if offer is not None else None
+
+
 class AssignmentActivities:
     def __init__(self, store: Store, client: Client | None, kicker: dispatch.Kicker | None = None) -> None:
         self.store = store
@@ -388,15 +547,11 @@ class AssignmentActivities:
             ).all()
             if not items:
                 return DispatchResult(sweep_interval_seconds=sweep_interval)
-            members = s.exec(
-                select(AgentRow, QueueMemberRow)
-                .join(QueueMemberRow, col(QueueMemberRow.agent_id) == col(AgentRow.id))
-                .where(QueueMemberRow.queue_id == inp.queue_id)
-            ).all()
-            offering = set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
+            members = queue_members(s, inp.queue_id)
+            offering = live_offer_agents(s)
             offers: list[DispatchedOffer] = []
             waiting = 0
-            anyone_free = self._anyone_free(members, offering)
+            anyone_free = _anyone_free(members, offering)
             for case_id, noted in items:
                 if not anyone_free and noted is not None:
                     # Nobody in the queue can take anything and this item's wait is traced
@@ -404,105 +559,22 @@ class AssignmentActivities:
                     waiting += 1
                     continue
                 case = _case(s, case_id or 0)  # ids of stored rows are never None
-                ws = self.store.workstream(case.workstream_id)
-                eligible, skipped = self._eligible(case, ws, members, offering)
-                if not eligible and inp.sweep and case.excluded_agents:
-                    # Everyone eligible has declined or let it time out: a sweep starts a new round.
-                    case.excluded_agents = []
-                    case.waiting_noted = None
-                    _trace(
-                        s,
-                        case,
-                        f"r{case.round}:new-round@{inp.pass_key}",
-                        TraceEntry(
-                            STAGE,
-                            inp.queue_id,
-                            "new_round",
-                            "every eligible member declined or timed out; offering again",
-                        ),
-                    )
-                    eligible, skipped = self._eligible(case, ws, members, offering)
-                if not eligible:
-                    waiting += 1
-                    # Traced once per round and exclusion set, not on every pass.
-                    step = self._wait_step(case)
-                    if case.waiting_noted != step:
-                        _trace(
-                            s,
-                            case,
-                            step,
-                            TraceEntry(
-                                STAGE,
-                                inp.queue_id,
-                                "waiting",
-                                "no eligible agent: " + ("; ".join(skipped) or "the queue has no members"),
-                            ),
-                        )
-                        case.waiting_noted = step
-                        s.add(case)
-                    continue
-                best, why = assignment.choose(queue.assignment_method, eligible)
-                offer = _new_offer(s, case, best.agent_id, "queue", f"{inp.pass_key}:{case.id}")
-                case.awaiting_dispatch = False
-                s.add(case)
-                offering.add(best.agent_id)
-                anyone_free = self._anyone_free(members, offering)
-                detail = why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
-                _trace(
+                offer, ws = offer_or_note_wait(
                     s,
+                    self.store,
+                    queue,
                     case,
-                    f"r{case.round}:offer{offer.id}",
-                    TraceEntry(
-                        STAGE,
-                        best.agent_id,
-                        "offered",
-                        f"{detail}; answer within {ws.offer_timeout_seconds:g}s",
-                    ),
+                    members,
+                    offering,
+                    f"{inp.pass_key}:{case.id}",
+                    sweep_key=inp.pass_key if inp.sweep else None,
                 )
+                if offer is None:
+                    waiting += 1
+                    continue
+                anyone_free = _anyone_free(members, offering)
                 offers.append(self._dispatched(offer, ws))
             return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval)
-
-    @staticmethod
-    def _wait_step(case: CaseRow) -> str:
-        return f"r{case.round}:waiting:{len(case.excluded_agents)}"
-
-    @staticmethod
-    def _anyone_free(members: Iterable[tuple[AgentRow, QueueMemberRow]], offering: set[str]) -> bool:
-        return any(a.active_count < a.capacity and a.id not in offering and a.presence != "Offline" for a, _ in members)
-
-    @staticmethod
-    def _eligible(
-        case: CaseRow,
-        ws: Workstream,
-        members: Iterable[tuple[AgentRow, QueueMemberRow]],
-        offering: set[str],
-    ) -> tuple[list[assignment.Candidate], list[str]]:
-        required = set(case.attributes.get("skills") or [])
-        allowed = {p.value for p in ws.allowed_presences}
-        eligible: list[assignment.Candidate] = []
-        skipped: list[str] = []
-        for agent, member in members:
-            if agent.id in case.excluded_agents:
-                skipped.append(f"{agent.id} declined or timed out this round")
-            elif agent.presence not in allowed:
-                skipped.append(f"{agent.id} is {agent.presence}")
-            elif agent.active_count >= agent.capacity:
-                skipped.append(f"{agent.id} at capacity ({agent.active_count}/{agent.capacity})")
-            elif agent.id in offering:
-                skipped.append(f"{agent.id} holds a live offer")
-            elif not required <= set(agent.skills):
-                skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
-            else:
-                eligible.append(
-                    assignment.Candidate(
-                        agent_id=agent.id,
-                        free_capacity=agent.capacity - agent.active_count,
-                        last_assigned_at=agent.last_assigned_at,
-                        queue_last_assigned_at=member.last_assigned_at,
-                        last_released_at=agent.last_released_at,
-                    )
-                )
-        return eligible, skipped
 
     def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
         if ws is None:

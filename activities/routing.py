@@ -11,10 +11,11 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from activities.assignment import arrival_offer, offer_on_arrival
 from activities.cases import open_case
 from routedesk import dispatch, rules
 from routedesk.config import Priority
-from routedesk.contracts import AssignmentPlan, CaseRef, QueueDecision, RouteCaseInput, RoutedCase
+from routedesk.contracts import AssignmentPlan, CaseRef, OfferInfo, QueueDecision, RouteCaseInput, RoutedCase
 from routedesk.models import CaseRow, ContactRow, EmailRow, QueueRow, TraceRow, utcnow
 from routedesk.store import Store, TraceEntry, add_trace
 
@@ -60,17 +61,18 @@ class RoutingActivities:
         One transaction for the three stages, each traced under its own step key: a retry
         finds the case created and the steps traced and returns what the first attempt
         decided. When there is no preferred agent to try, the case is handed to the queue's
-        assignment method in that transaction too, and the queue's dispatcher is woken after
-        the commit.
+        assignment method in that transaction too: with no other item waiting in the queue it
+        is offered at once (``decision.offer``), otherwise the queue's dispatcher is woken
+        after the commit to decide in queue order.
         """
-        routed = await asyncio.to_thread(self._route_case, inp)
-        if routed.decision.dispatched and self.kicker is not None:
+        routed, wake = await asyncio.to_thread(self._route_case, inp)
+        if wake and self.kicker is not None:
             await self.kicker.kick(
                 [routed.decision.queue_id], task_queue=activity.info().task_queue, id_prefix=inp.id_prefix
             )
         return routed
 
-    def _route_case(self, inp: RouteCaseInput) -> RoutedCase:
+    def _route_case(self, inp: RouteCaseInput) -> tuple[RoutedCase, bool]:
         with self.store.db.write() as s:
             if inp.case_id is None:
                 ref = open_case(s, self.store, inp.email_id)
@@ -84,8 +86,8 @@ class RoutingActivities:
                     case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
                 )
             self._classify(s, ref.case_id, ref.round)
-            decision = self._route(s, ref.case_id, ref.round)
-            return RoutedCase(case=ref, decision=decision)
+            decision, wake = self._route(s, ref.case_id, ref.round)
+            return RoutedCase(case=ref, decision=decision), wake
 
     def _classify(self, s: Session, case_id: int, round_: int) -> None:
         """Run the workstream's classification rules in order; every matching rule applies."""
@@ -110,9 +112,10 @@ class RoutingActivities:
             case.stage = "classified"
             s.add(case)
 
-    def _route(self, s: Session, case_id: int, round_: int) -> QueueDecision:
+    def _route(self, s: Session, case_id: int, round_: int) -> tuple[QueueDecision, bool]:
         """First matching route-to-queue rule wins, else the workstream's fallback queue; the
-        case waits in that queue, unassigned."""
+        case waits in that queue, unassigned. Also says whether the queue's dispatcher must
+        be woken."""
         step = f"r{round_}:route"
         case, email = _load(s, case_id)
         ws = self.store.workstream(case.workstream_id)
@@ -131,6 +134,8 @@ class RoutingActivities:
             queue = s.get(QueueRow, queue_id)
             method = queue.assignment_method if queue else "?"
             entries.append(TraceEntry("assignment", queue_id, "queued", f"waiting for the next best agent ({method})"))
+        offer: OfferInfo | None = None
+        wake = False
         if add_trace(
             s,
             email_id=case.source_email_id,
@@ -145,6 +150,8 @@ class RoutingActivities:
             case.queued_at = utcnow()
             case.awaiting_dispatch = straight_to_queue
             s.add(case)
+            if straight_to_queue:
+                offer, wake = offer_on_arrival(s, self.store, case)
         else:  # a retry: report what the first attempt decided
             straight_to_queue = (
                 s.exec(
@@ -156,5 +163,11 @@ class RoutingActivities:
                 ).first()
                 is not None
             )
+            if straight_to_queue:
+                offer = arrival_offer(s, self.store, case)
+                wake = offer is None and case.awaiting_dispatch  # the dispatcher may not have been woken
         assert case.queue_id is not None
-        return QueueDecision(queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue)
+        decision = QueueDecision(
+            queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue, offer=offer
+        )
+        return decision, wake

@@ -62,6 +62,9 @@ class QueueDecision(BaseModel):
     # No preferred agent to try: the case went straight to the queue's assignment method,
     # in the same transaction (one round trip fewer than a separate enqueue).
     dispatched: bool = False
+    # With no other item waiting in the queue, the method ran in that transaction too: the
+    # offer it made, which the workflow runs without waiting for the dispatcher.
+    offer: OfferInfo | None = None
 
 
 class RoutedCase(BaseModel):

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
+from routedesk import ids
 from routedesk.contracts import AgentAnswer, AssignRequest
 from tests.configs import agent, assignment_config
 from tests.support import Stack, eventually, history_events, make_email
@@ -297,3 +299,37 @@ async def test_history_of_an_email_accepted_on_its_first_offer_stays_small(make_
     assert (await stack.handle(wf).result()).status == "resolved"
     events = await history_events(stack.handle(wf))
     assert len(events) <= 30, [EventType.Name(e.event_type) for e in events]
+
+
+async def test_an_empty_queue_offers_on_arrival_and_a_busy_one_keeps_its_order(make_stack: Any) -> None:
+    """With nothing waiting, routing runs the queue's method itself: no dispatcher is woken.
+
+    Once an item waits, a newcomer is left to the dispatcher, so queue order still holds.
+    """
+    cfg = assignment_config(agents=[agent("b1", capacity=1)], members=["b1"], offer_timeout=30, sweep=600)
+    stack: Stack = await make_stack(cfg)
+    first = await submit(stack, "first")
+    status = await stack.wait_offer(first, "b1")
+    dispatcher = stack.client.get_workflow_handle(ids.dispatcher_workflow_id("q", stack.id_prefix))
+    with pytest.raises(RPCError):  # never started: nobody kicked it
+        await dispatcher.describe()
+    [offer] = stack.offers(status.case_id)
+    assert offer.kind == "queue"
+    trace = [t for t in stack.trace(case_id=status.case_id) if t.stage == "assignment"]
+    assert [(t.step, t.outcome) for t in trace] == [("r1:route", "queued"), (f"r1:offer{offer.id}", "offered")]
+    events = await history_events(stack.handle(first))
+    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+
+    # b1 is now busy with `first`: the next two wait, and their wait is traced at routing.
+    assert await stack.respond(first, "b1", "accept") == "assigned"
+    second = await submit(stack, "second")
+    waiting = await stack.wait_stage(second, "waiting_for_agent")
+    reason = next(t.reason for t in stack.trace(case_id=waiting.case_id) if t.outcome == "waiting")
+    assert "b1 at capacity (1/1)" in reason
+    third = await submit(stack, "[high] third")
+    await stack.wait_stage(third, "waiting_for_agent")
+    await stack.handle(first).execute_update(EmailRoutingWorkflow.resolve)
+    # Freed capacity wakes the dispatcher, which takes the queue in priority order.
+    await stack.wait_offer(third, "b1")
+    assert (await dispatcher.describe()).status is not None
+    assert (await stack.status(second)).live_offer is None

@@ -70,7 +70,12 @@ async def test_transient_failure_is_retried_and_the_case_created_once(make_stack
     assert [t.stage for t in trace].count("case") == 1
     # The retry reported the first attempt's decisions instead of writing them again.
     assert len({(t.step, t.seq) for t in trace}) == len(trace)
-    assert {t.step for t in trace} == {"intake", "case", "r1:classify", "r1:route"}
+    # The queue was empty, so routing also offered the case, once; the retry handed the
+    # workflow that same offer.
+    [offer] = stack.offers(result.case_id)
+    assert {t.step for t in trace} == {"intake", "case", "r1:classify", "r1:route", f"r1:offer{offer.id}"}
+    status = await stack.wait_stage(sub.workflow_id, "offered")
+    assert status.live_offer == offer.agent_id
 
 
 BROKEN_NO_FROM = (

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 
 from routedesk import ids
 from routedesk.contracts import AgentAnswer
-from tests.support import Stack, example_email, make_email
+from tests.support import Stack, eventually, example_email, make_email
 from workflows import WORKFLOWS
 from workflows.email_routing import EmailRoutingWorkflow
 
@@ -69,16 +69,24 @@ async def assignment_histories(stack: Stack) -> dict[str, WorkflowHistory]:
     queued = (await stack.submit(example_email("06-general-question.eml"))).workflow_id
     status = await stack.wait_stage(queued, "offered")
     assert status.live_offer is not None
-    await stack.client.get_workflow_handle(queued).signal(
-        EmailRoutingWorkflow.accept, AgentAnswer(agent_id=status.live_offer)
-    )
+    # The queue was empty, so routing made this offer itself; a decline hands the case to
+    # the queue's dispatcher, whose offer is then accepted.
+    first = status.live_offer
+    await stack.respond(queued, first, "decline", "busy")
+
+    async def second_offer() -> str | None:
+        live = (await stack.status(queued)).live_offer
+        return live if live != first else None
+
+    second = await eventually(second_offer, what="the dispatcher's offer")
+    await stack.client.get_workflow_handle(queued).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id=second))
     await stack.wait_assigned(queued)
     await stack.handle(queued).execute_update(EmailRoutingWorkflow.resolve)
     await stack.handle(queued).result()
     dispatcher = stack.client.get_workflow_handle(ids.dispatcher_workflow_id("general", stack.id_prefix))
     return {
         "preferred_declined_then_accepted": await stack.handle(preferred).fetch_history(),
-        "queue_offer_accepted": await stack.handle(queued).fetch_history(),
+        "queue_offer_on_arrival_declined": await stack.handle(queued).fetch_history(),
         "dispatcher_general": await dispatcher.fetch_history(),
     }
 

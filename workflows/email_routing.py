@@ -129,9 +129,10 @@ class EmailRoutingWorkflow:
         offer = self._offer_held_by(answer.agent_id)
         if offer is not None and answer.offer_id in (None, offer.offer_id):
             self._record_answer(answer.agent_id, decision, answer.reason)
-        elif offer is None and self._status.queue is not None and not self._done():
-            # Possibly ahead of the `offer` signal; a stale answer is never applied because
-            # an agent who answered is not offered this case again in the round.
+        elif offer is None and not self._done():
+            # Possibly ahead of the offer: the dispatcher's `offer` signal, or (after a worker
+            # restart) the routing step's result. A stale answer is never applied because an
+            # agent who answered is not offered this case again in the round.
             self._early[answer.agent_id] = answer
             self._early_decisions[answer.agent_id] = decision
 
@@ -319,6 +320,13 @@ class EmailRoutingWorkflow:
                 type(None),
             )
         self._advance("waiting_for_agent")
+        if decision.offer is not None:
+            # The queue was empty, so routing ran its assignment method in the same
+            # transaction: the offer is in the activity's (recorded) result, not a signal.
+            if await self._run_offer(decision.offer):
+                return
+            if not self._done():
+                self._advance("waiting_for_agent")
         while not self._done():
             await self._wait(lambda: bool(self._incoming) or self._done())
             if self._done():
