@@ -279,15 +279,19 @@ def offer_or_note_wait(
 def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo | None, bool]:
     """Run the queue's assignment method for a case that has just joined its queue.
 
-    Inside the routing transaction, when no other item waits in the queue: the dispatcher's
+    Inside the routing transaction. When no other item waits in the queue, the dispatcher's
     next pass would look at this case alone and decide exactly this, so deciding here saves
-    a dispatcher wake-up, a pass and a signal per email. Returns ``(offer, wake)``; ``wake``
-    is True when other items wait ahead of it, and the queue's dispatcher must decide, in
-    priority-then-age order. With nobody eligible the wait is traced and nobody needs waking:
-    whatever makes an agent eligible later (freed capacity, a closed offer, presence, new
-    members) wakes the dispatcher, which then finds this item waiting.
+    a dispatcher wake-up, a pass and a signal per email. When items wait ahead of it and a
+    member is free, the dispatcher must decide, in priority-then-age order: ``wake`` is True.
+    When nobody can take anything (every member busy, holding an offer or offline), a pass
+    would only note the wait, so the wait is noted here and nobody is woken: whatever frees
+    an agent later (capacity, a closed offer, presence, new members) wakes the dispatcher,
+    which then finds this item waiting. Returns ``(offer, wake)``.
     """
     assert case.id is not None and case.queue_id is not None
+    queue = s.get(QueueRow, case.queue_id)
+    if queue is None:
+        return None, True
     ahead = s.exec(
         select(CaseRow.id)
         .where(
@@ -298,13 +302,12 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
         )
         .limit(1)
     ).first()
-    queue = s.get(QueueRow, case.queue_id)
-    if ahead is not None or queue is None:
-        return None, True
     members = queue_members(s, queue.id)
-    offer, ws = offer_or_note_wait(
-        s, store, queue, case, members, live_offer_agents(s), f"{case.id}:r{case.round}:on-arrival"
-    )
+    offering = live_offer_agents(s)
+    if ahead is not None and _anyone_free(members, offering):
+        return None, True
+    # Nothing ahead, or nobody free (then nobody is eligible and only the wait is traced).
+    offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
     return (_info(offer, ws) if offer is not None else None), False
 
 

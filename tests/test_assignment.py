@@ -304,7 +304,8 @@ async def test_history_of_an_email_accepted_on_its_first_offer_stays_small(make_
 async def test_an_empty_queue_offers_on_arrival_and_a_busy_one_keeps_its_order(make_stack: Any) -> None:
     """With nothing waiting, routing runs the queue's method itself: no dispatcher is woken.
 
-    Once an item waits, a newcomer is left to the dispatcher, so queue order still holds.
+    When nobody is free, a newcomer's wait is noted at routing and nobody is woken; once
+    capacity is freed the dispatcher takes the queue in priority-then-age order.
     """
     cfg = assignment_config(agents=[agent("b1", capacity=1)], members=["b1"], offer_timeout=30, sweep=600)
     stack: Stack = await make_stack(cfg)
@@ -328,6 +329,9 @@ async def test_an_empty_queue_offers_on_arrival_and_a_busy_one_keeps_its_order(m
     assert "b1 at capacity (1/1)" in reason
     third = await submit(stack, "[high] third")
     await stack.wait_stage(third, "waiting_for_agent")
+    assert [t.outcome for t in stack.trace(case_id=(await stack.status(third)).case_id) if t.outcome == "waiting"]
+    with pytest.raises(RPCError):  # nobody was free: a dispatcher pass could not have offered anything
+        await dispatcher.describe()
     await stack.handle(first).execute_update(EmailRoutingWorkflow.resolve)
     # Freed capacity wakes the dispatcher, which takes the queue in priority order.
     await stack.wait_offer(third, "b1")
