@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -39,7 +39,16 @@ from routedesk.contracts import (
     OfferInfo,
     PreferredOfferRequest,
 )
-from routedesk.models import AgentRow, CaseRow, OfferRow, QueueMemberRow, QueueRow, TraceRow, utcnow
+from routedesk.models import (
+    AgentRow,
+    CaseRow,
+    OfferRow,
+    QueueMemberRow,
+    QueueRow,
+    QueueWakeRow,
+    TraceRow,
+    utcnow,
+)
 from routedesk.store import Store, TraceEntry, add_trace
 
 STAGE = "assignment"
@@ -78,11 +87,12 @@ def _queues_of(s: Session, agent_id: str) -> list[str]:
 
 
 def _with_waiting_items(s: Session, queue_ids: Iterable[str | None]) -> list[str]:
-    """The queues among ``queue_ids`` that have an item waiting for the assignment method.
+    """The queues among ``queue_ids`` whose dispatcher must be signalled: those with an item
+    waiting for the assignment method (see :func:`claim_wakes`).
 
-    Only those need their dispatcher woken. Checked inside the caller's write transaction:
-    an item that starts waiting after this commit is queued by a later transaction, which
-    wakes the dispatcher itself, and that pass sees what this one freed.
+    Checked inside the caller's write transaction: an item that starts waiting after this
+    commit is queued by a later transaction, which wakes the dispatcher itself, and that
+    pass sees what this one freed.
     """
     wanted = sorted({q for q in queue_ids if q})
     if not wanted:
@@ -92,7 +102,38 @@ def _with_waiting_items(s: Session, queue_ids: Iterable[str | None]) -> list[str
         .where(col(CaseRow.queue_id).in_(wanted), CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
         .distinct()
     ).all()
-    return [q for q in found if q]
+    return claim_wakes(s, [q for q in found if q])
+
+
+# A claim older than this no longer stops others from signalling: its signal may have been
+# lost (the worker died between commit and send), and the sweep is minutes away.
+WAKE_CLAIM_STALE = timedelta(seconds=5)
+
+
+def claim_wakes(s: Session, queue_ids: Iterable[str]) -> list[str]:
+    """The queues among ``queue_ids`` that this transaction must signal after it commits.
+
+    A queue with a fresh claim already has a pass coming that has not started: that pass
+    reads the store after this commit, so a second signal would only buy an empty pass.
+    Under load this turns a signal per answer, resolution and arrival into about one per
+    pass.
+    """
+    now = utcnow()
+    claimed = []
+    for queue_id in sorted(set(queue_ids)):
+        wake = s.get(QueueWakeRow, queue_id, with_for_update=True)
+        if wake is not None and _aware(wake.requested_at) > now - WAKE_CLAIM_STALE:
+            continue
+        if wake is None:
+            wake = QueueWakeRow(queue_id=queue_id, requested_at=now)
+        wake.requested_at = now
+        s.add(wake)
+        claimed.append(queue_id)
+    return claimed
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
@@ -291,7 +332,7 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     assert case.id is not None and case.queue_id is not None
     queue = s.get(QueueRow, case.queue_id)
     if queue is None:
-        return None, True
+        return None, bool(claim_wakes(s, [case.queue_id]))
     ahead = s.exec(
         select(CaseRow.id)
         .where(
@@ -305,7 +346,7 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     members = queue_members(s, queue.id)
     offering = live_offer_agents(s)
     if ahead is not None and _anyone_free(members, offering):
-        return None, True
+        return None, bool(claim_wakes(s, [queue.id]))
     # Nothing ahead, or nobody free (then nobody is eligible and only the wait is traced).
     offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
     return (_info(offer, ws) if offer is not None else None), False
@@ -498,7 +539,7 @@ class AssignmentActivities:
                     f"waiting for the next best agent ({method})",
                 ),
             )
-            return case.queue_id
+            return case.queue_id if claim_wakes(s, [case.queue_id or ""]) else None
 
     @activity.defn(name="leave_unassigned")
     async def leave_unassigned(self, inp: CaseStepInput) -> None:
@@ -534,6 +575,10 @@ class AssignmentActivities:
                     offers=[self._dispatched(o) for o in made],
                     sweep_interval_seconds=sweep_interval,
                 )
+            # This pass reads the store from here on: later changes must signal again.
+            wake = s.get(QueueWakeRow, inp.queue_id)
+            if wake is not None:
+                s.delete(wake)
             queue = s.get(QueueRow, inp.queue_id)
             if queue is None:
                 return DispatchResult(sweep_interval_seconds=sweep_interval)

@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.assignment import arrival_offer, offer_on_arrival
+from activities.assignment import arrival_offer, claim_wakes, offer_on_arrival
 from activities.cases import open_case
 from routedesk import dispatch, rules
 from routedesk.config import Priority
@@ -165,7 +165,8 @@ class RoutingActivities:
             )
             if straight_to_queue:
                 offer = arrival_offer(s, self.store, case)
-                wake = offer is None and case.awaiting_dispatch  # the dispatcher may not have been woken
+                # The first attempt's signal may not have been sent.
+                wake = offer is None and case.awaiting_dispatch and bool(claim_wakes(s, [case.queue_id or ""]))
         assert case.queue_id is not None
         decision = QueueDecision(
             queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue, offer=offer

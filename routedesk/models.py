@@ -156,6 +156,19 @@ class CaseRow(SQLModel, table=True):
     resolved_at: datetime | None = None
 
 
+class QueueWakeRow(SQLModel, table=True):
+    """A queue whose dispatcher was asked for a pass that has not started yet.
+
+    A transaction that needs a pass claims this row; while it is there, later transactions
+    need not signal again: the pass deletes the row when it starts, in its own transaction,
+    so it sees everything committed before.
+    """
+
+    __tablename__ = "queue_wake"
+    queue_id: str = Field(primary_key=True)
+    requested_at: datetime
+
+
 class OfferRow(SQLModel, table=True):
     """An offer of a case to an agent; at most one live offer per agent and per case."""
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
+from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 
+from activities.assignment import WAKE_CLAIM_STALE, AssignmentActivities, claim_wakes
 from routedesk import ids
+from routedesk.contracts import DispatchPass
 from routedesk.dispatch import Kicker
+from routedesk.models import QueueWakeRow, utcnow
+from routedesk.store import Store
 from tests.support import Stack, eventually, history_events
 
 
@@ -54,3 +60,23 @@ async def test_a_kick_asked_during_a_send_gets_a_send_of_its_own(stack: Stack) -
     await kicker.kick(["general", "general", "vip"], task_queue=stack.task_queue, id_prefix=stack.id_prefix)
     assert kicker.counts()["general"] == (3, 3)
     assert kicker.counts()["vip"] == (1, 1)
+
+
+def test_a_pending_wake_claim_spares_later_signals_until_its_pass_starts(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'routedesk.db'}").init()
+    with store.db.write() as s:
+        assert claim_wakes(s, ["general", "billing"]) == ["billing", "general"]
+    with store.db.write() as s:
+        # Both passes are still to come and will read this transaction's changes.
+        assert claim_wakes(s, ["general"]) == []
+    activities = AssignmentActivities(store, None)
+    activities._dispatch(DispatchPass(queue_id="general", pass_key="run:0"))
+    with store.db.write() as s:
+        assert claim_wakes(s, ["general", "billing"]) == ["general"]  # that pass has started
+        # A claim whose signal was lost (the worker died after the commit) goes stale.
+        wake = s.get(QueueWakeRow, "billing")
+        assert wake is not None
+        wake.requested_at = utcnow() - WAKE_CLAIM_STALE - timedelta(seconds=1)
+        s.add(wake)
+    with store.db.write() as s:
+        assert claim_wakes(s, ["billing"]) == ["billing"]
