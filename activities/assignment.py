@@ -255,22 +255,20 @@ def _eligible(
     return eligible, skipped
 
 
-def offer_or_note_wait(
+def eligible_or_note_wait(
     s: Session,
     store: Store,
     queue: QueueRow,
     case: CaseRow,
     members: list[tuple[AgentRow, QueueMemberRow]],
     offering: set[str],
-    key: str,
     *,
     sweep_key: str | None = None,
-) -> tuple[OfferRow | None, Workstream]:
-    """Offer one waiting item to the agent the queue's method picks, or trace why it waits.
+) -> tuple[list[assignment.Candidate], list[str], Workstream]:
+    """The members who may be offered ``case`` now; with none, why it waits is traced.
 
-    ``offering`` (agents holding a live offer) is updated in place, so a pass over many
-    items never offers two of them to one agent. ``sweep_key`` is set on a sweep: a case
-    that every eligible member declined or let time out then starts a new round.
+    ``sweep_key`` is set on a sweep: a case that every eligible member declined or let time
+    out then starts a new round.
     """
     ws = store.workstream(case.workstream_id)
     eligible, skipped = _eligible(case, ws, members, offering)
@@ -301,6 +299,27 @@ def offer_or_note_wait(
             )
             case.waiting_noted = step
             s.add(case)
+    return eligible, skipped, ws
+
+
+def offer_or_note_wait(
+    s: Session,
+    store: Store,
+    queue: QueueRow,
+    case: CaseRow,
+    members: list[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+    key: str,
+    *,
+    sweep_key: str | None = None,
+) -> tuple[OfferRow | None, Workstream]:
+    """Offer one waiting item to the agent the queue's method picks, or trace why it waits.
+
+    ``offering`` (agents holding a live offer) is updated in place, so a pass over many
+    items never offers two of them to one agent.
+    """
+    eligible, skipped, ws = eligible_or_note_wait(s, store, queue, case, members, offering, sweep_key=sweep_key)
+    if not eligible:
         return None, ws
     best, why = assignment.choose(queue.assignment_method, eligible)
     offer = _new_offer(s, case, best.agent_id, "queue", key)
@@ -317,17 +336,27 @@ def offer_or_note_wait(
     return offer, ws
 
 
+def wake_for(s: Session, store: Store, queue: QueueRow, case: CaseRow) -> list[str]:
+    """The queue, if its dispatcher must be woken for ``case``, which now waits in it behind
+    other items; else nothing, and why it waits is traced.
+
+    A cycle decides in queue order, so it is needed only if somebody may take this case:
+    the other items waited already, and whatever made an agent free for them woke the
+    dispatcher then.
+    """
+    members = queue_members(s, queue.id)
+    eligible, _, _ = eligible_or_note_wait(s, store, queue, case, members, live_offer_agents(s))
+    return claim_wakes(s, [queue.id]) if eligible else []
+
+
 def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo | None, bool]:
     """Run the queue's assignment method for a case that has just joined its queue.
 
     Inside the routing transaction. When no other item waits in the queue, the dispatcher's
-    next pass would look at this case alone and decide exactly this, so deciding here saves
-    a dispatcher wake-up, a pass and a signal per email. When items wait ahead of it and a
-    member is free, the dispatcher must decide, in priority-then-age order: ``wake`` is True.
-    When nobody can take anything (every member busy, holding an offer or offline), a pass
-    would only note the wait, so the wait is noted here and nobody is woken: whatever frees
-    an agent later (capacity, a closed offer, presence, new members) wakes the dispatcher,
-    which then finds this item waiting. Returns ``(offer, wake)``.
+    next cycle would look at this case alone and decide exactly this, so deciding here saves
+    a dispatcher wake-up, a cycle and a signal per email; with nobody eligible, why it waits
+    is traced. When items wait ahead of it, the dispatcher decides, in priority-then-age
+    order, if anybody may take this case (see :func:`wake_for`). Returns ``(offer, wake)``.
     """
     assert case.id is not None and case.queue_id is not None
     queue = s.get(QueueRow, case.queue_id)
@@ -343,11 +372,10 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
         )
         .limit(1)
     ).first()
+    if ahead is not None:
+        return None, bool(wake_for(s, store, queue, case))
     members = queue_members(s, queue.id)
     offering = live_offer_agents(s)
-    if ahead is not None and _anyone_free(members, offering):
-        return None, bool(claim_wakes(s, [queue.id]))
-    # Nothing ahead, or nobody free (then nobody is eligible and only the wait is traced).
     offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
     return (_info(offer, ws) if offer is not None else None), False
 
@@ -539,7 +567,9 @@ class AssignmentActivities:
                     f"waiting for the next best agent ({method})",
                 ),
             )
-            return case.queue_id if claim_wakes(s, [case.queue_id or ""]) else None
+            if queue is None:
+                return case.queue_id if claim_wakes(s, [case.queue_id or ""]) else None
+            return queue.id if wake_for(s, self.store, queue, case) else None
 
     @activity.defn(name="leave_unassigned")
     async def leave_unassigned(self, inp: CaseStepInput) -> None:

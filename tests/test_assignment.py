@@ -337,3 +337,26 @@ async def test_an_empty_queue_offers_on_arrival_and_a_busy_one_keeps_its_order(m
     await stack.wait_offer(third, "b1")
     assert (await dispatcher.describe()).status is not None
     assert (await stack.status(second)).live_offer is None
+
+
+async def test_a_fallback_nobody_can_take_wakes_no_dispatcher_until_someone_can(make_stack: Any) -> None:
+    cfg = assignment_config(
+        agents=[agent("pref"), agent("b1", presence="Offline")],
+        members=["pref", "b1"],
+        contacts=[contact("pref")],
+        offer_timeout=30,
+        sweep=600,
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "pref")
+    await stack.respond(wf, "pref", "decline")
+    status = await stack.wait_stage(wf, "waiting_for_agent")
+    # pref declined this round and b1 is Offline: the wait is traced where the case was queued.
+    reason = next(t.reason for t in stack.trace(case_id=status.case_id) if t.outcome == "waiting")
+    assert "pref declined or timed out this round" in reason and "b1 is Offline" in reason
+    dispatcher = stack.client.get_workflow_handle(ids.dispatcher_workflow_id("q", stack.id_prefix))
+    with pytest.raises(RPCError):
+        await dispatcher.describe()
+    await stack.set_presence("b1", "Available")  # presence changes wake the queue
+    await stack.wait_offer(wf, "b1")
