@@ -49,10 +49,11 @@ def build_worker(
         activities=list(activities if activities is not None else build_activities(store, client)),
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
-        # Most routing workflows sit parked for hours (waiting for an agent or a resolve) with
-        # short histories: evicting them and replaying on wake-up costs little CPU, while memory
-        # stays bounded (220 MB peak with 10,000 parked in make bench-backlog, docs/benchmarks.md).
-        max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "300")),
+        # Parked routing workflows (waiting for an agent or a resolve) beyond this are evicted
+        # and replayed on wake-up. 1,000 holds a burst's worth of live ones (300 cost make
+        # bench about 13% more CPU per email in replays) and keeps memory bounded: 237 MB
+        # peak with 10,000 parked in make bench-backlog (docs/benchmarks.md).
+        max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "1000")),
         workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
     )
 
