@@ -50,9 +50,9 @@ def build_worker(
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Parked routing workflows (waiting for an agent or a resolve) beyond this are evicted
-        # and replayed on wake-up. 1,000 holds a burst's worth of live ones (300 cost make
-        # bench about 13% more CPU per email in replays) and keeps memory bounded: 237 MB
-        # peak with 10,000 parked in make bench-backlog (docs/benchmarks.md).
+        # and replayed on wake-up. 1,000 holds a burst's worth of live ones (make bench at
+        # RATE=0 has about 700 open) while memory stays bounded with 10,000 parked (make
+        # bench-backlog; figures in docs/benchmarks.md).
         max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "1000")),
         workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
     )

@@ -403,45 +403,49 @@ class AssignmentActivities:
         return await asyncio.to_thread(self._offer_preferred, inp)
 
     def _offer_preferred(self, inp: PreferredOfferRequest) -> OfferAttempt:
-        """Offer to a preferred agent if eligible: a queue member in an allowed presence.
+        """Offer to the first eligible agent among ``agent_id`` and then ``more``: a queue
+        member in an allowed presence. Each one skipped is traced with the reason.
 
         As in Dynamics 365, capacity, skills and assignment rules are not checked for a
         preferred agent; capacity is still enforced when the agent accepts.
         """
         key = f"{inp.case_id}:{inp.step}"
+        candidates = [inp.agent_id, *inp.more]
+        last = inp.position + len(candidates) - 1
         with self.store.db.write() as s:
             case = _case(s, inp.case_id)
             ws = self.store.workstream(case.workstream_id)
             done = s.exec(select(OfferRow).where(OfferRow.idempotency_key == key)).first()
-            if done is not None:
-                return OfferAttempt(offer=_info(done, ws))
+            if done is not None:  # a retry: the same offer
+                return OfferAttempt(offer=_info(done, ws), position=inp.position + candidates.index(done.agent_id))
             previous = _step_reason(s, case, inp.step)
-            if previous is not None:
-                return OfferAttempt(reason=previous)
-            reason = self._preferred_ineligible(s, case, ws, inp.agent_id)
-            label = inp.label or f"preferred agent #{inp.position}"
-            if reason is not None:
+            if previous is not None:  # a retry: everyone was skipped
+                return OfferAttempt(reason=previous, position=last)
+            skipped: list[TraceEntry] = []
+            for i, agent_id in enumerate(candidates):
+                position = inp.position + i
+                label = (inp.label if i == 0 else None) or f"preferred agent #{position}"
+                reason = self._preferred_ineligible(s, case, ws, agent_id)
+                if reason is not None:
+                    skipped.append(TraceEntry(STAGE, agent_id, "skipped", f"{label}: {reason}"))
+                    continue
+                offer = _new_offer(s, case, agent_id, "preferred", key)
                 _trace(
                     s,
                     case,
                     inp.step,
-                    TraceEntry(STAGE, inp.agent_id, "skipped", f"{label}: {reason}"),
+                    *skipped,
+                    TraceEntry(
+                        STAGE,
+                        agent_id,
+                        "offered",
+                        f"{label}; capacity, skills and assignment rules skipped for preferred agents; "
+                        f"answer within {ws.offer_timeout_seconds:g}s",
+                    ),
                 )
-                return OfferAttempt(reason=reason)
-            offer = _new_offer(s, case, inp.agent_id, "preferred", key)
-            _trace(
-                s,
-                case,
-                inp.step,
-                TraceEntry(
-                    STAGE,
-                    inp.agent_id,
-                    "offered",
-                    f"{label}; capacity, skills and assignment rules skipped for preferred agents; "
-                    f"answer within {ws.offer_timeout_seconds:g}s",
-                ),
-            )
-            return OfferAttempt(offer=_info(offer, ws))
+                return OfferAttempt(offer=_info(offer, ws), position=position)
+            _trace(s, case, inp.step, *skipped)
+            return OfferAttempt(reason=skipped[-1].reason if skipped else None, position=last)
 
     def _preferred_ineligible(self, s: Session, case: CaseRow, ws: Workstream, agent_id: str) -> str | None:
         if case.assigned_agent_id is not None:

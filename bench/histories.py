@@ -80,6 +80,8 @@ class Summary:
     activities: dict[str, float] = field(default_factory=dict)
     regular_calls: float = 0.0
     local_calls: float = 0.0
+    # The largest history's events by type: says what pushed it over a budget.
+    largest: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class Summary:
             "local_activity_calls": round(self.local_calls, 2),
             "events_by_type": self.by_type,
             "activities": self.activities,
+            "largest_events_by_type": self.largest,
         }
 
 
@@ -103,7 +106,9 @@ def summarise(stats: list[HistoryStats]) -> Summary | None:
     for s in stats:
         types.update(s.by_type)
         acts.update(s.activities)
+    largest = max(stats, key=lambda s: s.events)
     return Summary(
+        largest=dict(largest.by_type.most_common()),
         n=n,
         mean_events=mean(s.events for s in stats),
         max_events=max(s.events for s in stats),

@@ -122,11 +122,17 @@ class PreferredOfferRequest(BaseModel):
     position: int  # 1..3, the offer order
     step: str
     label: str | None = None  # how the trace names this candidate, e.g. "previous owner"
+    # The preferred agents after this one, tried in the same transaction while each is
+    # ineligible: a skip costs no extra round trip or history event.
+    more: list[str] = Field(default_factory=list)
 
 
 class OfferAttempt(BaseModel):
     offer: OfferInfo | None = None  # None: not eligible, reason traced
     reason: str | None = None
+    # Position of the last agent tried (offered, or skipped). None in results recorded before
+    # `more` existed: only the requested position was tried.
+    position: int | None = None
 
 
 class AnswerInput(BaseModel):

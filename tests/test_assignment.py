@@ -99,6 +99,8 @@ async def test_ineligible_preferred_agents_are_skipped_with_reasons(make_stack: 
         ("outsider", "skipped"),
         ("ok", "offered"),
     ]
+    # One transaction (one local activity, one marker) tried all three: one step key.
+    assert len({t.step for t in trace}) == 1
     assert "presence Offline is not allowed (workstream ws allows Available)" in trace[0].reason
     assert "not a member of queue q" in trace[1].reason
     assert "capacity, skills and assignment rules skipped" in trace[2].reason

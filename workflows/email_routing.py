@@ -342,9 +342,11 @@ class EmailRoutingWorkflow:
         if case.previous_agent:
             # A reopened case goes to its previous owner first.
             preferred = [case.previous_agent, *[a for a in preferred if a != case.previous_agent]]
-        for position, agent_id in enumerate(preferred, start=1):
+        position = 1
+        while position <= len(preferred):
             if self._done():
                 return False
+            agent_id = preferred[position - 1]
             label = "previous owner of the reopened case" if agent_id == case.previous_agent else None
             attempt = await self._store_activity(
                 "offer_preferred",
@@ -354,11 +356,16 @@ class EmailRoutingWorkflow:
                     position=position,
                     step=self._step(f"pref{position}"),
                     label=label,
+                    # Ineligible agents are skipped in the same transaction, so their skips cost
+                    # no history events.
+                    more=preferred[position:],
                 ),
                 OfferAttempt,
             )
             if attempt.offer is not None and await self._run_offer(attempt.offer):
                 return True
+            # Results recorded before `more` existed carry no position: one agent was tried.
+            position = (attempt.position or position) + 1
         return False
 
     async def _run_offer(self, offer: OfferInfo) -> bool:
