@@ -54,6 +54,11 @@ def build_worker(
         # RATE=0 has about 700 open) while memory stays bounded with 10,000 parked (make
         # bench-backlog; figures in docs/benchmarks.md).
         max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "1000")),
+        # As many workflow tasks in flight as activity threads. With the SDK's 100, a burst's
+        # tasks queue their local activities behind each other's, long-running tasks get
+        # extra workflow tasks (3 history events each), and make bench's largest first-offer
+        # history was 30-31 events; with 16 it is 28, at the same throughput.
+        max_concurrent_workflow_tasks=int(os.environ.get("ROUTEDESK_WORKFLOW_TASKS", str(ACTIVITY_THREADS))),
         workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
     )
 
