@@ -51,7 +51,7 @@ def build_worker(
         max_concurrent_activities=ACTIVITY_THREADS,
         # Parked routing workflows (waiting for an agent or a resolve) beyond this are evicted
         # and replayed on wake-up. 1,000 holds a burst's worth of live ones (make bench at
-        # RATE=0 has about 700 open) while memory stays bounded with 10,000 parked (make
+        # RATE=0 keeps hundreds open) while memory stays bounded with 10,000 parked (make
         # bench-backlog; figures in docs/benchmarks.md).
         max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "1000")),
         # As many workflow tasks in flight as activity threads. With the SDK's 100, a burst's
