@@ -86,7 +86,7 @@ def _queues_of(s: Session, agent_id: str) -> list[str]:
     return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
 
 
-def _with_waiting_items(s: Session, queue_ids: Iterable[str | None]) -> list[str]:
+def _queues_to_wake(s: Session, queue_ids: Iterable[str | None]) -> list[str]:
     """The queues among ``queue_ids`` whose dispatcher must be signalled: those with an item
     waiting for the assignment method (see :func:`claim_wakes`).
 
@@ -508,7 +508,7 @@ class AssignmentActivities:
                     s.add(case)
             s.add(offer)
             # The agent holds no offer any more: their queues may have work for them.
-            queues = _with_waiting_items(s, [*_queues_of(s, offer.agent_id), case.queue_id])
+            queues = _queues_to_wake(s, [*_queues_of(s, offer.agent_id), case.queue_id])
             if refusal is None:
                 return AssignResult(assigned=True, agent_id=offer.agent_id, reason="accepted"), queues
             return AssignResult(assigned=False, reason=refusal), queues
@@ -541,7 +541,7 @@ class AssignmentActivities:
             if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
                 case.awaiting_dispatch = True
             s.add(case)
-            return _with_waiting_items(s, [*_queues_of(s, offer.agent_id), case.queue_id])
+            return _queues_to_wake(s, [*_queues_of(s, offer.agent_id), case.queue_id])
 
     # --- the queue ---------------------------------------------------------------------
 
@@ -703,7 +703,7 @@ class AssignmentActivities:
                 )
             _trace(s, case, inp.step, *entries)
             return AssignResult(assigned=True, agent_id=inp.agent_id, reason=what), (
-                _with_waiting_items(s, _queues_of(s, withdrawn)) if withdrawn else []
+                _queues_to_wake(s, _queues_of(s, withdrawn)) if withdrawn else []
             )
 
     @activity.defn(name="resolve_case")
@@ -743,4 +743,4 @@ class AssignmentActivities:
                     f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else ""),
                 ),
             )
-            return _with_waiting_items(s, freed)
+            return _queues_to_wake(s, freed)
