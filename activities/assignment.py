@@ -572,7 +572,8 @@ class AssignmentActivities:
                 ),
             )
             if queue is None:
-                return case.queue_id if claim_wakes(s, [case.queue_id or ""]) else None
+                # A queue missing from the config: its dispatcher reports it; no queue, no wake.
+                return case.queue_id if case.queue_id and claim_wakes(s, [case.queue_id]) else None
             return queue.id if wake_for(s, self.store, queue, case) else None
 
     @activity.defn(name="leave_unassigned")

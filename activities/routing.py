@@ -163,10 +163,11 @@ class RoutingActivities:
                 ).first()
                 is not None
             )
+            assert case.queue_id is not None  # set by the attempt that traced the step
             if straight_to_queue:
                 offer = arrival_offer(s, self.store, case)
                 # The first attempt's signal may not have been sent.
-                wake = offer is None and case.awaiting_dispatch and bool(claim_wakes(s, [case.queue_id or ""]))
+                wake = offer is None and case.awaiting_dispatch and bool(claim_wakes(s, [case.queue_id]))
         assert case.queue_id is not None
         decision = QueueDecision(
             queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue, offer=offer
