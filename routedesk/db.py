@@ -109,6 +109,11 @@ class Database:
     def create_all(self) -> None:
         try:
             SQLModel.metadata.create_all(self.write_engine)
+            # create_all makes indexes only with their tables: a store made by an older
+            # version gets the indexes added since.
+            for table in SQLModel.metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(self.write_engine, checkfirst=True)
             missing = self._missing_columns()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(self.address, _first_line(exc)) from None

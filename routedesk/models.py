@@ -93,6 +93,9 @@ class ContactEmailRow(SQLModel, table=True):
 
 class EmailRow(SQLModel, table=True):
     __tablename__ = "email"
+    # The sender rate limit counts a sender's recent mail for every email parsed: without
+    # this index, a scan of every stored email (raw bytes included).
+    __table_args__ = (Index("email_sender_recent", "from_address", "received_at"),)
     id: int | None = Field(default=None, primary_key=True)
     # Message-ID, or a hash of the raw bytes when absent: the same email delivered twice is one row.
     dedupe_key: str = Field(unique=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, insert, select
 
 from routedesk import ids
 from routedesk.config import Mailbox, RoutingConfig, RoutingSettings, Workstream
@@ -306,21 +306,27 @@ def add_trace(
     exists = s.exec(select(TraceRow.id).where(TraceRow.email_id == email_id, TraceRow.step == step)).first()
     if exists is not None:
         return False
-    now = utcnow()
-    for seq, e in enumerate(entries):
-        s.add(
-            TraceRow(
-                email_id=email_id,
-                case_id=case_id,
-                round=round_,
-                step=step,
-                seq=seq,
-                stage=e.stage,
-                subject=e.subject,
-                outcome=e.outcome,
-                reason=e.reason,
-                at=now,
-            )
+    if entries:
+        now = utcnow()
+        # One multi-row INSERT on the session's connection, not an ORM object per entry: the
+        # trace is write-only here, and this runs in every routing transaction.
+        s.connection().execute(
+            insert(TraceRow),
+            [
+                {
+                    "email_id": email_id,
+                    "case_id": case_id,
+                    "round": round_,
+                    "step": step,
+                    "seq": seq,
+                    "stage": e.stage,
+                    "subject": e.subject,
+                    "outcome": e.outcome,
+                    "reason": e.reason,
+                    "at": now,
+                }
+                for seq, e in enumerate(entries)
+            ],
         )
     return True
 
