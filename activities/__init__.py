@@ -17,9 +17,9 @@ from routedesk.store import Store
 
 
 def build_activities(store: Store, client: Client) -> list[Callable[..., Any]]:
-    intake = IntakeActivities(store)
     kicker = Kicker(client)  # one per worker: kicks for a queue coalesce across activities
     routing = RoutingActivities(store, client, kicker)
+    intake = IntakeActivities(store, routing)
     threads = ThreadActivities(store)
     assign = AssignmentActivities(store, client, kicker)
     return [

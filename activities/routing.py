@@ -66,28 +66,38 @@ class RoutingActivities:
         after the commit to decide in queue order.
         """
         routed, wake = await asyncio.to_thread(self._route_case, inp)
-        if wake and self.kicker is not None:
-            await self.kicker.kick(
-                [routed.decision.queue_id], task_queue=activity.info().task_queue, id_prefix=inp.id_prefix
-            )
+        if wake:
+            await self.wake(routed, inp.id_prefix)
         return routed
+
+    async def wake(self, routed: RoutedCase, id_prefix: str) -> None:
+        """After the commit: ask the case's queue dispatcher for a pass."""
+        if self.kicker is not None:
+            await self.kicker.kick(
+                [routed.decision.queue_id], task_queue=activity.info().task_queue, id_prefix=id_prefix
+            )
 
     def _route_case(self, inp: RouteCaseInput) -> tuple[RoutedCase, bool]:
         with self.store.db.write() as s:
-            if inp.case_id is None:
-                ref = open_case(s, self.store, inp.email_id)
-            else:
-                case = s.get(CaseRow, inp.case_id)
-                if case is None or case.id is None or case.number is None:
-                    raise ApplicationError(
-                        f"case {inp.case_id} is not in the case store", type="CaseMissing", non_retryable=True
-                    )
-                ref = CaseRef(
-                    case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
+            return self.route_in(s, inp)
+
+    def route_in(self, s: Session, inp: RouteCaseInput) -> tuple[RoutedCase, bool]:
+        """Open (or reopen), classify and route inside the caller's transaction ``s``; also
+        says whether the queue's dispatcher must be woken once ``s`` commits."""
+        if inp.case_id is None:
+            ref = open_case(s, self.store, inp.email_id)
+        else:
+            case = s.get(CaseRow, inp.case_id)
+            if case is None or case.id is None or case.number is None:
+                raise ApplicationError(
+                    f"case {inp.case_id} is not in the case store", type="CaseMissing", non_retryable=True
                 )
-            self._classify(s, ref.case_id, ref.round)
-            decision, wake = self._route(s, ref.case_id, ref.round)
-            return RoutedCase(case=ref, decision=decision), wake
+            ref = CaseRef(
+                case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
+            )
+        self._classify(s, ref.case_id, ref.round)
+        decision, wake = self._route(s, ref.case_id, ref.round)
+        return RoutedCase(case=ref, decision=decision), wake
 
     def _classify(self, s: Session, case_id: int, round_: int) -> None:
         """Run the workstream's classification rules in order; every matching rule applies."""

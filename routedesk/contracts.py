@@ -23,6 +23,13 @@ class EmailRoutingInput(BaseModel):
     id_prefix: str = ""
 
 
+class IntakeRequest(BaseModel):
+    """Evaluate a stored email and, when it is accepted, route its new case as well."""
+
+    email_id: int
+    id_prefix: str = ""
+
+
 class IntakeResult(BaseModel):
     """Outcome of storing and parsing the email and matching a routing address."""
 
@@ -33,6 +40,9 @@ class IntakeResult(BaseModel):
     workstream_id: str | None = None
     sender: str | None = None
     existing_case_id: int | None = None  # a reply that threads onto an existing case
+    # An accepted email's case, opened, classified and routed in the intake transaction.
+    # None in results recorded before intake routed: those workflows call route_case.
+    routed: RoutedCase | None = None
 
 
 class CaseRef(BaseModel):

@@ -1,4 +1,4 @@
-"""A worker process whose route_case commits, then hangs: the test kills it mid-workflow (SIGKILL).
+"""A worker process whose intake (routing included) commits, then hangs: the test kills it (SIGKILL).
 
 Run as ``python -m tests.faulty_worker`` with DATABASE_URL, TEMPORAL_ADDRESS and
 ROUTEDESK_TASK_QUEUE set; it prints ``ready`` once polling.
@@ -10,19 +10,20 @@ import asyncio
 
 from temporalio import activity
 
+from activities.intake import IntakeActivities
 from activities.routing import RoutingActivities
 from routedesk import settings
-from routedesk.contracts import RouteCaseInput, RoutedCase
+from routedesk.contracts import IntakeRequest, IntakeResult
 from routedesk.store import Store
 from routedesk.temporal import connect
 from tests.support import activities_with
 from worker import build_worker
 
 
-class HangingRoutingActivities(RoutingActivities):
-    @activity.defn(name="route_case")
-    async def route_case(self, inp: RouteCaseInput) -> RoutedCase:
-        await super().route_case(inp)  # the transaction commits...
+class HangingIntakeActivities(IntakeActivities):
+    @activity.defn(name="parse_email")
+    async def parse_email(self, inp: IntakeRequest) -> IntakeResult:
+        await super().parse_email(inp)  # the transaction commits...
         await asyncio.Event().wait()  # ...then a hung dependency: only the test's SIGKILL ends this
         raise AssertionError("unreachable")
 
@@ -30,7 +31,8 @@ class HangingRoutingActivities(RoutingActivities):
 async def main() -> None:
     client = await connect()
     store = Store()
-    acts = activities_with(store, client, HangingRoutingActivities(store).route_case)
+    hanging = HangingIntakeActivities(store, RoutingActivities(store, client))
+    acts = activities_with(store, client, hanging.parse_email)
     worker = build_worker(client, store, settings.task_queue(), activities=acts, sandbox=True)
     async with worker:
         print("ready", flush=True)

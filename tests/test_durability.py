@@ -12,8 +12,9 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from activities.intake import IntakeActivities
 from activities.routing import RoutingActivities
-from routedesk.contracts import RouteCaseInput, RoutedCase
+from routedesk.contracts import IntakeRequest, IntakeResult
 from tests.cli import stack_env
 from tests.support import (
     ROOT,
@@ -40,7 +41,8 @@ async def test_same_email_ten_times_concurrently_is_one_workflow_and_one_case(st
     assert len(stack.emails()) == 1
     assert [c.id for c in stack.cases()] == [result.case_id]
     events = await history_events(handle)
-    assert activity_attempts(events, "route_case") == [1]
+    assert activity_attempts(events, "parse_email") == [1]
+    assert activity_attempts(events, "route_case") == []  # intake routed the accepted email
 
 
 def _crash_after_commit() -> None:
@@ -49,23 +51,24 @@ def _crash_after_commit() -> None:
         raise RuntimeError("simulated worker crash after the commit")
 
 
-class FlakyRoutingActivities(RoutingActivities):
-    @activity.defn(name="route_case")
-    async def route_case(self, inp: RouteCaseInput) -> RoutedCase:
-        routed = await super().route_case(inp)
+class FlakyIntakeActivities(IntakeActivities):
+    @activity.defn(name="parse_email")
+    async def parse_email(self, inp: IntakeRequest) -> IntakeResult:
+        result = await super().parse_email(inp)
         _crash_after_commit()
-        return routed
+        return result
 
 
 async def test_transient_failure_is_retried_and_the_case_created_once(make_stack: Any) -> None:
     stack: Stack = await make_stack(start_worker=False)
-    acts = activities_with(stack.store, stack.client, FlakyRoutingActivities(stack.store).route_case)
+    flaky = FlakyIntakeActivities(stack.store, RoutingActivities(stack.store, stack.client))
+    acts = activities_with(stack.store, stack.client, flaky.parse_email)
     await stack.start_worker(activities=acts)
     sub = await stack.submit(example_email("01-password-reset.eml"))
     result = await stack.queued(sub.workflow_id)
     assert len(stack.cases()) == 1
     events = await history_events(stack.handle(sub.workflow_id))
-    assert activity_attempts(events, "route_case") == [2]  # the retry is the attempt that completed
+    assert activity_attempts(events, "parse_email") == [2]  # the retry is the attempt that completed
     trace = stack.trace(case_id=result.case_id)
     assert [t.stage for t in trace].count("case") == 1
     # The retry reported the first attempt's decisions instead of writing them again.
@@ -112,7 +115,7 @@ async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: S
 async def test_worker_killed_mid_workflow_and_restarted_completes(
     stack_without_worker: Stack,
 ) -> None:
-    """SIGKILL a worker after route_case committed but before the workflow recorded it; a new
+    """SIGKILL a worker after intake committed the routing but before the workflow recorded it; a new
     worker finishes the workflow from history: the case is not created, classified or routed
     a second time."""
     stack = stack_without_worker
@@ -136,7 +139,7 @@ async def test_worker_killed_mid_workflow_and_restarted_completes(
         proc.kill()  # SIGKILL: no graceful shutdown, the workflow task dies with the process
         await proc.wait()
     # Committed in the store, but the workflow never recorded it.
-    assert activity_attempts(await history_events(stack.handle(sub.workflow_id)), "route_case") == []
+    assert activity_attempts(await history_events(stack.handle(sub.workflow_id)), "parse_email") == []
 
     await stack.start_worker()  # a healthy worker, as after a redeploy
     result = await stack.queued(sub.workflow_id, timeout=60)

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         DirectAssignInput,
         DispatchRequest,
         EmailRoutingInput,
+        IntakeRequest,
         IntakeResult,
         OfferAttempt,
         OfferInfo,
@@ -251,11 +252,16 @@ class EmailRoutingWorkflow:
             self._advance(intake.status, reason=intake.reason)
             return self._outcome(intake.status)
         else:
-            # Open, classify and route in one local activity: one transaction and one marker
-            # (each stage still has its own trace entries and idempotency key).
-            routed = await self._store_activity(
-                "route_case", RouteCaseInput(email_id=inp.email_id, id_prefix=self._prefix), RoutedCase
-            )
+            # Intake already opened, classified and routed the case, in its own transaction
+            # (each stage still has its own trace entries and idempotency key). A result
+            # recorded before intake routed has no `routed`: that history called route_case,
+            # and replaying it calls route_case again.
+            if intake.routed is not None:
+                routed = intake.routed
+            else:
+                routed = await self._store_activity(
+                    "route_case", RouteCaseInput(email_id=inp.email_id, id_prefix=self._prefix), RoutedCase
+                )
             case = routed.case
 
         decision = routed.decision
@@ -475,7 +481,9 @@ class EmailRoutingWorkflow:
 
     async def _intake(self, email_id: int) -> IntakeResult:
         try:
-            return await self._store_activity("parse_email", email_id, IntakeResult)
+            return await self._store_activity(
+                "parse_email", IntakeRequest(email_id=email_id, id_prefix=self._prefix), IntakeResult
+            )
         except (ActivityError, ApplicationError) as err:
             # A local activity's ApplicationError arrives unwrapped, a regular one's as cause.
             cause = err.cause if isinstance(err, ActivityError) else err
