@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy routedesk workflows activities starter worker.py tests
+	$(BIN)/mypy routedesk workflows activities starter worker.py tests bench
 
 check: lint typecheck test
 

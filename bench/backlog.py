@@ -140,7 +140,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 )
             }
             visible = 0
-            t_store = None
+            t_store: float | None = None
             while True:
                 await asyncio.sleep(1.0)
                 st = parked_in_store(db)
@@ -158,7 +158,11 @@ async def main_async(args: argparse.Namespace) -> int:
                     ("visible", visible),
                 ):
                     progress.update(bars[k], completed=v, rate=f"{v / elapsed:6.1f}/s")
-                if st["waiting"] >= args.count and (visible >= args.count or time.time() - t_store > 120):
+                if (
+                    st["waiting"] >= args.count
+                    and t_store is not None
+                    and (visible >= args.count or time.time() - t_store > 120)
+                ):
                     break
                 if elapsed > args.timeout:
                     raise StackError(f"only {st['waiting']} of {args.count} parked after {args.timeout:.0f}s")
@@ -175,9 +179,9 @@ async def main_async(args: argparse.Namespace) -> int:
         end = time.time() + args.settle
         while time.time() < end:
             await asyncio.sleep(0.5)
-            v = mon.current_rss_mb("worker")
-            if v is not None:
-                settle.append(v)
+            rss = mon.current_rss_mb("worker")
+            if rss is not None:
+                settle.append(rss)
         mon.mark("settled")
         result["worker_rss_mb_at_start"] = baseline_rss
         result["worker_rss_mb_parked"] = round(statistics.median(settle), 1) if settle else None

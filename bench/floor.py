@@ -44,6 +44,61 @@ class FloorWorkflow:
         return len(calls)
 
 
+@workflow.defn(name="BenchHandshakeFloorWorkflow")
+class HandshakeFloorWorkflow:
+    """The engine floor of a routed email's whole conversation with Temporal, not only its
+    activity calls: the same no-op local activities, plus what routing needs from Temporal
+    itself and no floor of activity calls shows.
+
+    The first calls run at once, then the workflow upserts its routing search attributes
+    and waits for an ``accept`` signal (an agent's answer), runs a call and upserts again,
+    and waits for a ``resolve`` update, which runs the last call; the workflow upserts a
+    last time and completes. That is three workflow tasks, three upserts, a signal and an
+    update per workflow, as for an email accepted on its first offer; no dispatcher, store,
+    MIME or rules.
+    """
+
+    def __init__(self) -> None:
+        self._accepted = False
+        self._resolved = False
+
+    @workflow.signal
+    def accept(self) -> None:
+        self._accepted = True
+
+    @workflow.update
+    async def resolve(self) -> str:
+        await workflow.wait_condition(lambda: self._accepted)
+        await workflow.execute_local_activity(floor_noop, -1, start_to_close_timeout=TIMEOUT)
+        self._resolved = True
+        return "resolved"
+
+    @workflow.run
+    async def run(self, calls: str) -> int:
+        from routedesk import search_attributes as sa
+
+        # The last two calls of a routed email are its accept and its resolve.
+        for step in range(max(0, len(calls) - 2)):
+            await workflow.execute_local_activity(floor_noop, step, start_to_close_timeout=TIMEOUT)
+        workflow.upsert_search_attributes(
+            [
+                sa.ROUTING_STAGE.value_set("offered"),
+                sa.CASE_NUMBER.value_set(f"FLOOR-{workflow.info().workflow_id}"),
+                sa.MAILBOX.value_set("floor@bench.example"),
+                sa.CONTACT_ID.value_set("floor"),
+                sa.ROUTING_QUEUE.value_set("floor"),
+            ]
+        )
+        await workflow.wait_condition(lambda: self._accepted)
+        await workflow.execute_local_activity(floor_noop, -2, start_to_close_timeout=TIMEOUT)
+        workflow.upsert_search_attributes(
+            [sa.ROUTING_STAGE.value_set("assigned"), sa.ASSIGNED_AGENT.value_set("floor")]
+        )
+        await workflow.wait_condition(lambda: self._resolved)
+        workflow.upsert_search_attributes([sa.ROUTING_STAGE.value_set("resolved")])
+        return len(calls)
+
+
 def worker_kwargs(client: Any) -> tuple[dict[str, Any], str]:
     """The product worker's constructor arguments, and how they were obtained."""
     import worker as product
@@ -79,7 +134,9 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     client = await connect()
     kw, how = worker_kwargs(client)
-    kw.update(task_queue=settings.task_queue(), workflows=[FloorWorkflow], activities=[floor_noop])
+    kw.update(
+        task_queue=settings.task_queue(), workflows=[FloorWorkflow, HandshakeFloorWorkflow], activities=[floor_noop]
+    )
     tuning = {k: v for k, v in kw.items() if k not in ("client", "workflows", "activities")}
     logging.info("floor worker on %s with the product's tuning (%s): %s", settings.task_queue(), how, tuning)
     worker = Worker(**kw)

@@ -18,7 +18,7 @@ MARKER = EventType.EVENT_TYPE_MARKER_RECORDED
 
 
 def _short(event_type: int) -> str:
-    return EventType.Name(event_type).removeprefix("EVENT_TYPE_")
+    return EventType.Name(EventType.ValueType(event_type)).removeprefix("EVENT_TYPE_")
 
 
 @dataclass

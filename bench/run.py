@@ -78,7 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--history-sample", type=int, default=0, help="histories to read; 0 = all (at most 2000)")
-    p.add_argument("--no-floor", action="store_true", help="skip the engine floor")
+    p.add_argument("--no-floor", action="store_true", help="skip the engine floor (and the handshake floor)")
+    p.add_argument(
+        "--no-handshake-floor",
+        action="store_true",
+        help="skip the handshake floor (the floor's calls plus an accept signal, a resolve update and 3 upserts)",
+    )
     p.add_argument(
         "--floor-only",
         metavar="CALLS",
@@ -229,10 +234,10 @@ async def route_phase(
     pool.close()
 
     deliveries = load.deliveries
-    failed = [mid for mid, d in deliveries.items() if d.done == 0]
+    undelivered = [mid for mid, d in deliveries.items() if d.done == 0]
     smtp = {
-        "delivered": len(deliveries) - len(failed),
-        "failed": len(failed),
+        "delivered": len(deliveries) - len(undelivered),
+        "failed": len(undelivered),
         "retries_4xx": load.retries,
         "reconnects": load.reconnects,
         "errors": Counter(d.error for d in deliveries.values() if d.done == 0).most_common(5),
@@ -279,30 +284,65 @@ async def floor_phase(
     plans: list[str],
     out: dict[str, Any],
 ) -> list[float]:
+    """The engine floor, then (unless --no-handshake-floor) the handshake floor, on one
+    floor worker; returns the floor's completion offsets for the plot."""
     floor = await stack.start_floor_worker(client, FLOOR_TASK_QUEUE)
     mon.watch("floor", floor.pid)
+    try:
+        offsets, out["floor"] = await _floor_run(args, client, mon, plans, handshake=False)
+        if not args.no_handshake_floor:
+            _, out["handshake_floor"] = await _floor_run(args, client, mon, plans, handshake=True)
+    finally:
+        out["floor"]["worker_peak_rss_mb"] = mon.rss_mb("floor")
+        stack.stop("floor")
+    return offsets
+
+
+async def _floor_run(
+    args: argparse.Namespace,
+    client: Any,
+    mon: Monitor,
+    plans: list[str],
+    *,
+    handshake: bool,
+) -> tuple[list[float], dict[str, Any]]:
+    """N floor workflows through the floor worker; a handshake workflow also gets an
+    ``accept`` signal after the agents' think time and a ``resolve`` update after their
+    hold time, as the simulated agents answer a routed email."""
+    workflow_type = "BenchHandshakeFloorWorkflow" if handshake else "BenchFloorWorkflow"
+    name = "handshake-floor" if handshake else "floor"
     n = args.emails
     sem = asyncio.Semaphore(args.concurrency)
     starts: list[float] = []
-    mon.mark("floor_start")
+    answers: list[asyncio.Task[None]] = []
+    mon.mark(f"{name}_start")
     t0 = time.time()
+
+    async def answer(handle: Any) -> None:
+        await asyncio.sleep(args.think_ms / 1000)
+        await handle.signal("accept")
+        await asyncio.sleep(args.hold_ms / 1000)
+        await handle.execute_update("resolve")
 
     async def start(i: int) -> None:
         try:
             starts.append(time.time())
-            await client.start_workflow(
-                "BenchFloorWorkflow",
+            handle = await client.start_workflow(
+                workflow_type,
                 plans[i % len(plans)],
-                id=f"floor-{i}",
+                id=f"{name}-{i}",
                 task_queue=FLOOR_TASK_QUEUE,
             )
+            if handshake:
+                answers.append(asyncio.create_task(answer(handle)))
         finally:
             sem.release()
 
     tasks = []
     progress = make_progress()
+    query = f'TaskQueue="{FLOOR_TASK_QUEUE}" AND WorkflowType="{workflow_type}"'
     with progress:
-        bar = progress.add_task("engine floor", total=n, rate="")
+        bar = progress.add_task(name.replace("-", " ") if handshake else "engine floor", total=n, rate="")
         for i in range(n):
             if args.rate > 0:
                 delay = t0 + i / args.rate - time.time()
@@ -313,32 +353,30 @@ async def floor_phase(
         await asyncio.gather(*tasks)
         deadline = time.monotonic() + args.timeout
         while True:
-            done = (
-                await client.count_workflows(f'TaskQueue="{FLOOR_TASK_QUEUE}" AND ExecutionStatus="Completed"')
-            ).count
+            done = (await client.count_workflows(f'{query} AND ExecutionStatus="Completed"')).count
             progress.update(bar, completed=done, rate=f"{done / max(1e-6, time.time() - t0):6.1f}/s")
             if done >= n:
                 break
             if time.monotonic() > deadline:
-                raise StackError(f"floor: only {done} of {n} workflows completed")
+                raise StackError(f"{name}: only {done} of {n} workflows completed")
             await asyncio.sleep(0.25)
-    mon.mark("floor_end")
-    execs = await histories.list_executions(client, f'TaskQueue="{FLOOR_TASK_QUEUE}"')
+        await asyncio.gather(*answers)
+    mon.mark(f"{name}_end")
+    execs = await histories.list_executions(client, query)
     closes = [e.close_time.timestamp() for e in execs if e.close_time]
     first, last = min(starts), max(closes)
-    cpu = mon.cpu_between("floor_start", "floor_end")
-    out["floor"] = {
+    cpu = mon.cpu_between(f"{name}_start", f"{name}_end")
+    seconds = last - first
+    return [c - first for c in closes], {
         "workflows": n,
-        "seconds": round(last - first, 2),
+        "seconds": round(seconds, 2),
+        "workflows_per_s": round(n / seconds, 2),
         "calls_per_workflow": round(sum(len(plans[i % len(plans)]) for i in range(n)) / n, 2),
         "regular_calls_per_workflow": round(sum(plans[i % len(plans)].count("A") for i in range(n)) / n, 2),
         "local_calls_per_workflow": round(sum(plans[i % len(plans)].count("L") for i in range(n)) / n, 2),
         "cpu_s_per_workflow": {k: round(v / n, 5) for k, v in cpu.items()},
-        "worker_peak_rss_mb": mon.rss_mb("floor"),
         "rate_limited": args.rate > 0,
     }
-    stack.stop("floor")
-    return [c - first for c in closes]
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -384,7 +422,7 @@ async def main_async(args: argparse.Namespace) -> int:
             report.write_json(result, args.name, stamp)
             print(
                 json.dumps(
-                    {k: result[k] for k in ("floor_emails_per_s", "floor", "server_launch")},
+                    {k: result.get(k) for k in ("floor_emails_per_s", "floor", "handshake_floor", "server_launch")},
                     indent=2,
                 )
             )
@@ -533,6 +571,10 @@ async def main_async(args: argparse.Namespace) -> int:
             f = result["floor"]
             result["floor_emails_per_s"] = round(args.emails / f["seconds"], 2)
             result["floor_ratio"] = round(result["emails_per_s"] / result["floor_emails_per_s"], 3)
+            if "handshake_floor" in result:
+                hf = result["handshake_floor"]["workflows_per_s"]
+                result["handshake_floor_emails_per_s"] = hf
+                result["handshake_floor_ratio"] = round(result["emails_per_s"] / hf, 3)
         result["server_peak_rss_mb"] = mon.rss_mb("server")
 
         # --- targets, output ---------------------------------------------------------------------
@@ -597,6 +639,12 @@ def print_result(r: dict[str, Any], path: Path, png: Path) -> None:
             "no-op workflows, same activity calls" + (" (rate-limited)" if r["rate"] > 0 else ""),
         ),
         ("floor_ratio", r.get("floor_ratio"), report.target_note(t.get("floor_ratio"))),
+        (
+            "handshake_floor_emails_per_s",
+            r.get("handshake_floor_emails_per_s"),
+            "the same, plus accept signal, resolve update, 3 upserts",
+        ),
+        ("handshake_floor_ratio", r.get("handshake_floor_ratio"), "emails_per_s / handshake floor"),
     ]
     for key, label in (("created", "case created"), ("queued", "queued"), ("assigned", "assigned")):
         d = lat[key]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +164,11 @@ class Stack:
         """The dev server as ``make run`` starts it (``starter.run.start_dev_server``: history
         in a file, our search attributes), on free ports. ``extra_args`` (experiments, e.g.
         ``--sqlite-pragma journal_mode=wal``) switch to an equivalent command of our own."""
-        launcher = None
+        launcher: Callable[[Path, int], subprocess.Popen[bytes]] | None = None
         if not extra_args:
             try:
-                from starter.run import start_dev_server as launcher  # type: ignore[no-redef]
-            except ImportError:
+                from starter.run import start_dev_server as launcher
+            except ImportError:  # an older checkout (SRC=) without it
                 launcher = None
         if launcher is not None:
             saved = {k: os.environ.get(k) for k in ("TEMPORAL_ADDRESS", "TEMPORAL_CLI")}
