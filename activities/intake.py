@@ -125,7 +125,10 @@ class IntakeActivities:
                     non_retryable=True,
                 )
             if email.status in ("received", "held"):
-                self._evaluate(s, email, mailboxes)
+                # Without autoflush the email's new fields go out in one UPDATE, not one per
+                # query the decision makes; those queries never read this email's row.
+                with s.no_autoflush:
+                    self._evaluate(s, email, mailboxes)
             box = mailboxes.get(email.mailbox_address or "")
             routed, wake = None, False
             if email.status == "accepted" and self.router is not None:
@@ -140,23 +143,27 @@ class IntakeActivities:
                 existing_case_id=email.case_id if email.status == "threaded" else None,
                 routed=routed,
             )
-            pending_bounce = s.exec(
-                select(NotificationRow.id).where(
-                    NotificationRow.kind == "bounce",
-                    NotificationRow.email_id == email_id,
-                    NotificationRow.status == "pending",
-                )
-            ).first()
+            pending_bounce = None
+            if email.status == "ignored":  # only an ignored sender is ever sent a bounce
+                pending_bounce = s.exec(
+                    select(NotificationRow.id).where(
+                        NotificationRow.kind == "bounce",
+                        NotificationRow.email_id == email_id,
+                        NotificationRow.status == "pending",
+                    )
+                ).first()
         return result, pending_bounce, wake
 
     # --- evaluation ------------------------------------------------------------------------
 
     def _evaluate(self, s: Session, email: EmailRow, mailboxes: dict[str, Mailbox]) -> None:
         assert email.id is not None
+        # A received email was never evaluated: no hold and no intake trace to look up.
+        first = email.status == "received"
         parsed = parse_email(email.raw)
         self._store_parsed(email, parsed)
         settings = intake_settings(s)
-        hold = s.get(IntakeHoldRow, email.id)
+        hold = None if first else s.get(IntakeHoldRow, email.id)
         released_by_hand = hold is not None and hold.released_at is not None
         d = self._decide(s, parsed, email, mailboxes, settings, released_by_hand)
 
@@ -189,7 +196,7 @@ class IntakeActivities:
             email_id=email.id,
             case_id=d.case.id if d.case is not None else None,
             round_=d.case.round if d.case is not None else 1,
-            step=self._next_intake_step(s, email.id),
+            step="intake" if first else self._next_intake_step(s, email.id),
             entries=[
                 TraceEntry(
                     "intake",
