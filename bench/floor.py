@@ -32,6 +32,20 @@ async def floor_noop(step: int) -> int:
     return step
 
 
+# Where handshake floor workflows note "offered" and "assigned", in the floor worker's
+# working directory (the stack's): the stand-in for the store the simulated agents poll.
+NOTES = "handshake-notes.txt"
+
+
+@activity.defn(name="floor_note")
+async def floor_note(note: str) -> str:
+    """A no-op call that also appends one line for the simulated agents (bench.run), as the
+    product's offers and assignments reach agents through the store."""
+    with open(NOTES, "a") as f:
+        f.write(note + "\n")
+    return note
+
+
 @workflow.defn(name="BenchFloorWorkflow")
 class FloorWorkflow:
     @workflow.run
@@ -50,12 +64,13 @@ class HandshakeFloorWorkflow:
     activity calls: the same no-op local activities, plus what routing needs from Temporal
     itself and no floor of activity calls shows.
 
-    The first calls run at once, then the workflow upserts its routing search attributes
-    and waits for an ``accept`` signal (an agent's answer), runs a call and upserts again,
-    and waits for a ``resolve`` update, which runs the last call; the workflow upserts a
-    last time and completes. That is three workflow tasks, three upserts, a signal and an
-    update per workflow, as for an email accepted on its first offer; no dispatcher, store,
-    MIME or rules.
+    The first calls run at once (the last of them notes "offered" for the simulated
+    agents), then the workflow upserts its routing search attributes and waits for an
+    ``accept`` signal, runs a call (which notes "assigned") and upserts again, and waits for
+    a ``resolve`` update, which runs the last call; the workflow upserts a last time and
+    completes. That is three workflow tasks, three upserts, a signal and an update per
+    workflow, as for an email accepted on its first offer; no dispatcher, store, MIME or
+    rules.
     """
 
     def __init__(self) -> None:
@@ -77,20 +92,22 @@ class HandshakeFloorWorkflow:
     async def run(self, calls: str) -> int:
         from routedesk import search_attributes as sa
 
+        wid = workflow.info().workflow_id
         # The last two calls of a routed email are its accept and its resolve.
-        for step in range(max(0, len(calls) - 2)):
+        for step in range(max(0, len(calls) - 3)):
             await workflow.execute_local_activity(floor_noop, step, start_to_close_timeout=TIMEOUT)
+        await workflow.execute_local_activity(floor_note, f"{wid} offered", start_to_close_timeout=TIMEOUT)
         workflow.upsert_search_attributes(
             [
                 sa.ROUTING_STAGE.value_set("offered"),
-                sa.CASE_NUMBER.value_set(f"FLOOR-{workflow.info().workflow_id}"),
+                sa.CASE_NUMBER.value_set(f"FLOOR-{wid}"),
                 sa.MAILBOX.value_set("floor@bench.example"),
                 sa.CONTACT_ID.value_set("floor"),
                 sa.ROUTING_QUEUE.value_set("floor"),
             ]
         )
         await workflow.wait_condition(lambda: self._accepted)
-        await workflow.execute_local_activity(floor_noop, -2, start_to_close_timeout=TIMEOUT)
+        await workflow.execute_local_activity(floor_note, f"{wid} assigned", start_to_close_timeout=TIMEOUT)
         workflow.upsert_search_attributes(
             [sa.ROUTING_STAGE.value_set("assigned"), sa.ASSIGNED_AGENT.value_set("floor")]
         )
@@ -135,7 +152,9 @@ async def main() -> None:
     client = await connect()
     kw, how = worker_kwargs(client)
     kw.update(
-        task_queue=settings.task_queue(), workflows=[FloorWorkflow, HandshakeFloorWorkflow], activities=[floor_noop]
+        task_queue=settings.task_queue(),
+        workflows=[FloorWorkflow, HandshakeFloorWorkflow],
+        activities=[floor_noop, floor_note],
     )
     tuning = {k: v for k, v in kw.items() if k not in ("client", "workflows", "activities")}
     logging.info("floor worker on %s with the product's tuning (%s): %s", settings.task_queue(), how, tuning)

@@ -35,7 +35,7 @@ from typing import Any
 import bench  # noqa: F401  (BENCH_SRC first on sys.path)
 from bench import histories, report
 from bench.agents import AgentPool, epoch, open_db
-from bench.floor import FLOOR_TASK_QUEUE
+from bench.floor import FLOOR_TASK_QUEUE, NOTES
 from bench.load import SmtpLoad, generate
 from bench.profile import Profiler
 from bench.profile import summarise as summarise_profile
@@ -289,9 +289,9 @@ async def floor_phase(
     floor = await stack.start_floor_worker(client, FLOOR_TASK_QUEUE)
     mon.watch("floor", floor.pid)
     try:
-        offsets, out["floor"] = await _floor_run(args, client, mon, plans, handshake=False)
+        offsets, out["floor"] = await _floor_run(args, stack, client, mon, plans, handshake=False)
         if not args.no_handshake_floor:
-            _, out["handshake_floor"] = await _floor_run(args, client, mon, plans, handshake=True)
+            _, out["handshake_floor"] = await _floor_run(args, stack, client, mon, plans, handshake=True)
     finally:
         out["floor"]["worker_peak_rss_mb"] = mon.rss_mb("floor")
         stack.stop("floor")
@@ -300,45 +300,68 @@ async def floor_phase(
 
 async def _floor_run(
     args: argparse.Namespace,
+    stack: Stack,
     client: Any,
     mon: Monitor,
     plans: list[str],
     *,
     handshake: bool,
 ) -> tuple[list[float], dict[str, Any]]:
-    """N floor workflows through the floor worker; a handshake workflow also gets an
-    ``accept`` signal after the agents' think time and a ``resolve`` update after their
-    hold time, as the simulated agents answer a routed email."""
+    """N floor workflows through the floor worker. A handshake workflow notes "offered" and
+    "assigned" in a file the way the product's offers reach the simulated agents through
+    the store; a reader polling it as often as the agents poll the store sends the
+    ``accept`` signal after their think time and the ``resolve`` update after their hold
+    time, so each answer finds the workflow task before it done, as in a routed email."""
     workflow_type = "BenchHandshakeFloorWorkflow" if handshake else "BenchFloorWorkflow"
     name = "handshake-floor" if handshake else "floor"
     n = args.emails
     sem = asyncio.Semaphore(args.concurrency)
     starts: list[float] = []
     answers: list[asyncio.Task[None]] = []
+    answered = {"n": 0}
     mon.mark(f"{name}_start")
     t0 = time.time()
 
-    async def answer(handle: Any) -> None:
-        await asyncio.sleep(args.think_ms / 1000)
-        await handle.signal("accept")
-        await asyncio.sleep(args.hold_ms / 1000)
-        await handle.execute_update("resolve")
+    async def answer(wid: str, what: str) -> None:
+        handle = client.get_workflow_handle(wid)
+        if what == "offered":
+            await asyncio.sleep(args.think_ms / 1000)
+            await handle.signal("accept")
+        else:
+            await asyncio.sleep(args.hold_ms / 1000)
+            await handle.execute_update("resolve")
+            answered["n"] += 1
+
+    async def agents() -> None:
+        notes = stack.workdir / NOTES
+        offset = 0
+        while answered["n"] < n:
+            await asyncio.sleep(args.poll_ms / 1000)
+            if not notes.exists():
+                continue
+            with notes.open() as f:
+                f.seek(offset)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]  # a line still being written waits
+            offset += len(complete)
+            for line in complete.splitlines():
+                wid, what = line.split()
+                answers.append(asyncio.create_task(answer(wid, what)))
 
     async def start(i: int) -> None:
         try:
             starts.append(time.time())
-            handle = await client.start_workflow(
+            await client.start_workflow(
                 workflow_type,
                 plans[i % len(plans)],
                 id=f"{name}-{i}",
                 task_queue=FLOOR_TASK_QUEUE,
             )
-            if handshake:
-                answers.append(asyncio.create_task(answer(handle)))
         finally:
             sem.release()
 
     tasks = []
+    pool = asyncio.create_task(agents()) if handshake else None
     progress = make_progress()
     query = f'TaskQueue="{FLOOR_TASK_QUEUE}" AND WorkflowType="{workflow_type}"'
     with progress:
@@ -360,6 +383,8 @@ async def _floor_run(
             if time.monotonic() > deadline:
                 raise StackError(f"{name}: only {done} of {n} workflows completed")
             await asyncio.sleep(0.25)
+        if pool is not None:
+            await pool
         await asyncio.gather(*answers)
     mon.mark(f"{name}_end")
     execs = await histories.list_executions(client, query)
@@ -367,7 +392,11 @@ async def _floor_run(
     first, last = min(starts), max(closes)
     cpu = mon.cpu_between(f"{name}_start", f"{name}_end")
     seconds = last - first
+    sample = await histories.fetch(client, [e.id for e in execs[:100]])
+    shape = histories.summarise(sample)
     return [c - first for c in closes], {
+        "history_events_per_workflow": round(shape.mean_events, 2) if shape else None,
+        "history_events_by_type": shape.by_type if shape else {},
         "workflows": n,
         "seconds": round(seconds, 2),
         "workflows_per_s": round(n / seconds, 2),
