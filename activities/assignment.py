@@ -61,7 +61,7 @@ def _case(s: Session, case_id: int) -> CaseRow:
     return case
 
 
-def _trace(s: Session, case: CaseRow, step: str, *entries: TraceEntry) -> bool:
+def _trace(s: Session, case: CaseRow, step: str, *entries: TraceEntry, new: bool = False) -> bool:
     assert case.id is not None
     return add_trace(
         s,
@@ -70,6 +70,7 @@ def _trace(s: Session, case: CaseRow, step: str, *entries: TraceEntry) -> bool:
         round_=case.round,
         step=step,
         entries=list(entries),
+        new=new,
     )
 
 
@@ -332,6 +333,7 @@ def offer_or_note_wait(
         case,
         f"r{case.round}:offer{offer.id}",
         TraceEntry(STAGE, best.agent_id, "offered", f"{detail}; answer within {ws.offer_timeout_seconds:g}s"),
+        new=True,  # the offer was just made
     )
     return offer, ws
 
@@ -492,6 +494,7 @@ class AssignmentActivities:
                     case,
                     inp.step,
                     TraceEntry(STAGE, offer.agent_id, "assigned", f"accepted the {offer.kind} offer"),
+                    new=True,  # the offer was live: no attempt has answered it yet
                 )
             else:
                 offer.status, offer.reason = "refused", refusal
@@ -500,6 +503,7 @@ class AssignmentActivities:
                     case,
                     inp.step,
                     TraceEntry(STAGE, offer.agent_id, "refused", f"accepted, but {refusal}"),
+                    new=True,
                 )
                 if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
                     case.excluded_agents = [*case.excluded_agents, offer.agent_id]
@@ -743,5 +747,6 @@ class AssignmentActivities:
                     "resolved",
                     f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else ""),
                 ),
+                new=True,  # the case was not resolved: no attempt has traced this
             )
             return _queues_to_wake(s, freed)

@@ -79,6 +79,7 @@ def open_case(s: Session, store: Store, email_id: int) -> CaseRef:
                 f"{email.from_address}: {who}; origin {case.origin}, priority {case.priority}",
             )
         ],
+        new=True,  # the case was just created
     )
     return CaseRef(
         case_id=case.id,

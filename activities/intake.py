@@ -205,6 +205,7 @@ class IntakeActivities:
                     reason,
                 )
             ],
+            new=True,  # "intake" on a first evaluation, else the next unused "intake#N"
         )
 
     def _decide(

@@ -95,11 +95,12 @@ class RoutingActivities:
             ref = CaseRef(
                 case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
             )
-        self._classify(s, ref.case_id, ref.round)
-        decision, wake = self._route(s, ref.case_id, ref.round)
+        # A case this transaction created has no classify or route steps traced yet.
+        self._classify(s, ref.case_id, ref.round, fresh=ref.created)
+        decision, wake = self._route(s, ref.case_id, ref.round, fresh=ref.created)
         return RoutedCase(case=ref, decision=decision), wake
 
-    def _classify(self, s: Session, case_id: int, round_: int) -> None:
+    def _classify(self, s: Session, case_id: int, round_: int, *, fresh: bool = False) -> None:
         """Run the workstream's classification rules in order; every matching rule applies."""
         case, email = _load(s, case_id)
         ws = self.store.workstream(case.workstream_id)
@@ -116,13 +117,14 @@ class RoutingActivities:
             round_=round_,
             step=f"r{round_}:classify",
             entries=entries,
+            new=fresh,
         ):
             case.attributes = attributes
             case.priority, case.priority_rank = priority.value, priority.rank
             case.stage = "classified"
             s.add(case)
 
-    def _route(self, s: Session, case_id: int, round_: int) -> tuple[QueueDecision, bool]:
+    def _route(self, s: Session, case_id: int, round_: int, *, fresh: bool = False) -> tuple[QueueDecision, bool]:
         """First matching route-to-queue rule wins, else the workstream's fallback queue; the
         case waits in that queue, unassigned. Also says whether the queue's dispatcher must
         be woken."""
@@ -153,6 +155,7 @@ class RoutingActivities:
             round_=round_,
             step=step,
             entries=entries,
+            new=fresh,
         ):
             case.queue_id = queue_id
             case.status = "queued"

@@ -11,6 +11,7 @@ what they are inside of (``inclusive``).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,7 @@ class Profiler:
                 "--format",
                 "raw",
                 "--nonblocking",
+                *(["--gil"] if os.environ.get("BENCH_PYSPY_GIL") else []),
                 "--output",
                 str(out),
             ],

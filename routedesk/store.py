@@ -297,15 +297,19 @@ def add_trace(
     round_: int,
     step: str,
     entries: list[TraceEntry],
+    new: bool = False,
 ) -> bool:
     """Write the trace entries of one decision step unless that step was already written.
 
     Called inside the same transaction as the decision's effect, so a retried activity
-    either finds both or neither. Returns False when the step existed.
+    either finds both or neither. Returns False when the step existed. ``new`` says the
+    caller knows it cannot exist (the same transaction just made what the step is about:
+    the case, the offer, the first evaluation), which saves the lookup.
     """
-    exists = s.exec(select(TraceRow.id).where(TraceRow.email_id == email_id, TraceRow.step == step)).first()
-    if exists is not None:
-        return False
+    if not new:
+        exists = s.exec(select(TraceRow.id).where(TraceRow.email_id == email_id, TraceRow.step == step)).first()
+        if exists is not None:
+            return False
     if entries:
         now = utcnow()
         # One multi-row INSERT on the session's connection, not an ORM object per entry: the
