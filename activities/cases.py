@@ -1,7 +1,7 @@
 """Stage 2: identify the contact and create the case, exactly once per source email.
 
-Run inside ``route_case`` (activities/routing.py), in the same transaction as classification
-and queue routing.
+Run inside routing (activities/routing.py, within intake's transaction for a new email), in
+the same transaction as classification and queue routing.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Stages 2 to 4 in one transaction: open the case, classification rules set attributes,
-route-to-queue rules pick the queue."""
+route-to-queue rules pick the queue.
+
+For a new email this runs inside intake's transaction (``parse_email`` calls
+:meth:`RoutingActivities.route_in`); the ``route_case`` activity runs it on its own for a case
+a reply reopened, and for workflows whose history predates that."""
 
 from __future__ import annotations
 
