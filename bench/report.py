@@ -118,21 +118,24 @@ def plot_bench(path: Path, result: dict[str, Any], series: dict[str, Any]) -> No
         ("created", "case created", "--"),
         ("assigned", "assigned (offer accepted)", "-"),
         ("floor", "engine floor (completed no-op workflows)", "-."),
+        ("handshake_floor", "handshake floor (no-op + signal, update, upserts)", (0, (3, 1, 1, 1, 1, 1))),
     ):
         counts = series.get(key) or []
         if counts:
             ax1.plot(
                 range(len(counts)),
                 counts,
-                style,
+                linestyle=style,
                 label=label,
                 linewidth=1.4,
                 marker="." if len(counts) < 30 else None,
             )
-    ax1.set_xlabel("seconds since the first email (floor: since its first start)")
+    ax1.set_xlabel("seconds since the first email (floors: since their first start)")
     ax1.set_ylabel("per second")
     ax1.set_title(
-        f"throughput: {result.get('emails_per_s')} emails/s sustained, floor {result.get('floor_emails_per_s')}/s"
+        f"throughput: {result.get('emails_per_s')} emails/s sustained, floor {result.get('floor_emails_per_s')}/s,"
+        f" handshake floor {result.get('handshake_floor_emails_per_s')}/s",
+        fontsize=10,
     )
     ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)

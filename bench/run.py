@@ -291,7 +291,9 @@ async def floor_phase(
     try:
         offsets, out["floor"] = await _floor_run(args, stack, client, mon, plans, handshake=False)
         if not args.no_handshake_floor:
-            _, out["handshake_floor"] = await _floor_run(args, stack, client, mon, plans, handshake=True)
+            out["handshake_floor_offsets"], out["handshake_floor"] = await _floor_run(
+                args, stack, client, mon, plans, handshake=True
+            )
     finally:
         out["floor"]["worker_peak_rss_mb"] = mon.rss_mb("floor")
         stack.stop("floor")
@@ -446,6 +448,7 @@ async def main_async(args: argparse.Namespace) -> int:
         stack.init_store(cfg)
         if args.floor_only:
             await floor_phase(args, stack, client, mon, [args.floor_only], result)
+            result.pop("handshake_floor_offsets", None)
             result["floor_emails_per_s"] = round(args.emails / result["floor"]["seconds"], 2)
             result["server_peak_rss_mb"] = mon.rss_mb("server")
             report.write_json(result, args.name, stamp)
@@ -623,11 +626,14 @@ async def main_async(args: argparse.Namespace) -> int:
             "created": report.per_second([t - t_first for t in created_times]),
             "assigned": report.per_second([t - t_first for t in assigned_times]),
             "floor": report.per_second(floor_offsets),
+            "handshake_floor": report.per_second(result.pop("handshake_floor_offsets", [])),
             "lat_created": lat["created"],
             "lat_queued": lat["queued"],
             "lat_assigned": lat["assigned"],
         }
-        result["timeline_per_s"] = {k: series[k] for k in ("arrivals", "created", "assigned", "floor")}
+        result["timeline_per_s"] = {
+            k: series[k] for k in ("arrivals", "created", "assigned", "floor", "handshake_floor")
+        }
         path = report.write_json(result, args.name, stamp)
         png = path.with_suffix(".png")
         report.plot_bench(png, result, series)
