@@ -295,7 +295,8 @@ async def floor_phase(
                 args, stack, client, mon, plans, handshake=True
             )
     finally:
-        out["floor"]["worker_peak_rss_mb"] = mon.rss_mb("floor")
+        if "floor" in out:  # not when the floor itself failed
+            out["floor"]["worker_peak_rss_mb"] = mon.rss_mb("floor")
         stack.stop("floor")
     return offsets
 
