@@ -23,11 +23,8 @@ def message_id_of(raw: bytes) -> str | None:
 
 
 def dedupe_key(raw: bytes) -> str:
-    """The same email delivered twice gets the same key: its Message-ID, else its bytes' hash."""
-    mid = message_id_of(raw)
-    if mid:
-        return f"mid:{mid}"
-    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    """The same email delivered twice gets the same key (see :func:`message_dedupe_key`)."""
+    return message_dedupe_key(message_id_of(raw), content_fingerprint(raw))
 
 
 def email_workflow_id(key: str, prefix: str = "") -> str:
@@ -41,3 +38,72 @@ def dispatcher_workflow_id(queue_id: str, prefix: str = "") -> str:
 
 def case_number(case_id: int) -> str:
     return f"CASE-{case_id:06d}"
+
+
+# Headers a sender writes. Everything else (Received, Return-Path, Delivered-To,
+# X-Original-To, Authentication-Results, ARC-*, spam scores...) is added on the way and
+# differs between two deliveries of one message, so the fingerprint leaves it out.
+_AUTHORED_HEADERS = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "date",
+        "subject",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+_HEADER_END = (b"\r\n\r\n", b"\n\n")
+
+
+def content_fingerprint(raw: bytes) -> str:
+    """A hash of what the sender wrote: the authored headers and the body.
+
+    Line endings and folding are normalised and transport headers ignored, so one message
+    delivered over SMTP (with a Return-Path), posted over HTTP or relayed another way has one
+    fingerprint. Byte-level only (no MIME parse): it must be cheap and never fail.
+    """
+    cut = min((i for i in (raw.find(sep) for sep in _HEADER_END) if i >= 0), default=-1)
+    head, body = (raw, b"") if cut < 0 else (raw[:cut], raw[cut:].lstrip(b"\r\n"))
+    h = hashlib.sha256()
+    for line in _unfolded(head):
+        name, sep, value = line.partition(b":")
+        key = name.strip().lower()
+        if sep and key.decode("ascii", "replace") in _AUTHORED_HEADERS:
+            h.update(key + b":" + b" ".join(value.split()) + b"\n")
+    h.update(b"\n")
+    h.update(body.replace(b"\r\n", b"\n").rstrip())
+    return h.hexdigest()
+
+
+def _unfolded(head: bytes) -> list[bytes]:
+    lines: list[bytes] = []
+    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
+        if line[:1] in (b" ", b"\t") and lines:
+            lines[-1] += b" " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
+def message_dedupe_key(message_id: str | None, fingerprint: str) -> str:
+    """One stored email per (Message-ID, content fingerprint): a redelivery is the same message
+    only when both match; a reused Message-ID with other content is another email."""
+    if message_id:
+        return f"mid:{message_id}#{fingerprint[:32]}"
+    return f"fp:{fingerprint}"
+
+
+def legacy_dedupe_keys(raw: bytes, message_id: str | None) -> list[str]:
+    """Keys that stores made before the fingerprint gave this message (kept so an email stored
+    then, delivered again now, is still found and keeps its workflow ID)."""
+    if message_id:
+        return [f"mid:{message_id}"]
+    return [f"sha256:{hashlib.sha256(raw).hexdigest()}"]

@@ -95,7 +95,10 @@ class EmailRow(SQLModel, table=True):
     __tablename__ = "email"
     # The sender rate limit counts a sender's recent mail for every email parsed: without
     # this index, a scan of every stored email (raw bytes included).
-    __table_args__ = (Index("email_sender_recent", "from_address", "received_at"),)
+    __table_args__ = (
+        Index("email_sender_recent", "from_address", "received_at"),
+        Index("email_sender_admitted", "from_address", "admitted_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     # Message-ID, or a hash of the raw bytes when absent: the same email delivered twice is one row.
     dedupe_key: str = Field(unique=True)
@@ -120,6 +123,14 @@ class EmailRow(SQLModel, table=True):
     defects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     mailbox_address: str | None = None
     case_id: int | None = Field(default=None, index=True)
+    # When intake admitted it to routing (accepted, threaded): the rate limit counts these.
+    admitted_at: datetime | None = None
+    # How often this message arrived (a mail server retrying, a user resending): a duplicate
+    # is answered with the stored decision, and `intake list` shows it was seen again.
+    deliveries: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    last_delivered_at: datetime | None = None
+    # `routedesk intake reprocess`: each one runs a new workflow, ID derived from this count.
+    reprocessed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class CaseRow(SQLModel, table=True):
