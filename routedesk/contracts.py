@@ -6,13 +6,19 @@ never an email body: the raw message stays in the case store and is passed by re
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+from routedesk.limits import cap_text
 
 # accepted: open a case; threaded: a reply to an existing case; ignored: loop/noise/unauthorized
 # sender (recorded, no case); held: kept until released (unverified mailbox, sender rate limit);
 # rejected: unusable input.
+# Any text a sender or an agent controls (reasons, addresses): bounded wherever it enters
+# history, so one hostile value cannot push a workflow task past the server's size limit.
+Text = Annotated[str, AfterValidator(cap_text)]
+
 EmailStatus = Literal["accepted", "threaded", "rejected", "ignored", "held"]
 
 
@@ -35,14 +41,17 @@ class IntakeResult(BaseModel):
 
     email_id: int
     status: EmailStatus
-    reason: str | None = None
+    reason: Text | None = None
     mailbox: str | None = None
     workstream_id: str | None = None
-    sender: str | None = None
+    sender: Text | None = None
     existing_case_id: int | None = None  # a reply that threads onto an existing case
     # An accepted email's case, opened, classified and routed in the intake transaction.
     # None in results recorded before intake routed: those workflows call route_case.
     routed: RoutedCase | None = None
+    # A rate-limit hold: ask again after this many seconds, when the sender may be back under
+    # the limit. None for other holds, and in results recorded before holds ended on their own.
+    recheck_after_seconds: float | None = None
 
 
 class CaseRef(BaseModel):
@@ -92,7 +101,7 @@ class RoutingStatus(BaseModel):
     queue: str | None = None
     live_offer: str | None = None  # agent id holding the live offer
     assigned_agent: str | None = None
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class RoutingOutcome(BaseModel):
@@ -104,7 +113,7 @@ class RoutingOutcome(BaseModel):
     case_number: str | None = None
     queue: str | None = None
     assigned_agent: str | None = None
-    reason: str | None = None
+    reason: Text | None = None
 
 
 # --- assignment ----------------------------------------------------------------------------
@@ -139,7 +148,7 @@ class PreferredOfferRequest(BaseModel):
 
 class OfferAttempt(BaseModel):
     offer: OfferInfo | None = None  # None: not eligible, reason traced
-    reason: str | None = None
+    reason: Text | None = None
     # Position of the last agent tried (offered, or skipped). None in results recorded before
     # `more` existed: only the requested position was tried.
     position: int | None = None
@@ -152,7 +161,7 @@ class AnswerInput(BaseModel):
     offer_id: int
     agent_id: str
     outcome: Literal["accepted", "declined", "timed_out", "withdrawn"]
-    reason: str | None = None
+    reason: Text | None = None
     step: str
     id_prefix: str = ""
 
@@ -160,7 +169,7 @@ class AnswerInput(BaseModel):
 class AssignResult(BaseModel):
     assigned: bool
     agent_id: str | None = None
-    reason: str
+    reason: Text
 
 
 class DirectAssignInput(BaseModel):
@@ -183,7 +192,7 @@ class CaseStepInput(BaseModel):
     case_id: int
     step: str
     id_prefix: str = ""
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class DispatcherInput(BaseModel):
@@ -219,7 +228,7 @@ class AgentAnswer(BaseModel):
     """Payload of the ``accept`` and ``decline`` signals."""
 
     agent_id: str
-    reason: str | None = None
+    reason: Text | None = None
     offer_id: int | None = None  # optional: pins the answer to one offer
 
 
@@ -228,7 +237,7 @@ class RespondRequest(BaseModel):
 
     agent_id: str
     decision: Literal["accept", "decline"]
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class AssignRequest(BaseModel):
@@ -252,4 +261,4 @@ class ThreadDecision(BaseModel):
     action: Literal["signal", "reopen"]
     case: CaseRef
     case_workflow_id: str | None = None
-    reason: str
+    reason: Text

@@ -176,7 +176,8 @@ def rate_limit_reason(sender: str, recent: int, rule: RateLimitRule) -> str | No
     window = f"{minutes:g} minutes" if minutes >= 1 else f"{rule.window_seconds:g} seconds"
     return (
         f"rate limit: {sender} already sent {recent} messages in {window} "
-        f"(limit {rule.max_messages}); held until released (routedesk intake release)"
+        f"(limit {rule.max_messages}); held until the sender is back under the limit, when it is "
+        "routed on its own (or released by hand: routedesk intake release)"
     )
 
 

@@ -13,6 +13,16 @@ Durable-safety notes:
   round and a counter, both replayed deterministically from history.
 - The store, not the workflow, arbitrates races (an accept against a pick, two workflows
   for one agent): the workflow reflects what the transaction decided.
+
+Replay compatibility: branches that key on the shape of a recorded result, so histories
+recorded by older versions replay unchanged. Each can go once no workflow started before its
+date is still open and the histories in tests/histories/ that exercise it are re-recorded.
+- ``intake.routed is None`` (before 2026-11): intake did not route; call ``route_case``.
+- ``attempt.position is None`` (before 2026-11): ``offer_preferred`` tried one agent only.
+- ``parse_email`` failing with ``EmailRejected`` (before 2026-12-02): the workflow failed
+  with it; now a rejection is a result and the workflow completes (``_intake``).
+- ``intake.recheck_after_seconds is None``: every hold waited for a ``release`` signal only;
+  rate-limit holds recorded since 2026-12-02 also wait on a timer.
 """
 
 from __future__ import annotations
@@ -209,9 +219,16 @@ class EmailRoutingWorkflow:
 
         intake = await self._intake(inp.email_id)
         while intake.status == "held":
-            # Held mail waits durably, for days if need be, and is never dropped.
+            # Held mail waits durably, for days if need be, and is never dropped. A rate-limit
+            # hold also ends on its own: a durable timer until the sender may be back under
+            # the limit, then intake asks again (and may hold it again, with a new time).
             self._advance("held", reason=intake.reason)
-            await self._wait(lambda: self._released)
+            recheck = intake.recheck_after_seconds
+            with contextlib.suppress(TimeoutError):
+                await self._wait(
+                    lambda: self._released,
+                    timeout=timedelta(seconds=recheck) if recheck is not None else None,
+                )
             # Reset before asking again: a release that arrives while intake re-evaluates
             # the email must not be lost.
             self._released = False
@@ -480,6 +497,9 @@ class EmailRoutingWorkflow:
         return f"r{self._round}:{name}:{self._steps}"
 
     async def _intake(self, email_id: int) -> IntakeResult:
+        """Intake's decision. A rejection is a result like any other and ends the workflow as
+        Completed with outcome ``rejected``; see *Replay compatibility* for the failure that
+        results recorded before 2026-12-02 carry instead."""
         try:
             return await self._store_activity(
                 "parse_email", IntakeRequest(email_id=email_id, id_prefix=self._prefix), IntakeResult
