@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 
 from routedesk import settings
 from routedesk.contracts import EmailRoutingInput, RoutingOutcome, RoutingStatus
-from routedesk.store import Store
+from routedesk.store import Reprocess, Store
 from workflows.email_routing import EmailRoutingWorkflow
 
 TERMINAL_STAGES = {"rejected", "ignored", "held", "threaded", "failed"}
@@ -63,6 +63,45 @@ async def submit_email(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     return Submission(saved.workflow_id, saved.email_id, saved.created)
+
+
+async def reprocess_email(
+    client: Client,
+    store: Store,
+    email_id: int,
+    *,
+    envelope_to: list[str] | None = None,
+    by: str = "python",
+    task_queue: str | None = None,
+    id_prefix: str | None = None,
+) -> Reprocess:
+    """Evaluate a rejected, ignored or held email again with the configuration as it is now
+    (``envelope_to`` adds the routing address that only the envelope knew).
+
+    A rejected or ignored email gets a new workflow, ID derived from the email and the
+    reprocess count; a held one is evaluated again by its own waiting workflow. Repeating the
+    call while that runs finds the same workflow, so it is still one case; an email that
+    already has a case is refused with :class:`routedesk.store.StoreRefusal`.
+    """
+    prefix = settings.id_prefix() if id_prefix is None else id_prefix
+    plan = await asyncio.to_thread(store.prepare_reprocess, email_id, envelope_to=envelope_to or [], by=by)
+    if plan.held:
+        await client.get_workflow_handle_for(EmailRoutingWorkflow.run, plan.workflow_id).signal(
+            EmailRoutingWorkflow.release
+        )
+    else:
+        # Also when a reprocess is already under way: starting is idempotent on the ID, and
+        # it covers a crash between the store's commit and the first start.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await client.start_workflow(
+                EmailRoutingWorkflow.run,
+                EmailRoutingInput(email_id=email_id, id_prefix=prefix),
+                id=plan.workflow_id,
+                task_queue=task_queue or settings.task_queue(),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+    return plan
 
 
 async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0) -> RoutingStatus:

@@ -14,7 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
 from routedesk.models import EmailRow, IntakeHoldRow, NotificationRow, utcnow
-from routedesk.store import Store, as_dict
+from routedesk.store import Store, StoreRefusal, as_dict
 from routedesk.temporal import connect
 
 app = typer.Typer(no_args_is_help=True, help="Inspect intake: held, ignored and rejected email.")
@@ -127,6 +127,39 @@ def release(
     run(go())
 
 
+@app.command("reprocess")
+@friendly
+def reprocess(
+    email_id: Annotated[int, typer.Argument(help="A rejected, ignored or held email (see `routedesk intake list`)")],
+    envelope_to: list[str] = typer.Option([], "--to", help="Add an envelope recipient (repeatable)"),
+    wait: float = typer.Option(30.0, help="Seconds to wait for the new decision"),
+) -> None:
+    """Evaluate an email again with the configuration as it is now; routed like new mail."""
+    from starter.send import reprocess_email, wait_for_case
+
+    store = open_store()
+
+    async def go() -> None:
+        client = await connect()  # before changing anything
+        by = f"{getpass.getuser()} (routedesk intake reprocess)"
+        try:
+            plan = await reprocess_email(client, store, email_id, envelope_to=envelope_to, by=by)
+        except StoreRefusal as exc:
+            raise UserError(str(exc)) from None
+        status = await wait_for_case(client, plan.workflow_id, timeout=wait)
+        console.print(f"workflow {plan.workflow_id}", markup=False)
+        if status.case_number:
+            queue = f", queue {status.queue}" if status.queue else ""
+            console.print(f"case     {status.case_number} ({status.stage}{queue})", markup=False)
+        else:
+            console.print(f"no case: {status.stage}: {status.reason or ''}".rstrip(": "), markup=False)
+
+    try:
+        run(go())
+    except TimeoutError as exc:
+        raise UserError(str(exc)) from None
+
+
 @app.command("list")
 @friendly
 def list_emails(
@@ -145,13 +178,14 @@ def list_emails(
         print_json([_summary(e) for e in rows])
         return
     table = Table()
-    for c in ("email", "source", "status", "sender", "mailbox", "case", "reason"):
+    for c in ("email", "source", "status", "seen", "sender", "mailbox", "case", "reason"):
         table.add_column(c)
     for e in rows:
         table.add_row(
             str(e.id),
             e.source,
             e.status,
+            f"{e.deliveries}x" if e.deliveries > 1 else "1",
             e.from_address or "-",
             e.mailbox_address or "-",
             str(e.case_id or "-"),
@@ -171,6 +205,9 @@ def _summary(e: EmailRow) -> dict[str, object]:
         "subject": e.subject,
         "case_id": e.case_id,
         "received_at": e.received_at,
+        "deliveries": e.deliveries,
+        "last_delivered_at": e.last_delivered_at,
+        "reprocessed": e.reprocessed,
         "workflow_id": e.workflow_id,
     }
 
