@@ -25,11 +25,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from routedesk import settings
-from routedesk.contracts import EmailRoutingInput, RoutingOutcome, RoutingStatus
+from routedesk.contracts import TERMINAL_STAGES, EmailRoutingInput, RoutingOutcome, RoutingStatus, Stage
 from routedesk.store import Reprocess, Store
 from workflows.email_routing import EmailRoutingWorkflow
-
-TERMINAL_STAGES = {"rejected", "ignored", "held", "threaded", "failed"}
 
 
 @dataclass(frozen=True)
@@ -135,18 +133,10 @@ async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0)
 
 async def _closed_status(handle: WorkflowHandle[Any, RoutingOutcome]) -> RoutingStatus:
     try:
-        out = await handle.result()
+        return await handle.result()  # the workflow's last status
     except WorkflowFailureError as err:
         cause = err.cause
         reason = getattr(cause, "message", None) or str(cause)
-        stage = "rejected" if getattr(cause, "type", None) == "EmailRejected" else "failed"
+        # Rejections recorded before 2026-12-02 failed the workflow; since, they complete.
+        stage = Stage.REJECTED if getattr(cause, "type", None) == "EmailRejected" else Stage.FAILED
         return RoutingStatus(stage=stage, email_id=0, reason=reason)
-    return RoutingStatus(
-        stage=out.status,
-        email_id=out.email_id,
-        case_id=out.case_id,
-        case_number=out.case_number,
-        queue=out.queue,
-        assigned_agent=out.assigned_agent,
-        reason=out.reason,
-    )

@@ -93,7 +93,7 @@ BROKEN_WITH_SENDER = (
 async def test_malformed_email_is_recorded_and_the_worker_stays_healthy(stack: Stack) -> None:
     sub = await stack.submit(BROKEN_NO_FROM)
     outcome = await stack.handle(sub.workflow_id).result()  # a recorded outcome, not a failure
-    assert outcome.status == "rejected" and "no usable From address" in (outcome.reason or "")
+    assert outcome.stage == "rejected" and "no usable From address" in (outcome.reason or "")
     [email] = stack.emails()
     assert email.raw == BROKEN_NO_FROM and email.status == "rejected"
 

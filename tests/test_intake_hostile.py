@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from activities import intake
-from routedesk.contracts import IntakeResult
+from routedesk.contracts import IntakeResult, IntakeStatus
 from routedesk.limits import HISTORY_TEXT_LIMIT
 from tests.support import Stack, history_events, make_email
 
 
 def test_reasons_and_senders_in_results_are_bounded() -> None:
-    result = IntakeResult(email_id=1, status="ignored", reason="x" * 3_000_000, sender="a" * 100_000 + "@b.example")
+    result = IntakeResult(
+        email_id=1, status=IntakeStatus.IGNORED, reason="x" * 3_000_000, sender="a" * 100_000 + "@b.example"
+    )
     assert result.reason is not None and len(result.reason) == HISTORY_TEXT_LIMIT and result.reason.endswith("…")
     assert result.sender is not None and len(result.sender) == HISTORY_TEXT_LIMIT
 
@@ -22,7 +24,7 @@ async def test_a_huge_header_value_ends_in_a_small_history(stack: Stack) -> None
     raw = make_email(extra_headers=["Auto-Submitted: auto-generated " + "z" * 3_200_000])
     sub = await stack.submit(raw)
     outcome = await stack.handle(sub.workflow_id).result()
-    assert outcome.status == "ignored"
+    assert outcome.stage == "ignored"
     events = await history_events(stack.handle(sub.workflow_id))
     assert max(len(e.SerializeToString()) for e in events) < 16_000
     email = stack.store.email(sub.email_id)

@@ -138,7 +138,7 @@ def test_a_store_made_before_the_new_columns_gets_them(tmp_path: Any) -> None:
 async def test_reprocess_with_the_envelope_address_routes_a_rejected_email_once(stack: Stack) -> None:
     raw = example_email("08-bcc-to-billing.eml")
     sub = await stack.submit(raw)
-    assert (await stack.handle(sub.workflow_id).result()).status == "rejected"
+    assert (await stack.handle(sub.workflow_id).result()).stage == "rejected"
     again = await stack.submit(raw)  # a user resends it: the old decision, counted
     assert again.workflow_id == sub.workflow_id
     listed = await routedesk("intake", "list", "--json", env=stack_env(stack))
@@ -166,7 +166,7 @@ async def test_reprocess_after_a_config_change_routes_with_the_new_config(make_s
     stack: Stack = await make_stack()
     raw = make_email(to="sales-team@acme.example", subject="Quote for 40 seats")
     sub = await stack.submit(raw)
-    assert (await stack.handle(sub.workflow_id).result()).status == "rejected"
+    assert (await stack.handle(sub.workflow_id).result()).stage == "rejected"
     data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
     data["mailboxes"].append({"address": "sales-team@acme.example", "name": "Sales", "workstream": "support-email"})
     stack.store.load_config(parse_config(data))

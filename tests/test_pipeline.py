@@ -96,7 +96,7 @@ async def test_no_routing_address_is_rejected_with_reason(stack: Stack, caplog: 
     sub = await stack.submit(raw)
     # A rejection is a business outcome: the workflow completes; Failed is kept for faults.
     outcome = await stack.handle(sub.workflow_id).result()
-    assert outcome.status == "rejected"
+    assert outcome.stage == "rejected"
     assert "no routing address among the recipients (someone-else@example.org)" in (outcome.reason or "")
     [email] = stack.emails()
     assert (email.status, email.raw) == ("rejected", raw)

@@ -46,7 +46,7 @@ async def test_fresh_histories_replay(make_stack: Any) -> None:
     for name, raw in scenarios.items():
         sub = await stack.submit(raw)
         if name.startswith("rejected"):
-            assert (await stack.handle(sub.workflow_id).result()).status == "rejected"
+            assert (await stack.handle(sub.workflow_id).result()).stage == "rejected"
         else:
             await stack.wait_stage(sub.workflow_id, "offered", "waiting_for_agent", "unassigned")
         histories[name] = await stack.handle(sub.workflow_id).fetch_history()

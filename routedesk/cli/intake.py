@@ -16,6 +16,7 @@ from routedesk.cli.common import UserError, console, friendly, open_store, print
 from routedesk.models import EmailRow, IntakeHoldRow, NotificationRow, utcnow
 from routedesk.store import Store, StoreRefusal, as_dict
 from routedesk.temporal import connect
+from workflows.email_routing import EmailRoutingWorkflow
 
 app = typer.Typer(no_args_is_help=True, help="Inspect intake: held, ignored and rejected email.")
 
@@ -26,7 +27,7 @@ async def signal_release(client: Client, workflow_ids: Iterable[str]) -> tuple[l
     gone: list[str] = []
     for wf_id in workflow_ids:
         try:
-            await client.get_workflow_handle(wf_id).signal("release")
+            await client.get_workflow_handle_for(EmailRoutingWorkflow.run, wf_id).signal(EmailRoutingWorkflow.release)
             done.append(wf_id)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
