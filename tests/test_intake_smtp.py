@@ -6,10 +6,9 @@ import asyncio
 import logging
 import smtplib
 import socket
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import pytest
@@ -18,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from routedesk.store import SavedEmail, Store
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 from tests.intake_support import case_for, in_client_thread, settled
+from tests.store_faults import store_locked
 from tests.support import Stack, eventually, make_email
 
 T = TypeVar("T")
@@ -225,19 +225,6 @@ async def test_concurrent_deliveries_each_make_one_case(stack: Stack, count: int
 
 
 # --- faults, limits and logging ------------------------------------------------------------
-
-
-@contextmanager
-def store_locked(store: Store) -> Iterator[None]:
-    """Another connection holds the SQLite write lock, as a backup or a stuck process would."""
-    path = store.db.url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN EXCLUSIVE")
-    try:
-        yield
-    finally:
-        conn.execute("ROLLBACK")
-        conn.close()
 
 
 def deliver_one(raw: bytes) -> Callable[[smtplib.SMTP], tuple[int, bytes]]:
