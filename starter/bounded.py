@@ -46,6 +46,13 @@ class SubmitTimeout(TimeoutError):
         super().__init__(f"the case store or Temporal did not answer within {seconds:g}s")
 
 
+class SubmitAbandoned(SubmitTimeout):
+    """The server is shutting down and stopped waiting for the submission."""
+
+    def __init__(self) -> None:
+        TimeoutError.__init__(self, "the service is shutting down before the case store answered")
+
+
 def failure_summary(exc: BaseException) -> str:
     """One line naming what failed, for the log (no traceback, no message content)."""
     orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
@@ -102,6 +109,8 @@ class BoundedSubmitter:
         if task in done:
             return task.result()
         task.add_done_callback(self._finished_late)
+        if any(f.done() for f in give_up):
+            raise SubmitAbandoned
         raise SubmitTimeout(self.timeout)
 
     def _finished(self, task: asyncio.Task[Submission]) -> None:

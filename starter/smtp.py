@@ -37,7 +37,7 @@ from routedesk.config import Mailbox
 from routedesk.intake_policy import mailbox_for_address
 from routedesk.models import MailboxRow
 from routedesk.store import Store
-from starter.bounded import BoundedSubmitter, SubmitTimeout, failure_summary, log_submit_failure
+from starter.bounded import BoundedSubmitter, SubmitAbandoned, SubmitTimeout, failure_summary, log_submit_failure
 
 log = logging.getLogger("routedesk.smtp")
 
@@ -215,6 +215,9 @@ class IntakeHandler:
                 envelope_to=[str(r) for r in envelope.rcpt_tos],
                 give_up=[self.sessions.give_up],
             )
+        except SubmitAbandoned as exc:
+            log_submit_failure(log, "smtp", exc)
+            return "451 4.3.2 Service shutting down, try again later"
         except SubmitTimeout as exc:
             # Not known to be stored: a temporary failure makes the sender retry, and the
             # retry finds the email if the late submission committed it after all.
