@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -213,10 +215,28 @@ def _summary(e: EmailRow) -> dict[str, object]:
     }
 
 
+def _email_json(e: EmailRow, *, raw_base64: bool) -> dict[str, object]:
+    """The stored email as JSON: the raw bytes are often not UTF-8, so never as text."""
+    data: dict[str, object] = e.model_dump(mode="json", exclude={"raw", "body_text"})
+    data["raw_size"] = len(e.raw)
+    data["raw_sha256"] = hashlib.sha256(e.raw).hexdigest()
+    if raw_base64:
+        data["raw_base64"] = base64.b64encode(e.raw).decode("ascii")
+    return data
+
+
 @app.command("show")
 @friendly
-def show(email_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    email_id: int,
+    as_json: bool = typer.Option(False, "--json"),
+    raw_base64: bool = typer.Option(
+        False, "--raw-base64", help="With --json: include the raw message, base64-encoded, as raw_base64"
+    ),
+) -> None:
     """One email: what intake decided, its attachments, replies sent, and its trace."""
+    if raw_base64 and not as_json:
+        raise UserError("--raw-base64 goes with --json")
     store = open_store()
     with store.db.read() as s:
         e = s.get(EmailRow, email_id)
@@ -226,11 +246,9 @@ def show(email_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
         hold = s.get(IntakeHoldRow, email_id)
     trace = store.trace(email_id=email_id)
     if as_json:
-        data = as_dict(e)
-        data.pop("body_text", None)
         print_json(
             {
-                "email": data,
+                "email": _email_json(e, raw_base64=raw_base64),
                 "hold": as_dict(hold) if hold else None,
                 "notifications": [as_dict(n) for n in notes],
                 "trace": [as_dict(t) for t in trace],
