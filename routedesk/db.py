@@ -8,7 +8,6 @@ readers run beside the single writer.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from routedesk import models  # noqa: F401  (registers the tables)
+from routedesk.settings import get_settings
 
 DEFAULT_DIR = Path(".routedesk")
 DEFAULT_URL = f"sqlite:///{DEFAULT_DIR / 'routedesk.db'}"
@@ -54,7 +54,7 @@ class StoreEmpty(Exception):
 
 
 def database_url(url: str | None = None) -> str:
-    return url or os.environ.get("DATABASE_URL") or DEFAULT_URL
+    return url or get_settings().database_url or DEFAULT_URL
 
 
 def _safe_address(url: str) -> str:

@@ -76,8 +76,9 @@ class StopDeadline:
 
 
 def temporal_cli() -> str:
-    if os.environ.get("TEMPORAL_CLI"):
-        return os.environ["TEMPORAL_CLI"]
+    configured = settings.get_settings().temporal_cli
+    if configured:
+        return configured
     out = subprocess.run([str(ROOT / "scripts" / "temporal-cli.sh")], check=True, stdout=subprocess.PIPE, text=True)
     return out.stdout.strip()
 
@@ -275,7 +276,7 @@ async def start_intake_channels(client: Client, store: Store, intake: IntakeSett
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "routing.yaml")
-    parser.add_argument("--ui-port", type=int, default=int(os.environ.get("ROUTEDESK_UI_PORT", "8233")))
+    parser.add_argument("--ui-port", type=int, default=settings.get_settings().ui_port)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):

@@ -138,7 +138,7 @@ def reprocess(
     wait: float = typer.Option(30.0, help="Seconds to wait for the new decision"),
 ) -> None:
     """Evaluate an email again with the configuration as it is now; routed like new mail."""
-    from starter.send import reprocess_email, wait_for_case
+    from routedesk.operations import reprocess_email, wait_for_case
 
     store = open_store()
 
