@@ -76,10 +76,11 @@ _SALVAGE_TOKEN_RE = re.compile(r"[^\s<>()\[\],;:\"]+")
 _LINEBREAK_RE = re.compile(r"\r?\n")
 _FOLD_RE = re.compile(r"\r?\n(?=[ \t])")
 _TRAILING_BYTES_RE = re.compile("[\udc80-\udcff]{1,3}$")
-# An address list, one delimiter at a time: commas split; quotes, comments and angle
-# brackets are skipped whole, so a comma inside them does not split.
-_ADDRESS_DELIM_RE = re.compile(r'[,"(<\\]')
-_QUOTE_END_RE = re.compile(r'["\\]')
+# One piece of an address list: everything up to a top-level comma. Quoted strings,
+# comments and angle brackets are taken whole, so a comma inside them does not split.
+# Each alternative starts with a different character and match() never has to back
+# out of the greedy repetition, so this is linear in the length of the piece.
+_ADDRESS_PIECE_RE = re.compile(r'(?:[^,"(<\\]+|"(?:[^"\\]|\\.)*"|\([^()]*\)|<[^<>]*>|\\.)*', re.DOTALL)
 _LEADING_SEPARATORS_RE = re.compile(r"[\s,]*")
 # The common address forms, each matched in linear time (no ambiguous repetitions).
 _ADDR_CHARS = r"[^<>\"\\()\[\]\s,;:]+"
@@ -269,37 +270,22 @@ def split_addresses(value: str, limit: int) -> tuple[list[str], bool]:
     """
     chunks: list[str] = []
     n = len(value)
-    pos = start = _skip_separators(value, 0)
+    pos = _skip_separators(value, 0)
     while pos < n:
         if len(chunks) >= limit:
             return chunks, True
-        bound = min(n, start + MAX_ADDRESS_CHARS + 1)
-        match = _ADDRESS_DELIM_RE.search(value, pos, bound) if pos < bound else None
-        if match is None:
-            if bound == n:
-                break
+        bound = min(n, pos + MAX_ADDRESS_CHARS + 1)
+        end = _ADDRESS_PIECE_RE.match(value, pos, bound).end()  # type: ignore[union-attr]
+        if end < bound and value[end] != ",":
+            end = bound  # an unterminated quote, comment or bracket runs to the end of the piece
+        if end - pos > MAX_ADDRESS_CHARS:
             # Too long to be an address: keep a marker piece, go on after the next comma.
-            chunks.append(value[start:bound])
-            comma = value.find(",", bound)
-            pos = start = n if comma < 0 else _skip_separators(value, comma)
+            chunks.append(value[pos:end])
+            comma = value.find(",", end)
+            pos = n if comma < 0 else _skip_separators(value, comma)
             continue
-        char, pos = match.group(), match.end()
-        if char == ",":
-            chunks.append(value[start : match.start()])
-            pos = start = _skip_separators(value, pos)
-        elif char == '"':
-            while (end := _QUOTE_END_RE.search(value, pos, bound)) is not None and end.group() == "\\":
-                pos = end.end() + 1
-            pos = bound if end is None else end.end()
-        elif char == "\\":
-            pos += 1
-        else:
-            close = value.find(")" if char == "(" else ">", pos, bound)
-            pos = bound if close < 0 else close + 1
-    if start < n:
-        if len(chunks) >= limit:
-            return chunks, True
-        chunks.append(value[start:])
+        chunks.append(value[pos:end])
+        pos = _skip_separators(value, end)
     return chunks, False
 
 
