@@ -124,3 +124,8 @@ def test_inline_parts_after_the_first_body_part_are_kept() -> None:
     )
     [image] = parsed.attachments
     assert (image.filename, image.content_type, image.size) == (None, "image/png", 70)
+
+
+def test_mbox_envelope_line_is_not_junk() -> None:
+    parsed = parse_email(b"From jane@globex.example Mon Nov 23 10:00:00 2026\nFrom: jane@globex.example\n\nbody\n")
+    assert (parsed.from_address, parsed.text, parsed.defects) == ("jane@globex.example", "body", [])

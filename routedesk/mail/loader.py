@@ -102,17 +102,19 @@ def repair_header_block(raw: bytes, sink: Sink | None = None) -> bytes:
     if not fields:
         return data
     first, last = fields[0], fields[-1]
+    # An mbox "From " envelope line is the one non-header the feed parser expects first.
+    keep = 1 if first and lines[0].startswith(b"From ") else 0
     broken = [i for i in range(first, last) if not _HEADER_LINE_RE.match(lines[i])]
-    if first == 0 and not broken:
+    if first == keep and not broken:
         return data
     for i in broken:
         lines[i] = b" " + lines[i]
     if sink is not None:
-        if first:
-            sink.add(f"header block: {first} unreadable line(s) before the first header dropped")
+        if first > keep:
+            sink.add(f"header block: {first - keep} unreadable line(s) before the first header dropped")
         if broken:
             sink.add(f"header block: {len(broken)} unindented line(s) read as continuation of the header above")
-    return b"\n".join(lines[first:]) + data[len(block) :]
+    return b"\n".join(lines[:keep] + lines[first:]) + data[len(block) :]
 
 
 def limit_structure(raw: bytes, sink: Sink) -> bytes:
