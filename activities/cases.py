@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from routedesk import ids
 from routedesk.config import Priority
 from routedesk.contracts import CaseRef
-from routedesk.mime import BODY_TEXT_LIMIT
+from routedesk.mail import BODY_TEXT_LIMIT
 from routedesk.models import CaseRow, EmailRow
 from routedesk.store import Store, TraceEntry, add_trace
 

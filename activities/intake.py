@@ -41,7 +41,7 @@ from routedesk.intake_policy import (
     unauthorized_reason,
 )
 from routedesk.intake_settings import content_type_of, intake_settings
-from routedesk.mime import BODY_TEXT_LIMIT, ParsedEmail, parse_email
+from routedesk.mail import BODY_TEXT_LIMIT, ParsedEmail, parse_email
 from routedesk.models import (
     CaseRow,
     EmailRow,

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from email.parser import BytesHeaderParser
-from email.policy import compat32
+
+from routedesk.mail import first_header, normalize_message_id
 
 
 def message_id_of(raw: bytes) -> str | None:
-    """The Message-ID header, brackets stripped; None when absent or unreadable."""
+    """The Message-ID as ``routedesk.mail`` reads it; None when absent or unreadable.
+
+    Headers only, so this never fails on a broken message and costs little on a big one.
+    """
     try:
-        # compat32 and headers only: this must never fail on a broken message.
-        value = BytesHeaderParser(policy=compat32).parsebytes(raw).get("Message-ID")
-    except Exception:
+        return normalize_message_id(first_header(raw, "Message-ID"))
+    except Exception:  # both never raise; this keeps the promise if that ever changes
         return None
-    if value is None:
-        return None
-    mid = str(value).strip()
-    if mid.startswith("<") and mid.endswith(">"):
-        mid = mid[1:-1].strip()
-    return mid or None
 
 
 def dedupe_key(raw: bytes) -> str:

@@ -7,11 +7,13 @@ Keeping the rules pure lets the unit tests cover every rule without a server.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from routedesk.config import Mailbox
+from routedesk.mail.limits import HEADER_VALUE_LIMIT, MAX_CASE_TOKENS
 
 # Our reference token, inserted in the subject of every outbound email: [CASE-000123].
 CASE_TOKEN_RE = re.compile(r"\[\s*(CASE-\d{1,12})\s*\]", re.IGNORECASE)
@@ -26,11 +28,18 @@ def case_token(case_number: str) -> str:
     return f"[{case_number}]"
 
 
-def case_numbers_in(subject: str | None) -> list[str]:
-    """Case numbers named by reference tokens in a subject, in order, normalised."""
+def case_numbers_in(subject: str | None, *, limit: int = MAX_CASE_TOKENS) -> list[str]:
+    """Case numbers named by reference tokens in a subject, in order, normalised.
+
+    At most ``limit`` tokens are considered (the first ones) within the first
+    HEADER_VALUE_LIMIT characters (all the parser keeps of a subject), so a subject full
+    of tokens costs no more than one with a few. The parser records a defect when a
+    subject has more.
+    """
     seen: dict[str, None] = {}
-    for found in CASE_TOKEN_RE.findall(subject or ""):
-        number = found.upper()
+    text = (subject or "")[:HEADER_VALUE_LIMIT]
+    for found in itertools.islice(CASE_TOKEN_RE.finditer(text), limit):
+        number = found.group(1).upper()
         digits = number.removeprefix("CASE-")
         # CASE-1 and CASE-000001 name the same case; case numbers are zero-padded to 6.
         seen.setdefault(f"CASE-{int(digits):06d}", None)
