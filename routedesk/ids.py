@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 from routedesk.mail import first_header, normalize_message_id
+
+# How much of a message intake reads to find its Message-ID before storing it: the header
+# block of real mail is a few KB; a sender who buries the ID under megabytes of headers gets
+# deduplicated by content alone, and the store answers without parsing those megabytes.
+MESSAGE_ID_SCAN_BYTES = 256 * 1024
 
 
 def message_id_of(raw: bytes) -> str | None:
     """The Message-ID as ``routedesk.mail`` reads it; None when absent or unreadable.
 
-    Headers only, so this never fails on a broken message and costs little on a big one.
+    Headers only, within :data:`MESSAGE_ID_SCAN_BYTES`, so this never fails on a broken
+    message and costs little on a big one.
     """
     try:
-        return normalize_message_id(first_header(raw, "Message-ID"))
+        return normalize_message_id(first_header(raw[:MESSAGE_ID_SCAN_BYTES], "Message-ID"))
     except Exception:  # both never raise; this keeps the promise if that ever changes
         return None
 
@@ -73,20 +80,21 @@ def content_fingerprint(raw: bytes) -> str:
         name, sep, value = line.partition(b":")
         key = name.strip().lower()
         if sep and key.decode("ascii", "replace") in _AUTHORED_HEADERS:
-            h.update(key + b":" + b" ".join(value.split()) + b"\n")
+            # Relays refold long lines; a value past 64 KB is no real header and is hashed
+            # as it is, so megabytes of hostile header cost one pass.
+            folded = _WHITESPACE_RUN.sub(b" ", value).strip() if len(value) < 65536 else value
+            h.update(key + b":" + folded + b"\n")
     h.update(b"\n")
     h.update(body.replace(b"\r\n", b"\n").rstrip())
     return h.hexdigest()
 
 
 def _unfolded(head: bytes) -> list[bytes]:
-    lines: list[bytes] = []
-    for line in head.replace(b"\r\n", b"\n").split(b"\n"):
-        if line[:1] in (b" ", b"\t") and lines:
-            lines[-1] += b" " + line.strip()
-        else:
-            lines.append(line)
-    return lines
+    return _FOLD.sub(b" ", head.replace(b"\r\n", b"\n")).split(b"\n")
+
+
+_FOLD = re.compile(rb"\n(?=[ \t])")
+_WHITESPACE_RUN = re.compile(rb"\s+")
 
 
 def message_dedupe_key(message_id: str | None, fingerprint: str) -> str:

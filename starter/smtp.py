@@ -25,8 +25,6 @@ import logging
 import re
 import socket
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -34,7 +32,9 @@ from sqlmodel import col, select
 from temporalio.client import Client
 
 from routedesk.config import Mailbox
+from routedesk.ids import MESSAGE_ID_SCAN_BYTES
 from routedesk.intake_policy import mailbox_for_address
+from routedesk.mail import first_header
 from routedesk.models import MailboxRow
 from routedesk.store import Store
 from starter.bounded import BoundedSubmitter, SubmitAbandoned, SubmitTimeout, failure_summary, log_submit_failure
@@ -59,11 +59,9 @@ def with_return_path(raw: bytes, mail_from: str | None) -> bytes:
     """
     if mail_from is None:
         return raw
-    try:
-        present = "Return-Path" in BytesHeaderParser(policy=compat32).parsebytes(raw)
-    except Exception:  # unparseable headers: add ours, it can only help
-        present = False
-    if present:
+    # Runs on the event loop: only the first part of the header block is read (a header
+    # block of megabytes must not stall every other session).
+    if first_header(raw[:MESSAGE_ID_SCAN_BYTES], "Return-Path") is not None:
         return raw
     sender = mail_from.strip()
     if sender.startswith("<") and sender.endswith(">"):  # aiosmtpd keeps "<>" as given
