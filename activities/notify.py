@@ -123,7 +123,7 @@ def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: 
 
 def _recipient_name(email: EmailRow, to: str) -> str | None:
     # The sender's name belongs on the reply only when it goes to the sender's own address.
-    same = (email.from_address or "").lower() in (to.lower(), _try_wire(email.from_address or "").lower())
+    same = _try_wire(email.from_address or "").lower() == to.lower()
     return email.from_name if same else None
 
 
