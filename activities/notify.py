@@ -77,7 +77,8 @@ def _one_line(value: str) -> str:
 
 def _message_id(kind: str, email: EmailRow, domain: str) -> str:
     # Deterministic: the same notification rendered again gets the same Message-ID.
-    digest = hashlib.sha256(f"{kind}:{email.id}:{email.dedupe_key}".encode()).hexdigest()[:12]
+    key = f"{kind}:{email.id}:{email.dedupe_key}".encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(key).hexdigest()[:12]
     return f"{kind}.{email.id}.{digest}@{domain}"
 
 
@@ -92,11 +93,12 @@ def _reply_headers(msg: EmailMessage, email: EmailRow) -> None:
     """Thread our message under the customer's, so their reply names both."""
     # Without SMTPUTF8 a non-ASCII Message-ID cannot be written as one: leave it out rather
     # than send a mangled id nobody can match.
-    usable = [m for m in (email.message_id,) if m and (msg.policy.utf8 or m.isascii())]  # type: ignore[attr-defined]
-    if usable:
-        msg["In-Reply-To"] = f"<{usable[0]}>"
-        refs = [r for r in email.headers.get("references", "").split() if msg.policy.utf8 or r.isascii()]  # type: ignore[attr-defined]
-        msg["References"] = " ".join([*refs[-10:], f"<{usable[0]}>"])
+    utf8 = bool(getattr(msg.policy, "utf8", False))
+    mid = email.message_id
+    if mid and (utf8 or mid.isascii()):
+        msg["In-Reply-To"] = f"<{mid}>"
+        refs = [r for r in email.headers.get("references", "").split() if utf8 or r.isascii()]
+        msg["References"] = " ".join([*refs[-10:], f"<{mid}>"])
 
 
 def wire_address(address: str) -> str:
