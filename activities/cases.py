@@ -54,6 +54,7 @@ def open_case(s: Session, store: Store, email_id: int) -> CaseRef:
         priority=priority.value,
         priority_rank=priority.rank,
         contact_id=contact.id if contact else None,
+        related_case_id=email.related_case_id,  # a stranger's reply to that case
         mailbox_address=box.address,
         workstream_id=box.workstream,
     )

@@ -27,13 +27,13 @@ from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import Notifier, recent_bounce, record_notification, render_bounce
+from activities.notify import Notifier, record_auto_reply
 from activities.routing import RoutingActivities
+from activities.threads import ThreadMatch, find_thread
 from routedesk.config import IntakeSettings, Mailbox
 from routedesk.contracts import IntakeRequest, IntakeResult, RouteCaseInput
 from routedesk.intake_policy import (
     RateLimitRule,
-    case_numbers_in,
     match_mailbox,
     noise_reason,
     rate_limit_reason,
@@ -78,7 +78,7 @@ class Decision:
     reason: str
     mailbox: Mailbox | None = None
     case: CaseRow | None = None  # threaded: the case the reply joins
-    hold_kind: str | None = None  # unverified_mailbox | rate_limit
+    hold_kind: str | None = None  # unverified_mailbox | rate_limit | non_participant
     bounce: bool = False  # ignored: send the unauthorized sender a bounce reply
     recheck_after_seconds: float | None = None  # rate_limit: when the sender may be under it again
 
@@ -302,9 +302,10 @@ class IntakeActivities:
             why = unauthorized_reason(box, sender)
             return Decision("ignored", f"no case: {why}", box, bounce=action == "bounce")
 
-        # A reply to an existing case is looked up before the holds: it is a conversation,
-        # not a flood, so the rate limit does not hold it (loop rules above still apply).
-        thread = self._find_thread(s, parsed, email)
+        # A reply to an existing case is looked up before the holds: a participant's reply is
+        # a conversation, not a flood, so the rate limit does not hold it (loop rules above
+        # still apply). A stranger naming someone's case is no reply and counts as new mail.
+        thread = self._find_thread(s, parsed, email, box)
         if not released_by_hand:
             row = s.get(MailboxRow, box.address)
             if row is not None and not row.verified:
@@ -315,7 +316,7 @@ class IntakeActivities:
                     hold_kind="unverified_mailbox",
                 )
             limit = settings.rate_limit
-            if limit.enabled and thread is None:
+            if limit.enabled and not (thread is not None and thread.trusted):
                 rule = RateLimitRule(limit.max_messages, limit.window_seconds)
                 recent, oldest = self._recent_from(s, sender, rule)
                 why_held = rate_limit_reason(sender, recent, rule)
@@ -326,9 +327,20 @@ class IntakeActivities:
                     wait = max((free_at - utcnow()).total_seconds(), 0.0) + RATE_LIMIT_RECHECK_SLACK
                     return Decision("held", why_held, box, hold_kind="rate_limit", recheck_after_seconds=wait)
 
-        if thread is not None:
-            case, how = thread
-            return Decision("threaded", f"reply to {case.number}: {how}", box, case=case)
+        if thread is not None and thread.trusted:
+            return Decision("threaded", f"reply to {thread.case.number}: {thread.how}", box, case=thread.case)
+        if thread is not None:  # a stranger must not join, or reopen, someone else's case
+            number = thread.case.number
+            why = f"sender {sender} is not a participant of {number} ({thread.how})"
+            if settings.non_participant_reply == "hold":
+                return Decision(
+                    "held",
+                    f"{why}; held for review: `routedesk intake release {email.id}` adds it to {number}",
+                    box,
+                    hold_kind="non_participant",
+                )
+            email.related_case_id = thread.case.id
+            return Decision("accepted", f"{why}; new case linked to it", box)
         return Decision("accepted", f"{sender} wrote to routing address {box.address}", box)
 
     @staticmethod
@@ -353,60 +365,26 @@ class IntakeActivities:
         return int(count), oldest
 
     @staticmethod
-    def _find_thread(s: Session, parsed: ParsedEmail, email: EmailRow) -> tuple[CaseRow, str] | None:
-        """The case this email replies to, and how we know.
-
-        In-Reply-To first, then References from the newest id back: the most direct parent
-        wins. Our own outbound messages (acknowledgements) count as stored Message-IDs. The
-        ``[CASE-000123]`` subject token is the fallback, as with Salesforce's thread tokens.
-        """
-        candidates: list[tuple[str, str]] = [("In-Reply-To", m) for m in parsed.in_reply_to]
-        candidates += [("References", m) for m in reversed(parsed.references)]
-        ids = [m for _, m in candidates if m != email.message_id]
-        if ids:
-            found: dict[str, int] = {}
-            for mid, case_id in s.exec(
-                select(EmailRow.message_id, EmailRow.case_id).where(
-                    col(EmailRow.message_id).in_(ids),
-                    col(EmailRow.case_id).is_not(None),
-                    EmailRow.id != email.id,
-                )
-            ).all():
-                if mid is not None and case_id is not None:
-                    found.setdefault(mid, case_id)
-            for mid, case_id in s.exec(
-                select(NotificationRow.message_id, NotificationRow.case_id).where(
-                    col(NotificationRow.message_id).in_(ids),
-                    col(NotificationRow.case_id).is_not(None),
-                )
-            ).all():
-                if case_id is not None:
-                    found.setdefault(mid, case_id)
-            for header, mid in candidates:
-                if mid in found:
-                    case = s.get(CaseRow, found[mid])
-                    if case is not None:
-                        return case, f"{header} names <{mid}>"
-        for number in case_numbers_in(parsed.subject):
-            case = s.exec(select(CaseRow).where(CaseRow.number == number)).first()
-            if case is not None:
-                return case, f"the subject carries the reference token [{number}]"
-        return None
+    def _find_thread(
+        s: Session, parsed: ParsedEmail, email: EmailRow, box: Mailbox | None = None
+    ) -> ThreadMatch | None:
+        """The case this email replies to, how we know, and whether its sender may join it
+        (activities/threads.py: headers, then subject tokens; participants and signatures)."""
+        return find_thread(
+            s,
+            email,
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            subject=parsed.subject,
+            mailbox=box.address if box is not None else None,
+        )
 
     def _record_bounce(self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings) -> None:
-        # One bounce per address and window: two auto-responders that ignore RFC 3834 must
-        # not be able to ping-pong with us, and a forged sender gets at most one backscatter.
-        assert email.from_address is not None
-        window = settings.rate_limit.window_seconds
-        earlier = recent_bounce(s, email.from_address, window, email)
-        suppressed = None
-        if earlier is not None:
-            suppressed = (
-                f"a bounce reply already went to {email.from_address} for email {earlier.email_id} "
-                f"within {window:g}s; one per window"
-            )
-        rendered = None if suppressed else render_bounce(email, box)
-        record_notification(s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed)
+        # To the envelope sender, within the automatic-reply limits (one per normalised
+        # address and window, so two auto-responders cannot ping-pong with us and a forged
+        # sender gets at most one backscatter; a cap per mailbox and minute). A message that
+        # cannot be rendered is recorded as failed: this runs inside the intake transaction.
+        record_auto_reply(s, kind="bounce", email=email, case_id=None, box=box, settings=settings)
 
     @staticmethod
     def _next_intake_step(s: Session, email_id: int) -> str:

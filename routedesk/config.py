@@ -349,6 +349,15 @@ class Relay(Strict):
     password_env: str | None = None  # name of the environment variable holding the password
 
 
+class AutoReply(Strict):
+    """Limits on automatic replies (acknowledgements and bounce replies), against backscatter."""
+
+    # At most one automatic reply per normalised recipient address in this window.
+    window_seconds: float = Field(default=600, gt=0)
+    # At most this many automatic replies per mailbox in any minute, whoever they go to.
+    max_per_mailbox_per_minute: int = Field(default=30, ge=1)
+
+
 class IntakeSettings(Strict):
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # Salesforce: 25 MB
     # The longest an SMTP or HTTP answer waits for the case store and Temporal; then a
@@ -359,6 +368,10 @@ class IntakeSettings(Strict):
     http: HttpIntake = HttpIntake()
     rate_limit: RateLimit = RateLimit()
     relay: Relay | None = None  # none: acknowledgements and bounces are recorded, not sent
+    auto_reply: AutoReply = AutoReply()
+    # A reply (by header or bare case number) from a sender who is not a participant of the
+    # case: a new case linked to it, or held for review (`routedesk intake release` threads it).
+    non_participant_reply: Literal["new_case", "hold"] = "new_case"
 
 
 class RoutingConfig(Strict):
