@@ -18,7 +18,6 @@ just as much as a flood of new mail.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from routedesk.intake_policy import (
 )
 from routedesk.intake_settings import content_type_of, intake_settings
 from routedesk.mail import BODY_TEXT_LIMIT, ParsedEmail, parse_email
+from routedesk.mail.processes import ParserPool
 from routedesk.models import (
     CaseRow,
     EmailRow,
@@ -64,9 +64,12 @@ EVALUATED = ("received", "held")  # the statuses intake decides about (again)
 # parse can never outlive the attempt that asked for it.
 PARSE_BUDGET_SECONDS = 10.0
 HEADER_ONLY_BYTES = 256 * 1024  # what a message over budget is evaluated on
-# Parsing gets threads of its own: a slow message must not take the threads that store I/O
-# (and, in one process under `make run`, SMTP and HTTP intake) need.
-_PARSER = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mail-parse")
+# Messages up to this size are parsed in the worker's own threads (a few ms under the caps);
+# larger ones in the parser processes, so they neither hold the GIL nor hold up small ones.
+IN_PROCESS_PARSE_BYTES = 128 * 1024
+# Parsing runs in processes of its own: a slow message must hold neither the GIL nor the
+# threads that store I/O (and, in one process under `make run`, SMTP and HTTP intake) need.
+PARSERS = ParserPool()
 
 # Kept importable from here: the SMTP server and older callers use it.
 __all__ = ["IntakeActivities", "match_mailbox"]
@@ -98,25 +101,28 @@ def _rejection(email: EmailRow, mailboxes: dict[str, Mailbox]) -> Decision | Non
 
 
 async def parse_within_budget(raw: bytes) -> ParsedEmail:
-    """Parse on the parser's own threads, within :data:`PARSE_BUDGET_SECONDS`.
+    """Parse a small message here, a large one in the parser processes
+    (:mod:`routedesk.mail.processes`) within :data:`PARSE_BUDGET_SECONDS`.
 
     The parse is bounded by the caps in :mod:`routedesk.mail`, so the budget is a backstop: a
     message that still cannot be parsed in time is evaluated on its header block alone, with
-    a defect saying so, instead of failing the activity and being retried forever. The slow
-    parse keeps one parser thread until it ends; store I/O, SMTP and HTTP use other threads.
+    a defect saying so, instead of failing the activity and being retried forever; the
+    runaway parse is ended with its process.
     """
-    loop = asyncio.get_running_loop()
-    try:
-        return await asyncio.wait_for(loop.run_in_executor(_PARSER, parse_email, raw), PARSE_BUDGET_SECONDS)
-    except TimeoutError:
-        head = raw[:HEADER_ONLY_BYTES]
-        cut = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
-        parsed = await asyncio.to_thread(parse_email, head[:cut] + b"\r\n\r\n")
-        parsed.defects.append(
-            f"body not read: the message could not be parsed within {PARSE_BUDGET_SECONDS:g}s; "
-            "the case has what its headers say (the raw message is kept)"
-        )
+    if len(raw) <= IN_PROCESS_PARSE_BYTES:
+        # Most mail: milliseconds of work, done here; it never queues behind a big message.
+        return await asyncio.to_thread(parse_email, raw)
+    parsed = await PARSERS.parse(raw, PARSE_BUDGET_SECONDS)
+    if parsed is not None:
         return parsed
+    head = raw[:HEADER_ONLY_BYTES]
+    cut = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+    parsed = await asyncio.to_thread(parse_email, head[:cut] + b"\r\n\r\n")
+    parsed.defects.append(
+        f"body not read: the message could not be parsed within {PARSE_BUDGET_SECONDS:g}s; "
+        "the case has what its headers say (the raw message is kept)"
+    )
+    return parsed
 
 
 def _aware(t: datetime) -> datetime:
@@ -128,6 +134,7 @@ class IntakeActivities:
     def __init__(self, store: Store, router: RoutingActivities | None = None) -> None:
         self.store = store
         self.notifier = Notifier(store)
+        PARSERS.start()
         # Routes an accepted email's case in the intake transaction: one local activity, one
         # transaction and one history event fewer than a separate route_case.
         self.router = router

@@ -42,7 +42,9 @@ async def test_a_huge_header_value_ends_in_a_small_history(stack: Stack) -> None
 async def test_a_message_over_the_parse_budget_is_evaluated_on_its_headers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(intake, "PARSE_BUDGET_SECONDS", 0.0)  # every parse is over budget
     raw = make_email(subject="Still routable", body="x" * 1_000_000)
+    pool_before = intake.PARSERS._pool
     parsed = await intake.parse_within_budget(raw)
+    assert intake.PARSERS._pool is None or intake.PARSERS._pool is not pool_before  # the runaway was ended
     assert (parsed.subject, parsed.from_address) == ("Still routable", "someone@customer.example")
     assert parsed.to == ["support@acme.example"]
     assert any(d.startswith("body not read: the message could not be parsed within 0s") for d in parsed.defects)
