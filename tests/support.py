@@ -81,9 +81,12 @@ class Stack:
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
-    def create(cls, client: Client, directory: Path, name: str, config: RoutingConfig | None) -> Stack:
+    def create(
+        cls, client: Client, directory: Path, name: str, config: RoutingConfig | None, *, url: str | None = None
+    ) -> Stack:
+        """A store at ``url`` (default: SQLite in ``directory``) with ``config`` loaded."""
         directory.mkdir(parents=True, exist_ok=True)
-        store = Store(f"sqlite:///{directory / 'routedesk.db'}").init()
+        store = Store(url or f"sqlite:///{directory / 'routedesk.db'}").init()
         cfg = config or load_config(EXAMPLES / "routing.yaml")
         store.load_config(cfg)
         tag = uuid.uuid4().hex[:8]
