@@ -8,7 +8,7 @@ prefix, so tests never see each other's workflows.
 Every test that builds a stack (``stack``, ``make_stack``) or asks for ``new_store_url`` runs
 twice: on SQLite (``[sqlite]``) and on PostgreSQL (``[postgres]``), in a database of its own
 on a throwaway cluster (tests/postgres.py) or on the server a PostgreSQL ``DATABASE_URL``
-names. ``-k sqlite`` runs the SQLite half alone, without starting PostgreSQL.
+names. ``-k "not postgres"`` runs without starting PostgreSQL.
 """
 
 from __future__ import annotations
