@@ -8,6 +8,7 @@ waiting for that lock (or finished) before the first commits.
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+import activities.assignment as assignment_module
 from activities.assignment import AssignmentActivities, claim_wakes
-from routedesk.contracts import DispatchPass
+from routedesk.contracts import AnswerInput, DispatchPass, DispatchRequest
 from routedesk.db import Database, UnsupportedStore, pool_settings
 from routedesk.models import AgentRow, CaseRow, EmailRow, MailboxRow, OfferRow, QueueMemberRow, utcnow
 from routedesk.store import Store
@@ -115,6 +117,63 @@ def test_a_pick_committed_while_the_dispatcher_looks_gets_no_phantom_offer(
     with pg_store.db.read() as s:
         live = s.exec(select(OfferRow).where(OfferRow.status == "live")).all()
     assert live == [], f"an offer on an assigned case, never to be closed: {live}"
+
+
+def test_an_agent_freed_while_an_item_is_queued_wakes_the_dispatcher_once_either_way(
+    pg_store: Store, pool: concurrent.futures.ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost wake-up: one transaction frees a1 (closes their offer) and looks for waiting
+    items; another queues an item and looks for a free agent. Each used to miss the other's
+    uncommitted change, so neither woke the dispatcher and the item waited for the sweep."""
+    with pg_store.db.write() as s:
+        a2 = s.get(AgentRow, "a2")
+        assert a2 is not None
+        a2.presence = "Offline"  # a1 is the only one who could take the item
+        s.add(a2)
+    offered, waiting = queued_case(pg_store, 1), queued_case(pg_store, 2)
+    with pg_store.db.write() as s:
+        for case_id in (offered, waiting):
+            case = s.get(CaseRow, case_id)
+            assert case is not None
+            case.awaiting_dispatch = False  # 1 is on offer to a1; 2 is about to be queued
+            s.add(case)
+        offer = OfferRow(
+            case_id=offered,
+            case_number="CASE-000001",
+            agent_id="a1",
+            queue_id="q",
+            workflow_id="wf1",
+            kind="preferred",
+            idempotency_key="k",
+        )
+        s.add(offer)
+        s.flush()
+        assert offer.id is not None
+        offer_id = offer.id
+
+    # The closing transaction pauses after its look for waiting items, before it commits.
+    looked, go_on = threading.Event(), threading.Event()
+    original = assignment_module._queues_to_wake
+
+    def look_then_pause(s: Any, queue_ids: Any) -> list[str]:
+        found = original(s, queue_ids)
+        looked.set()
+        assert go_on.wait(30)
+        return found
+
+    monkeypatch.setattr(assignment_module, "_queues_to_wake", look_then_pause)
+    acts = AssignmentActivities(pg_store, None)
+    closing = pool.submit(
+        acts._close_offer,
+        AnswerInput(case_id=offered, offer_id=offer_id, agent_id="a1", outcome="declined", step="r1:decline"),
+    )
+    assert looked.wait(30)
+    queueing = pool.submit(acts._enqueue, DispatchRequest(case_id=waiting, step="r1:enqueue"))
+    wait_until(lambda: queueing.done() or lock_waiters(pg_store), "the queueing to finish or wait for a1")
+    go_on.set()
+    woken_by_close, woken_by_queue = closing.result(timeout=30), queueing.result(timeout=30)
+
+    assert "q" in woken_by_close or woken_by_queue == "q", "nobody woke the dispatcher for the waiting item"
 
 
 def test_claims_of_a_missing_wake_row_at_once_do_not_fail(
