@@ -62,6 +62,15 @@ class UnsupportedStore(StoreUnavailable):
         Exception.__init__(self, f"cannot use the case store at {address}: {detail}")
 
 
+class StoreSettingInvalid(UnsupportedStore):
+    """A store setting from the environment (pool sizes) is not usable."""
+
+    def __init__(self, name: str, raw: str, minimum: int) -> None:
+        self.address = name
+        self.detail = f"{name}={raw!r} must be a whole number of at least {minimum}"
+        Exception.__init__(self, self.detail)
+
+
 class StoreEmpty(Exception):
     def __init__(self, address: str) -> None:
         super().__init__(
@@ -122,7 +131,7 @@ def _env_int(name: str, default: int, minimum: int = 0) -> int:
     except ValueError:
         value = minimum - 1
     if value < minimum:
-        raise UnsupportedStore(name, f"{name}={raw!r} must be a whole number of at least {minimum}")
+        raise StoreSettingInvalid(name, raw, minimum)
     return value
 
 
