@@ -6,12 +6,13 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlmodel import select
+from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
@@ -188,6 +189,15 @@ class Stack:
         return [(t.subject, t.outcome) for t in self.trace(case_id=case_id) if t.stage == "assignment"]
 
     # --- reading the store -------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read transaction whose queries all see the same commits. SQLite's read
+        transactions do; PostgreSQL's default (READ COMMITTED) takes a snapshot per query."""
+        with self.store.db.read() as s:
+            if self.store.db.is_postgres:
+                s.connection().exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield s
 
     def cases(self) -> list[CaseRow]:
         with self.store.db.read() as s:

@@ -63,8 +63,7 @@ async def pg_stack(client: Client, postgres_server: str, tmp_path: Path) -> Asyn
 
 def sample(stack: Stack) -> dict[str, Any]:
     """The store as one snapshot (REPEATABLE READ: every query sees the same commits)."""
-    with stack.store.db.read() as s:
-        s.connection().exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with stack.snapshot() as s:
         agents = {a.id: a for a in s.exec(select(AgentRow)).all()}
         cases = {c.id: c for c in s.exec(select(CaseRow)).all()}
         live = list(s.exec(select(OfferRow).where(OfferRow.status == "live")).all())
