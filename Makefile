@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,postgres]'
 	@touch $(STAMP)
 
 setup: $(STAMP) engine
@@ -20,7 +20,11 @@ engine:
 run: setup
 	$(BIN)/python -m starter.run --config $${ROUTEDESK_CONFIG:-examples/routing.yaml}
 
+# Every test that touches the case store runs on SQLite and on PostgreSQL: the suite starts a
+# throwaway cluster from Debian's postgresql package (installed here when missing), or uses
+# the server a PostgreSQL DATABASE_URL names.
 test: setup
+	@scripts/ensure-postgres.sh
 	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

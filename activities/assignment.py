@@ -1,11 +1,21 @@
 """Assignment: offers, answers, picks, supervisor assignment, resolution, queue dispatch.
 
-Every decision is one ``BEGIN IMMEDIATE`` transaction, and the store's constraints hold the
-invariants however many workflows run at once:
+Every decision is one transaction, and the store's constraints hold the invariants however
+many workflows, workers and machines run at once:
 - an agent never exceeds capacity: ``active_count`` is checked and raised in the same
-  transaction that assigns;
-- an agent holds at most one live offer, a case has at most one: partial unique indexes;
-- a case is assigned at most once: assignment requires ``assigned_agent_id IS NULL``.
+  transaction that assigns, with the agent's row locked;
+- an agent holds at most one live offer, a case has at most one: partial unique indexes,
+  and every transaction that makes an offer locks the agent's row before it looks for one;
+- a case is assigned at most once: assignment requires ``assigned_agent_id IS NULL`` on the
+  locked case row.
+On SQLite, ``BEGIN IMMEDIATE`` runs one writer at a time and the locks below are no-ops. On
+PostgreSQL writers run side by side, so the row locks matter, and they are always taken in
+one order: the case, then its offer, then agents in id order, then queue members, then
+wake claims. The dispatcher alone holds several cases; it locks its queue's agents first and
+skips a case another transaction holds (``SKIP LOCKED``) instead of waiting for it, so no
+two transactions wait for each other. Locking the agents also closes the lost wake-up: a
+transaction that frees an agent and one that queues an item both lock that agent before
+they look for the other's work, so the second to lock sees the first's change.
 Each activity carries an idempotency key (an offer's key, or a trace step) so a retry
 returns what the first attempt did instead of doing it again.
 
@@ -17,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from sqlalchemy import delete
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.client import Client
@@ -55,7 +68,7 @@ STAGE = "assignment"
 
 
 def _case(s: Session, case_id: int) -> CaseRow:
-    case = s.get(CaseRow, case_id, with_for_update=True)
+    case = s.get(CaseRow, case_id, with_for_update=True, populate_existing=True)
     if case is None:
         raise ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
     return case
@@ -81,6 +94,31 @@ def _step_reason(s: Session, case: CaseRow, step: str) -> str | None:
 
 def _live_offer_of_agent(s: Session, agent_id: str) -> OfferRow | None:
     return s.exec(select(OfferRow).where(OfferRow.agent_id == agent_id, OfferRow.status == "live")).first()
+
+
+def _live_offer_of_case(s: Session, case: CaseRow) -> OfferRow | None:
+    """The case's live offer, locked (the caller holds the case, so none can be added)."""
+    return s.exec(
+        select(OfferRow)
+        .where(OfferRow.case_id == case.id, OfferRow.status == "live")
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def lock_agents(s: Session, agent_ids: Iterable[str | None]) -> dict[str, AgentRow]:
+    """The agents among ``agent_ids`` that exist, locked in id order (see the module doc)."""
+    wanted = sorted({a for a in agent_ids if a})
+    if not wanted:
+        return {}
+    rows = s.exec(
+        select(AgentRow)
+        .where(col(AgentRow.id).in_(wanted))
+        .order_by(col(AgentRow.id))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {a.id: a for a in rows}
 
 
 def _queues_of(s: Session, agent_id: str) -> list[str]:
@@ -118,23 +156,30 @@ def claim_wakes(s: Session, queue_ids: Iterable[str]) -> list[str]:
     reads the store after this commit, so a second signal would only buy an empty pass.
     Under load this turns a signal per answer, resolution and arrival into about one per
     pass.
+
+    One upsert per queue: the claim is inserted, or a stale one taken over, or a fresh one
+    left alone (and then no row comes back). Concurrent claimers of a missing row used to
+    both insert it, and on PostgreSQL the second failed on the primary key and its whole
+    transaction was retried. The upsert locks the row either way, so the pass that deletes
+    it waits for this transaction, and then sees what it committed.
     """
     now = utcnow()
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
     claimed = []
     for queue_id in sorted(set(queue_ids)):
-        wake = s.get(QueueWakeRow, queue_id, with_for_update=True)
-        if wake is not None and _aware(wake.requested_at) > now - WAKE_CLAIM_STALE:
-            continue
-        if wake is None:
-            wake = QueueWakeRow(queue_id=queue_id, requested_at=now)
-        wake.requested_at = now
-        s.add(wake)
-        claimed.append(queue_id)
+        stmt = (
+            insert(QueueWakeRow)
+            .values(queue_id=queue_id, requested_at=now)
+            .on_conflict_do_update(
+                index_elements=[col(QueueWakeRow.queue_id)],
+                set_={"requested_at": now},
+                where=col(QueueWakeRow.requested_at) <= now - WAKE_CLAIM_STALE,
+            )
+            .returning(col(QueueWakeRow.queue_id))
+        )
+        if s.connection().execute(stmt).first() is not None:
+            claimed.append(queue_id)
     return claimed
-
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
@@ -187,9 +232,8 @@ def _assign(s: Session, case: CaseRow, agent: AgentRow, now: datetime) -> str | 
     return None
 
 
-def _withdraw_live_offer(s: Session, case: CaseRow, reason: str, now: datetime) -> str | None:
-    """Close the case's live offer, if any; returns the agent who held it."""
-    offer = s.exec(select(OfferRow).where(OfferRow.case_id == case.id, OfferRow.status == "live")).first()
+def _withdraw(s: Session, offer: OfferRow | None, reason: str, now: datetime) -> str | None:
+    """Close ``offer`` (the case's live offer, locked), if any; returns the agent who held it."""
     if offer is None:
         return None
     offer.status, offer.reason, offer.closed_at = "withdrawn", reason, now
@@ -201,11 +245,16 @@ def _withdraw_live_offer(s: Session, case: CaseRow, reason: str, now: datetime) 
 
 
 def queue_members(s: Session, queue_id: str) -> list[tuple[AgentRow, QueueMemberRow]]:
+    """The queue's members with their agent rows locked, in id order: whoever decides on
+    their eligibility holds them until commit (see the module doc)."""
     return list(
         s.exec(
             select(AgentRow, QueueMemberRow)
             .join(QueueMemberRow, col(QueueMemberRow.agent_id) == col(AgentRow.id))
             .where(QueueMemberRow.queue_id == queue_id)
+            .order_by(col(AgentRow.id))
+            .with_for_update(of=AgentRow)
+            .execution_options(populate_existing=True)
         ).all()
     )
 
@@ -423,11 +472,14 @@ class AssignmentActivities:
             previous = _step_reason(s, case, inp.step)
             if previous is not None:  # a retry: everyone was skipped
                 return OfferAttempt(reason=previous, position=last)
+            # Locked before their live offers are looked for: a concurrent offer to one of
+            # them waits for this transaction, or this one sees it.
+            agents = lock_agents(s, candidates)
             skipped: list[TraceEntry] = []
             for i, agent_id in enumerate(candidates):
                 position = inp.position + i
                 label = (inp.label if i == 0 else None) or f"preferred agent #{position}"
-                reason = self._preferred_ineligible(s, case, ws, agent_id)
+                reason = self._preferred_ineligible(s, case, ws, agents.get(agent_id), agent_id)
                 if reason is not None:
                     skipped.append(TraceEntry(STAGE, agent_id, "skipped", f"{label}: {reason}"))
                     continue
@@ -449,10 +501,11 @@ class AssignmentActivities:
             _trace(s, case, inp.step, *skipped)
             return OfferAttempt(reason=skipped[-1].reason if skipped else None, position=last)
 
-    def _preferred_ineligible(self, s: Session, case: CaseRow, ws: Workstream, agent_id: str) -> str | None:
+    def _preferred_ineligible(
+        self, s: Session, case: CaseRow, ws: Workstream, agent: AgentRow | None, agent_id: str
+    ) -> str | None:
         if case.assigned_agent_id is not None:
             return f"case is already assigned to {case.assigned_agent_id}"
-        agent = s.get(AgentRow, agent_id)
         if agent is None:
             return "no such agent"
         if s.get(QueueMemberRow, (case.queue_id, agent_id)) is None:
@@ -475,8 +528,8 @@ class AssignmentActivities:
 
     def _accept_offer(self, inp: AnswerInput) -> tuple[AssignResult, list[str]]:
         with self.store.db.write() as s:
-            offer = s.get(OfferRow, inp.offer_id, with_for_update=True)
-            case = _case(s, inp.case_id)
+            case = _case(s, inp.case_id)  # the case before its offer (see the module doc)
+            offer = s.get(OfferRow, inp.offer_id, with_for_update=True, populate_existing=True)
             if offer is None:
                 raise ApplicationError(f"offer {inp.offer_id} does not exist", type="OfferMissing", non_retryable=True)
             if offer.status == "accepted":
@@ -484,7 +537,7 @@ class AssignmentActivities:
             if offer.status != "live":
                 return AssignResult(assigned=False, reason=f"the offer was {offer.status}"), []
             now = utcnow()
-            agent = s.get(AgentRow, offer.agent_id, with_for_update=True)
+            agent = lock_agents(s, [offer.agent_id]).get(offer.agent_id)
             refusal = "no such agent" if agent is None else _assign(s, case, agent, now)
             offer.closed_at = now
             if refusal is None:
@@ -526,10 +579,13 @@ class AssignmentActivities:
 
     def _close_offer(self, inp: AnswerInput) -> list[str]:
         with self.store.db.write() as s:
-            offer = s.get(OfferRow, inp.offer_id, with_for_update=True)
+            case = _case(s, inp.case_id)  # the case before its offer (see the module doc)
+            offer = s.get(OfferRow, inp.offer_id, with_for_update=True, populate_existing=True)
             if offer is None or offer.status != "live":
                 return []
-            case = _case(s, inp.case_id)
+            # The agent is free for other offers from this commit on: locked, so a
+            # transaction queueing an item for them either sees that or is seen below.
+            lock_agents(s, [offer.agent_id])
             offer.status, offer.reason, offer.closed_at = inp.outcome, inp.reason, utcnow()
             s.add(offer)
             why = {
@@ -601,11 +657,18 @@ class AssignmentActivities:
 
     @activity.defn(name="dispatch_queue")
     async def dispatch_queue(self, inp: DispatchPass) -> DispatchResult:
-        return await asyncio.to_thread(self._dispatch, inp)
+        result, contended = await asyncio.to_thread(self._dispatch, inp)
+        dispatcher = activity.info().workflow_id
+        if contended and dispatcher and self.kicker is not None:
+            # An item was held by another transaction and skipped: one more pass, after
+            # this one, looks at it again (the dispatcher runs a pass per kick).
+            await self.kicker.client.get_workflow_handle(dispatcher).signal("kick")
+        return result
 
-    def _dispatch(self, inp: DispatchPass) -> DispatchResult:
+    def _dispatch(self, inp: DispatchPass) -> tuple[DispatchResult, bool]:
         """One assignment cycle for a queue: waiting items in priority-then-age order, each
-        offered to the agent the queue's method picks among eligible members."""
+        offered to the agent the queue's method picks among eligible members. Also says
+        whether an item was skipped because another transaction held it."""
         sweep_interval = self.store.routing_settings().sweep_interval_seconds
         with self.store.db.write() as s:
             made = s.exec(select(OfferRow).where(col(OfferRow.idempotency_key).startswith(f"{inp.pass_key}:"))).all()
@@ -613,14 +676,14 @@ class AssignmentActivities:
                 return DispatchResult(
                     offers=[self._dispatched(o) for o in made],
                     sweep_interval_seconds=sweep_interval,
-                )
-            # This pass reads the store from here on: later changes must signal again.
-            wake = s.get(QueueWakeRow, inp.queue_id)
-            if wake is not None:
-                s.delete(wake)
+                ), False
             queue = s.get(QueueRow, inp.queue_id)
+            # The members' rows first, locked for the whole pass (see the module doc).
+            members = queue_members(s, inp.queue_id) if queue is not None else []
+            # This pass reads the store from here on: later changes must signal again.
+            s.connection().execute(delete(QueueWakeRow).where(col(QueueWakeRow.queue_id) == inp.queue_id))
             if queue is None:
-                return DispatchResult(sweep_interval_seconds=sweep_interval)
+                return DispatchResult(sweep_interval_seconds=sweep_interval), False
             # Only the keys here: a backlog of thousands is walked as index rows, and a case
             # is loaded only when it may be offered or its wait is not traced yet.
             items = s.exec(
@@ -633,11 +696,11 @@ class AssignmentActivities:
                 .order_by(col(CaseRow.priority_rank).desc(), col(CaseRow.queued_at), col(CaseRow.id))
             ).all()
             if not items:
-                return DispatchResult(sweep_interval_seconds=sweep_interval)
-            members = queue_members(s, inp.queue_id)
+                return DispatchResult(sweep_interval_seconds=sweep_interval), False
             offering = live_offer_agents(s)
             offers: list[DispatchedOffer] = []
             waiting = 0
+            contended = False
             anyone_free = _anyone_free(members, offering)
             for case_id, noted in items:
                 if not anyone_free and noted is not None:
@@ -645,7 +708,23 @@ class AssignmentActivities:
                     # (``waiting_noted`` is cleared whenever its round or exclusions change).
                     waiting += 1
                     continue
-                case = _case(s, case_id or 0)  # ids of stored rows are never None
+                # Locked, and read again: since the list above was read, a pick, a
+                # supervisor or an offer on arrival may have taken the item, and an offer
+                # made now would never be closed (a phantom offer). A case another
+                # transaction holds is skipped rather than waited for: this pass holds
+                # agents that transaction may need.
+                case = s.get(CaseRow, case_id, with_for_update={"skip_locked": True}, populate_existing=True)
+                if case is None:
+                    contended = True
+                    waiting += 1
+                    continue
+                if (
+                    case.status != "queued"
+                    or not case.awaiting_dispatch
+                    or case.assigned_agent_id is not None
+                    or case.queue_id != inp.queue_id
+                ):
+                    continue
                 offer, ws = offer_or_note_wait(
                     s,
                     self.store,
@@ -661,7 +740,7 @@ class AssignmentActivities:
                     continue
                 anyone_free = _anyone_free(members, offering)
                 offers.append(self._dispatched(offer, ws))
-            return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval)
+            return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval), contended
 
     def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
         if ws is None:
@@ -686,7 +765,8 @@ class AssignmentActivities:
             if previous is not None:  # a retry
                 ok = case.assigned_agent_id == inp.agent_id
                 return AssignResult(assigned=ok, agent_id=case.assigned_agent_id, reason=previous), []
-            agent = s.get(AgentRow, inp.agent_id, with_for_update=True)
+            live = _live_offer_of_case(s, case)
+            agent = lock_agents(s, [inp.agent_id, live.agent_id if live else None]).get(inp.agent_id)
             now = utcnow()
             refusal: str | None
             if agent is None:
@@ -698,7 +778,7 @@ class AssignmentActivities:
             if refusal is not None:
                 # Not traced: a refused pick changes nothing, and the caller gets the reason.
                 return AssignResult(assigned=False, agent_id=case.assigned_agent_id, reason=refusal), []
-            withdrawn = _withdraw_live_offer(s, case, f"assigned to {inp.agent_id} by {inp.by}", now)
+            withdrawn = _withdraw(s, live, f"assigned to {inp.agent_id} by {inp.by}", now)
             what = "picked the case from the queue" if inp.by == "pick" else "assigned by a supervisor"
             entries = [TraceEntry(STAGE, inp.agent_id, "assigned", what)]
             if withdrawn:
@@ -724,12 +804,14 @@ class AssignmentActivities:
                 return []
             now = utcnow()
             freed: list[str] = []
-            withdrawn = _withdraw_live_offer(s, case, "case resolved", now)
+            live = _live_offer_of_case(s, case)
+            owner = case.assigned_agent_id
+            agents = lock_agents(s, [owner, live.agent_id if live else None])
+            withdrawn = _withdraw(s, live, "case resolved", now)
             if withdrawn:
                 freed += _queues_of(s, withdrawn)
-            owner = case.assigned_agent_id
             if owner is not None:
-                agent = s.get(AgentRow, owner, with_for_update=True)
+                agent = agents.get(owner)
                 if agent is not None:
                     agent.active_count = max(0, agent.active_count - 1)
                     agent.last_released_at = now

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,7 @@ from activities.routing import RoutingActivities
 from activities.threads import ThreadMatch, find_thread
 from routedesk.config import IntakeSettings, Mailbox
 from routedesk.contracts import IntakeRequest, IntakeResult, RouteCaseInput
+from routedesk.db import Database
 from routedesk.intake_policy import (
     RateLimitRule,
     match_mailbox,
@@ -58,6 +60,10 @@ from routedesk.store import Store, TraceEntry, add_trace
 RATE_LIMIT_RECHECK_SLACK = 0.5
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL advisory-lock keys of the per-sender rate-limit decision: this base | crc32(sender).
+# Taken before any row lock of the transaction (lock order: sender, case, offer, agents).
+SENDER_LOCK_BASE = 0x72640003 << 32
 
 EVALUATED = ("received", "held")  # the statuses intake decides about (again)
 # A backstop behind the parser's caps: well inside the activity's 30 s start-to-close, so a
@@ -325,7 +331,7 @@ class IntakeActivities:
             limit = settings.rate_limit
             if limit.enabled and not (thread is not None and thread.trusted):
                 rule = RateLimitRule(limit.max_messages, limit.window_seconds)
-                recent, oldest = self._recent_from(s, sender, rule)
+                recent, oldest = self._recent_from(self.store.db, s, sender, rule)
                 why_held = rate_limit_reason(sender, recent, rule)
                 if why_held is not None:
                     # The sender is back under the limit once the oldest counted email leaves
@@ -351,7 +357,7 @@ class IntakeActivities:
         return Decision("accepted", f"{sender} wrote to routing address {box.address}", box)
 
     @staticmethod
-    def _recent_from(s: Session, sender: str, rule: RateLimitRule) -> tuple[int, datetime | None]:
+    def _recent_from(db: Database, s: Session, sender: str, rule: RateLimitRule) -> tuple[int, datetime | None]:
         """Emails from ``sender`` admitted to routing (accepted, threaded) within the window
         that ends now, and the oldest admission among them.
 
@@ -359,8 +365,7 @@ class IntakeActivities:
         one writer; PostgreSQL: a transaction-level advisory lock on the sender), so a burst
         parsed in any order, by any number of workers, admits exactly ``max_messages``.
         """
-        if s.get_bind().dialect.name == "postgresql":
-            s.exec(select(func.pg_advisory_xact_lock(func.hashtext(f"rate:{sender}"))))  # type: ignore[call-overload]
+        db.advisory_lock(s, SENDER_LOCK_BASE | zlib.crc32(sender.encode("utf-8", "surrogateescape")))
         since = utcnow() - timedelta(seconds=rule.window_seconds)
         count, oldest = s.exec(
             select(func.count(), func.min(EmailRow.admitted_at)).where(

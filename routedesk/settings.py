@@ -7,7 +7,8 @@ that sets a variable sees it.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
@@ -32,12 +33,44 @@ class Settings(BaseSettings):
     workflow_cache: int = Field(1000, validation_alias=_env("ROUTEDESK_WORKFLOW_CACHE"))
     workflow_tasks: int = Field(16, validation_alias=_env("ROUTEDESK_WORKFLOW_TASKS"))
     workflow_sandbox: bool = Field(False, validation_alias=_env("ROUTEDESK_WORKFLOW_SANDBOX"))
+    # Connection pool per engine (routedesk.db.pool_settings says how to size them).
+    db_pool_size: int = Field(16, ge=1, validation_alias=_env("ROUTEDESK_DB_POOL_SIZE"))
+    db_max_overflow: int = Field(16, ge=0, validation_alias=_env("ROUTEDESK_DB_MAX_OVERFLOW"))
+    db_pool_timeout: int = Field(30, ge=1, validation_alias=_env("ROUTEDESK_DB_POOL_TIMEOUT"))
+
+
+class SettingInvalid(ValueError):
+    """An environment variable routedesk reads holds an unusable value (one line, no traceback)."""
+
+    def __init__(self, name: str, raw: object, why: str) -> None:
+        self.name = name
+        super().__init__(f"{name}={raw!r} {why}")
 
 
 def get_settings() -> Settings:
-    # Every field comes from the environment or its default; mypy without the pydantic plugin
-    # reads the aliases as required arguments.
-    return Settings()  # type: ignore[call-arg]
+    """The settings now; :class:`SettingInvalid` names the first unusable variable."""
+    try:
+        # Every field comes from the environment or its default; mypy without the pydantic
+        # plugin reads the aliases as required arguments.
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "a setting"
+        minimum = (err.get("ctx") or {}).get("ge")
+        if err["type"] in ("int_parsing", "greater_than_equal"):
+            field = next((f for f in Settings.model_fields.values() if f.validation_alias == _env(name)), None)
+            minimum = minimum if minimum is not None else _lower_bound(field)
+            why = "must be a whole number" + (f" of at least {minimum}" if minimum is not None else "")
+        else:
+            why = f"is not usable: {err['msg']}"
+        raise SettingInvalid(name, err.get("input"), why) from None
+
+
+def _lower_bound(field: FieldInfo | None) -> object:
+    for meta in field.metadata if field is not None else []:
+        if getattr(meta, "ge", None) is not None:
+            return meta.ge
+    return None
 
 
 # The ones nearly every entry point needs, by name.

@@ -11,7 +11,7 @@ from sqlmodel import Session, SQLModel, col, delete, insert, select, update
 
 from routedesk import ids
 from routedesk.config import Mailbox, RoutingConfig, RoutingSettings, Workstream
-from routedesk.db import Database
+from routedesk.db import CONFIG_LOCK, Database
 from routedesk.limits import cap_text
 from routedesk.models import (
     AgentRow,
@@ -93,7 +93,20 @@ class Store:
         """Replace the definitions with ``cfg``; runtime state (presence, capacity in use,
         verifications done by hand) of agents and mailboxes that remain is kept."""
         with self.db.write() as s:
-            old_agents = {a.id: a for a in s.exec(select(AgentRow)).all()}
+            # Two loads at once (two processes starting, or `config load` beside `make run`)
+            # would both delete and both insert the same keys: the second fails on them.
+            self.db.advisory_lock(s, CONFIG_LOCK)
+            # Agents first, in id order, as every other transaction that locks several takes
+            # them (see activities/assignment.py): a load never deadlocks with an assignment.
+            old_agents = {
+                a.id: a
+                for a in s.exec(
+                    select(AgentRow)
+                    .order_by(col(AgentRow.id))
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                ).all()
+            }
             old_members = {(m.queue_id, m.agent_id): m for m in s.exec(select(QueueMemberRow)).all()}
             old_mailboxes = {m.address: m for m in s.exec(select(MailboxRow)).all()}
             for table in (
@@ -416,7 +429,9 @@ def set_presence(store: Store, agent_id: str, presence: str) -> list[str]:
     except ValueError:
         raise StoreRefusal(f"presence must be one of {', '.join(p.value for p in Presence)}") from None
     with store.db.write() as s:
-        agent = s.get(AgentRow, agent_id)
+        # Locked: a transaction deciding on this agent's eligibility (they lock it too) sees
+        # the new presence, or this one waits for it and the caller's kick follows it.
+        agent = s.get(AgentRow, agent_id, with_for_update=True)
         if agent is None:
             raise StoreRefusal(f"no agent {agent_id!r}")
         agent.presence = value
@@ -435,7 +450,7 @@ def set_preferred_agents(store: Store, contact_id: str, agent_ids: list[str]) ->
     if len(set(agent_ids)) != len(agent_ids):
         raise StoreRefusal("an agent is listed twice")
     with store.db.write() as s:
-        contact = s.get(ContactRow, contact_id)
+        contact = s.get(ContactRow, contact_id, with_for_update=True)
         if contact is None:
             raise StoreRefusal(f"no contact {contact_id!r}")
         unknown = [a for a in agent_ids if s.get(AgentRow, a) is None]

@@ -6,12 +6,13 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlmodel import select
+from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
@@ -81,9 +82,12 @@ class Stack:
     workers: list[Worker] = field(default_factory=list)
 
     @classmethod
-    def create(cls, client: Client, directory: Path, name: str, config: RoutingConfig | None) -> Stack:
+    def create(
+        cls, client: Client, directory: Path, name: str, config: RoutingConfig | None, *, url: str | None = None
+    ) -> Stack:
+        """A store at ``url`` (default: SQLite in ``directory``) with ``config`` loaded."""
         directory.mkdir(parents=True, exist_ok=True)
-        store = Store(f"sqlite:///{directory / 'routedesk.db'}").init()
+        store = Store(url or f"sqlite:///{directory / 'routedesk.db'}").init()
         cfg = config or load_config(EXAMPLES / "routing.yaml")
         store.load_config(cfg)
         tag = uuid.uuid4().hex[:8]
@@ -185,6 +189,15 @@ class Stack:
         return [(t.subject, t.outcome) for t in self.trace(case_id=case_id) if t.stage == "assignment"]
 
     # --- reading the store -------------------------------------------------------------
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read transaction whose queries all see the same commits. SQLite's read
+        transactions do; PostgreSQL's default (READ COMMITTED) takes a snapshot per query."""
+        with self.store.db.read() as s:
+            if self.store.db.is_postgres:
+                s.connection().exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield s
 
     def cases(self) -> list[CaseRow]:
         with self.store.db.read() as s:

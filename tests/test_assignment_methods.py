@@ -1,14 +1,13 @@
 """Assignment methods on hand-built scenarios: the real store and the real dispatch pass.
 
-The dispatch pass is the assignment cycle of one queue; here it runs against a SQLite store
-whose agents were given known capacity use and timestamps, without Temporal (the pass makes
+The dispatch pass is the assignment cycle of one queue; here it runs against a store (SQLite
+and PostgreSQL) whose agents were given known capacity use and timestamps, without Temporal (the pass makes
 no Temporal call; the dispatcher workflow around it is tested in test_assignment.py).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from routedesk.contracts import DispatchPass
 from routedesk.models import AgentRow, CaseRow, EmailRow, OfferRow, QueueMemberRow
 from routedesk.store import Store
 from tests.configs import agent, assignment_config
+from tests.conftest import NewStoreUrl
 
 
 def at(hh_mm: str) -> datetime:
@@ -36,8 +36,8 @@ SCENARIO: dict[str, tuple[int, int, str | None, str | None, str | None]] = {
 }
 
 
-def build_store(tmp_path: Path, method: str, items: int = 1) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'methods.db'}").init()
+def build_store(new_store_url: NewStoreUrl, method: str, items: int = 1) -> Store:
+    store = Store(new_store_url("methods")).init()
     agents = [
         agent(a, capacity=cap, presence="Offline" if a == "dan" else "Available") for a, (cap, *_) in SCENARIO.items()
     ]
@@ -81,7 +81,8 @@ def build_store(tmp_path: Path, method: str, items: int = 1) -> Store:
 
 def dispatch(store: Store, key: str = "run:0") -> list[Any]:
     acts = AssignmentActivities(store, client=None)  # type: ignore[arg-type]  # the pass itself needs no client
-    return acts._dispatch(DispatchPass(queue_id="q", pass_key=key)).offers
+    result, _ = acts._dispatch(DispatchPass(queue_id="q", pass_key=key))
+    return result.offers
 
 
 @pytest.mark.parametrize(
@@ -95,8 +96,8 @@ def dispatch(store: Store, key: str = "run:0") -> list[Any]:
         ("least_active", "ben", "longest since capacity was released (08:00:00)"),
     ],
 )
-def test_each_method_picks_the_right_agent(tmp_path: Path, method: str, expected: str, why: str) -> None:
-    store = build_store(tmp_path, method)
+def test_each_method_picks_the_right_agent(new_store_url: NewStoreUrl, method: str, expected: str, why: str) -> None:
+    store = build_store(new_store_url, method)
     [offer] = dispatch(store)
     assert offer.offer.agent_id == expected
     trace = store.trace(case_id=offer.case_id)
@@ -104,8 +105,8 @@ def test_each_method_picks_the_right_agent(tmp_path: Path, method: str, expected
     assert "dan is Offline" in trace[-1].reason  # dan would win every method, but is not eligible
 
 
-def test_a_retried_pass_returns_its_offers_and_makes_no_new_ones(tmp_path: Path) -> None:
-    store = build_store(tmp_path, "round_robin", items=2)
+def test_a_retried_pass_returns_its_offers_and_makes_no_new_ones(new_store_url: NewStoreUrl) -> None:
+    store = build_store(new_store_url, "round_robin", items=2)
     first = dispatch(store, "run:7")
     again = dispatch(store, "run:7")
     assert [o.offer.offer_id for o in first] == [o.offer.offer_id for o in again]
@@ -115,8 +116,8 @@ def test_a_retried_pass_returns_its_offers_and_makes_no_new_ones(tmp_path: Path)
     assert len({o.offer.agent_id for o in first}) == 2
 
 
-def test_required_skills_and_capacity_filter_candidates(tmp_path: Path) -> None:
-    store = build_store(tmp_path, "highest_capacity")
+def test_required_skills_and_capacity_filter_candidates(new_store_url: NewStoreUrl) -> None:
+    store = build_store(new_store_url, "highest_capacity")
     with store.db.write() as s:
         case = s.exec(select(CaseRow)).one()
         case.attributes = {"skills": ["german"]}

@@ -29,7 +29,7 @@ CAPACITY = 2
 
 def snapshot(stack: Stack) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
     """(active_count, assigned open cases, live offers) per agent, read in one transaction."""
-    with stack.store.db.read() as s:
+    with stack.snapshot() as s:
         active = {a.id: a.active_count for a in s.exec(select(AgentRow)).all()}
         open_cases = dict(
             s.exec(

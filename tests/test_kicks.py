@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 
@@ -14,6 +13,7 @@ from routedesk.contracts import DispatchPass
 from routedesk.dispatch import Kicker
 from routedesk.models import QueueWakeRow, utcnow
 from routedesk.store import Store
+from tests.conftest import NewStoreUrl
 from tests.support import Stack, eventually, history_events
 
 
@@ -62,8 +62,8 @@ async def test_a_kick_asked_during_a_send_gets_a_send_of_its_own(stack: Stack) -
     assert kicker.counts()["vip"] == (1, 1)
 
 
-def test_a_pending_wake_claim_spares_later_signals_until_its_pass_starts(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'routedesk.db'}").init()
+def test_a_pending_wake_claim_spares_later_signals_until_its_pass_starts(new_store_url: NewStoreUrl) -> None:
+    store = Store(new_store_url("routedesk")).init()
     with store.db.write() as s:
         assert claim_wakes(s, ["general", "billing"]) == ["billing", "general"]
     with store.db.write() as s:
@@ -80,3 +80,4 @@ def test_a_pending_wake_claim_spares_later_signals_until_its_pass_starts(tmp_pat
         s.add(wake)
     with store.db.write() as s:
         assert claim_wakes(s, ["billing"]) == ["billing"]
+    store.db.dispose()

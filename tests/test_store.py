@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from routedesk.models import TraceRow
 from routedesk.store import Store, TraceEntry, add_trace
+from tests.conftest import NewStoreUrl
 
 
 def _indexes(path: Path, table: str) -> set[str]:
@@ -37,8 +38,8 @@ def test_a_store_made_before_an_index_existed_gets_it_at_start(tmp_path: Path) -
     assert "email_sender_recent" in str(plan)  # the rate-limit count no longer scans the table
 
 
-def test_a_traced_step_is_written_once_and_a_wrong_new_claim_is_refused(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'trace.db'}").init()
+def test_a_traced_step_is_written_once_and_a_wrong_new_claim_is_refused(new_store_url: NewStoreUrl) -> None:
+    store = Store(new_store_url("trace")).init()
     entries = [TraceEntry("queue_routing", "rule-a", "matched", "why"), TraceEntry("queue_routing", "b", "x", "y")]
 
     with store.db.write() as s:
@@ -53,3 +54,4 @@ def test_a_traced_step_is_written_once_and_a_wrong_new_claim_is_refused(tmp_path
     with store.db.read() as s:
         rows = s.exec(select(TraceRow).where(TraceRow.email_id == 1)).all()
     assert [(r.step, r.seq, r.subject) for r in rows] == [("r1:route", 0, "rule-a"), ("r1:route", 1, "b")]
+    store.db.dispose()
