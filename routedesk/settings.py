@@ -7,7 +7,7 @@ that sets a variable sees it.
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,8 +22,23 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
-    temporal_address: str = Field(DEFAULT_TEMPORAL_ADDRESS, validation_alias=_env("TEMPORAL_ADDRESS"))
-    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    # Temporal connection: Temporal's own variable names (its CLI and SDKs read the same ones),
+    # each overriding the profile of the client configuration file (routedesk/temporal.py).
+    # Unset means "from the profile, else the embedded default".
+    temporal_address: str | None = Field(None, validation_alias=_env("TEMPORAL_ADDRESS"))
+    temporal_namespace: str | None = Field(None, validation_alias=_env("TEMPORAL_NAMESPACE"))
+    temporal_api_key: SecretStr | None = Field(None, validation_alias=_env("TEMPORAL_API_KEY"))
+    # true: TLS with the system's trust store; false: plaintext even when the profile says TLS.
+    temporal_tls: bool | None = Field(None, validation_alias=_env("TEMPORAL_TLS"))
+    temporal_tls_server_ca_cert_path: str | None = Field(
+        None, validation_alias=_env("TEMPORAL_TLS_SERVER_CA_CERT_PATH")
+    )
+    temporal_tls_client_cert_path: str | None = Field(None, validation_alias=_env("TEMPORAL_TLS_CLIENT_CERT_PATH"))
+    temporal_tls_client_key_path: str | None = Field(None, validation_alias=_env("TEMPORAL_TLS_CLIENT_KEY_PATH"))
+    temporal_tls_server_name: str | None = Field(None, validation_alias=_env("TEMPORAL_TLS_SERVER_NAME"))
+    temporal_profile: str | None = Field(None, validation_alias=_env("TEMPORAL_PROFILE"))
+    # Unset: Temporal's default location (~/.config/temporalio/temporal.toml on Linux).
+    temporal_config_file: str | None = Field(None, validation_alias=_env("TEMPORAL_CONFIG_FILE"))
     task_queue: str = Field("email-routing", validation_alias=_env("ROUTEDESK_TASK_QUEUE"))
     # Prefixes every workflow ID, so several deployments or test runs share one namespace.
     id_prefix: str = Field("", validation_alias=_env("ROUTEDESK_ID_PREFIX"))
@@ -33,6 +48,10 @@ class Settings(BaseSettings):
     workflow_cache: int = Field(1000, validation_alias=_env("ROUTEDESK_WORKFLOW_CACHE"))
     workflow_tasks: int = Field(16, validation_alias=_env("ROUTEDESK_WORKFLOW_TASKS"))
     workflow_sandbox: bool = Field(False, validation_alias=_env("ROUTEDESK_WORKFLOW_SANDBOX"))
+    # /healthz, /readyz and /metrics of `routedesk worker` (the HTTP intake serves them on its
+    # own port). Unset: the worker serves none.
+    health_port: int | None = Field(None, validation_alias=_env("ROUTEDESK_HEALTH_PORT"))
+    health_host: str = Field("127.0.0.1", validation_alias=_env("ROUTEDESK_HEALTH_HOST"))
     # Connection pool per engine (routedesk.db.pool_settings says how to size them).
     db_pool_size: int = Field(16, ge=1, validation_alias=_env("ROUTEDESK_DB_POOL_SIZE"))
     db_max_overflow: int = Field(16, ge=0, validation_alias=_env("ROUTEDESK_DB_MAX_OVERFLOW"))
@@ -75,11 +94,16 @@ def _lower_bound(field: FieldInfo | None) -> object:
 
 # The ones nearly every entry point needs, by name.
 def temporal_address() -> str:
-    return get_settings().temporal_address
+    """The Temporal address in effect: TEMPORAL_ADDRESS, else the profile's, else the default."""
+    from routedesk.temporal import resolve_connection  # it reads these settings
+
+    return resolve_connection().address
 
 
 def temporal_namespace() -> str:
-    return get_settings().temporal_namespace
+    from routedesk.temporal import resolve_connection
+
+    return resolve_connection().namespace
 
 
 def task_queue() -> str:

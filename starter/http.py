@@ -9,7 +9,8 @@
 - ``GET /v1/emails/{id}``: 404 for any id that names no email (huge or negative included).
 - Every answer of 400 or more is one INFO line (method, path, status), no traceback.
 
-The OpenAPI document is served at ``/openapi.json`` (and ``/docs``).
+The OpenAPI document is served at ``/openapi.json`` (and ``/docs``); ``/healthz``,
+``/readyz`` and ``/metrics`` are routedesk/health.py's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydantic import BaseModel
 from sqlmodel import select
 from temporalio.client import Client
 
+from routedesk.health import Probe, add_health_routes
 from routedesk.models import CaseRow, EmailRow
 from routedesk.store import Store
 from starter.bounded import BoundedSubmitter, log_submit_failure
@@ -98,6 +100,7 @@ def create_app(
     submit_timeout: float = 10,
     task_queue: str | None = None,
     id_prefix: str | None = None,
+    probe: Probe | None = None,
 ) -> FastAPI:
     if not token:
         raise ValueError("the HTTP intake needs a bearer token")
@@ -218,10 +221,7 @@ def create_app(
             raise HTTPException(404, f"no email {email_id}")
         return state
 
-    @app.get("/healthz", include_in_schema=False)
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
+    add_health_routes(app, probe)  # /healthz; /readyz and /metrics with a probe
     return app
 
 
@@ -261,6 +261,7 @@ async def start_http_intake(
     submit_timeout: float = 10,
     task_queue: str | None = None,
     id_prefix: str | None = None,
+    probe: Probe | None = None,
 ) -> HttpIntakeServer:
     """Serve the intake API on the running loop; raises OSError when the port is taken.
 
@@ -274,6 +275,7 @@ async def start_http_intake(
         submit_timeout=submit_timeout,
         task_queue=task_queue,
         id_prefix=id_prefix,
+        probe=probe,
     )
     sock = socket.create_server((host, port), reuse_port=False)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)

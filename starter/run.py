@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from routedesk import search_attributes as sa
 from routedesk import settings
 from routedesk.config import ConfigError, IntakeSettings, load_config
 from routedesk.db import DEFAULT_DIR, StoreUnavailable
+from routedesk.health import HealthServer, Probe, start_health_server
+from routedesk.metrics import sdk_runtime
 from routedesk.store import Store
 from routedesk.temporal import TemporalUnavailable, connect
 from starter.http import HttpIntakeServer, start_http_intake
@@ -126,8 +129,6 @@ async def wait_for_server(timeout: float = 60) -> None:
 
 
 async def serve(config_path: Path, ui_port: int) -> int:
-    from worker import build_worker
-
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -136,52 +137,36 @@ async def serve(config_path: Path, ui_port: int) -> int:
     DEFAULT_DIR.mkdir(exist_ok=True)
     server: subprocess.Popen[bytes] | None = None
     stopping = StopDeadline()
+    # The SDK's own metrics, appended to the HTTP intake's /metrics.
+    runtime, sdk_metrics_url = sdk_runtime()
     try:
         try:
-            client = await connect()
+            client = await connect(runtime=runtime)
             log.info("reusing the Temporal server already at %s", settings.temporal_address())
+            # A server we did not start may lack our search attributes.
+            await sa.check(client, settings.temporal_address())
         except TemporalUnavailable:
             server = stopping.dev_server = start_dev_server(DEFAULT_DIR, ui_port)
             await wait_for_server()
-            client = await connect()
+            client = await connect(runtime=runtime)
         store = Store().init()
         store.load_config(cfg)
-        worker = build_worker(client, store)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
 
-        def on_signal() -> None:
-            stopping.start()
-            stop.set()
+        def banner(channels: IntakeChannels, health: HealthServer | None) -> str:
+            return (
+                "\nroutedesk is running\n"
+                f'  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue="billing")\n'
+                f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
+                f"  case store    {store.db.address}\n"
+                f"  config        {config_path}\n"
+                f"{channels.describe()}"
+                "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
+                "Ctrl-C stops everything.\n"
+            )
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
-
-        async with worker:
-            try:
-                channels = await start_intake_channels(client, store, cfg.intake)
-            except IntakeChannelError as exc:
-                print(f"routedesk: {exc}", file=sys.stderr)
-                return 2
-            try:
-                print(
-                    "\nroutedesk is running\n"
-                    f'  Temporal UI   http://127.0.0.1:{ui_port}  (filter e.g. RoutingQueue="billing")\n'
-                    f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
-                    f"  case store    {store.db.address}\n"
-                    f"  config        {config_path}\n"
-                    f"{channels.describe()}"
-                    "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
-                    "Ctrl-C stops everything.\n",
-                    flush=True,
-                )
-                await stop.wait()
-            finally:
-                log.info("stopping the intake channels")
-                await channels.stop(CHANNEL_GRACE)
-            log.info("stopping the worker")
-        return 0
-    except (TemporalUnavailable, StoreUnavailable) as exc:
+        parts = Parts(worker=True, smtp=True, http=True)
+        return await run_parts(client, store, cfg.intake, parts, stopping, banner, sdk_metrics_url=sdk_metrics_url)
+    except (TemporalUnavailable, StoreUnavailable, sa.SearchAttributesMissing, sa.SearchAttributesRefused) as exc:
         print(f"routedesk: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -192,6 +177,82 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 server.wait(timeout=max(0.5, stopping.left() - 0.5))
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Which parts of the service this process runs: all three under ``make run``, one each
+    under ``routedesk worker``, ``routedesk intake smtp`` and ``routedesk intake http``."""
+
+    worker: bool = False
+    smtp: bool = False
+    http: bool = False
+    health_port: int | None = None  # the worker's /healthz, /readyz, /metrics
+    health_host: str = "127.0.0.1"
+
+
+def stop_on_signals(stopping: StopDeadline) -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, which also starts the exit deadline."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stopping.start()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
+
+
+async def run_parts(
+    client: Client,
+    store: Store,
+    intake: IntakeSettings,
+    parts: Parts,
+    stopping: StopDeadline,
+    banner: Callable[[IntakeChannels, HealthServer | None], str],
+    *,
+    sdk_metrics_url: str | None = None,
+) -> int:
+    """Run the parts until SIGTERM or Ctrl-C, then stop them in order within the deadline.
+
+    The intake channels stop first (no new mail; what is in flight is answered within
+    ``CHANNEL_GRACE``), then the worker, which lets running activities finish
+    (``worker.WORKER_GRACE``, within ``STOP_DEADLINE`` with the channels') before it cancels them.
+    """
+    from worker import WORKER_GRACE, build_worker
+
+    stop = stop_on_signals(stopping)
+    probe = Probe(store, client, sdk_metrics_url=sdk_metrics_url)
+    worker = build_worker(client, store) if parts.worker else None
+    async with worker if worker is not None else contextlib.nullcontext():
+        try:
+            channels = await start_intake_channels(client, store, intake, smtp=parts.smtp, http=parts.http, probe=probe)
+        except IntakeChannelError as exc:
+            print(f"routedesk: {exc}", file=sys.stderr)
+            return 2
+        health: HealthServer | None = None
+        try:
+            if parts.health_port is not None:
+                try:
+                    health = await start_health_server(probe, parts.health_host, parts.health_port)
+                except OSError as exc:
+                    where = f"{parts.health_host}:{parts.health_port}"
+                    print(
+                        f"routedesk: cannot listen for health checks on {where}: {exc.strerror or exc}", file=sys.stderr
+                    )
+                    return 2
+            print(banner(channels, health), flush=True)
+            await stop.wait()
+        finally:
+            log.info("stopping the intake channels")
+            await channels.stop(CHANNEL_GRACE)
+            if health is not None:
+                await health.stop()
+        if worker is not None:
+            log.info("stopping the worker (running activities get %gs)", WORKER_GRACE)
+    return 0
 
 
 class IntakeChannelError(Exception):
@@ -234,10 +295,19 @@ def http_token(env_name: str, state_dir: Path) -> tuple[str, str]:
     return token, str(path)
 
 
-async def start_intake_channels(client: Client, store: Store, intake: IntakeSettings) -> IntakeChannels:
-    """Start the SMTP and HTTP intake servers the config enables, on this event loop."""
+async def start_intake_channels(
+    client: Client,
+    store: Store,
+    intake: IntakeSettings,
+    *,
+    smtp: bool = True,
+    http: bool = True,
+    probe: Probe | None = None,
+) -> IntakeChannels:
+    """Start the SMTP and HTTP intake servers the config enables (and the caller wants), on
+    this event loop; the HTTP one serves /readyz and /metrics from ``probe``."""
     channels = IntakeChannels()
-    if intake.smtp.enabled:
+    if smtp and intake.smtp.enabled:
         try:
             channels.smtp = await start_smtp_intake(
                 client,
@@ -253,7 +323,7 @@ async def start_intake_channels(client: Client, store: Store, intake: IntakeSett
             where = f"{intake.smtp.host}:{intake.smtp.port}"
             detail = exc.strerror or exc
             raise IntakeChannelError(f"cannot listen for SMTP on {where}: {detail}") from None
-    if intake.http.enabled:
+    if http and intake.http.enabled:
         token, channels.token_source = http_token(intake.http.token_env, DEFAULT_DIR)
         try:
             channels.http = await start_http_intake(
@@ -264,6 +334,7 @@ async def start_intake_channels(client: Client, store: Store, intake: IntakeSett
                 port=intake.http.port,
                 max_message_bytes=intake.max_message_bytes,
                 submit_timeout=intake.submit_timeout_seconds,
+                probe=probe,
             )
         except OSError as exc:
             await channels.stop()

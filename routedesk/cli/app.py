@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from routedesk.cli import agents, cases, config_cmd, contacts, send
+from routedesk.cli import agents, cases, config_cmd, contacts, send, service
 from routedesk.cli import intake as intake_cmd
 from routedesk.cli import mailbox as mailbox_cmd
 
@@ -19,6 +19,11 @@ app.add_typer(agents.app, name="agent")
 app.add_typer(contacts.app, name="contact")
 app.add_typer(mailbox_cmd.app, name="mailbox")
 app.add_typer(intake_cmd.app, name="intake")
+# The service's processes, to run apart (make run runs them together).
+app.command("worker")(service.worker)
+intake_cmd.app.command("smtp")(service.intake_smtp)
+intake_cmd.app.command("http")(service.intake_http)
+app.add_typer(service.temporal_app, name="temporal")
 
 
 def main() -> None:
