@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup engine lint typecheck check bench bench-backlog clean
+.PHONY: run test setup engine imap-server lint typecheck check bench bench-backlog clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ setup: $(STAMP) engine
 engine:
 	@scripts/temporal-cli.sh >/dev/null
 
+# Dovecot for the IMAP intake tests (installed with apt-get when missing).
+imap-server:
+	@scripts/dovecot.sh
+
 run: setup
 	$(BIN)/python -m starter.run --config $${ROUTEDESK_CONFIG:-examples/routing.yaml}
 
-test: setup
+test: setup imap-server
 	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

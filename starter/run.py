@@ -30,6 +30,7 @@ from routedesk.db import DEFAULT_DIR, StoreUnavailable
 from routedesk.store import Store
 from routedesk.temporal import TemporalUnavailable, connect
 from starter.http import HttpIntakeServer, start_http_intake
+from starter.imap import start_imap_intake
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,6 +118,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
             except IntakeChannelError as exc:
                 print(f"routedesk: {exc}", file=sys.stderr)
                 return 2
+            imap = start_imap_intake(client, store, cfg.mailboxes, cfg.intake)  # mailboxes with an imap section
             try:
                 print(
                     "\nroutedesk is running\n"
@@ -124,7 +126,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
                     f"  Temporal      {settings.temporal_address()}, task queue {settings.task_queue()}\n"
                     f"  case store    {store.db.address}\n"
                     f"  config        {config_path}\n"
-                    f"{channels.describe()}"
+                    f"{channels.describe()}{imap.describe()}"
                     "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
                     "Ctrl-C stops everything.\n",
                     flush=True,
@@ -132,6 +134,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 await stop.wait()
             finally:
                 log.info("stopping the intake channels")
+                await imap.stop()
                 await channels.stop()
             log.info("stopping the worker")
         return 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from routedesk.config import RoutingConfig
+from routedesk.config import ImapSettings, RoutingConfig
 from routedesk.models import ImapPositionRow
 from starter.imap import ImapFetcher, position
 from tests.intake_support import config_with, free_port
@@ -190,6 +190,12 @@ userdb {{
   driver = static
   args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={root}/mail/%u
 }}
+# No growing delay after failed logins from the loopback: tests fail logins on purpose.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service imap-login {{
   inet_listener imap {{
     port = {dv.port}
@@ -227,14 +233,24 @@ service imap-login {{
 
 
 def imap_config(
-    dv: Dovecot, user: str, *, password_env: str | None = "RD_TEST_IMAP_PASSWORD", **imap: Any
+    dv: Dovecot,
+    user: str,
+    *,
+    password_env: str | None = "RD_TEST_IMAP_PASSWORD",
+    base: RoutingConfig | None = None,
+    **imap: Any,
 ) -> RoutingConfig:
-    """The example config whose support mailbox fetches ``user``'s mail from the test server."""
+    """A config (the example by default) whose support mailbox fetches ``user``'s mail from the
+    test server."""
     section: dict[str, Any] = {"host": dv.host, "port": dv.port, "tls": "none", "username": user}
     if password_env and not any(k in imap for k in ("oauth2_token_env", "oauth2_token_file")):
         section["password_env"] = password_env
     section.update(imap)
-    return config_with(support={"imap": section})
+    cfg = (base or config_with()).model_copy(deep=True)
+    box = cfg.mailbox(SUPPORT)
+    assert box is not None
+    box.imap = ImapSettings.model_validate(section)
+    return cfg
 
 
 @contextlib.asynccontextmanager

@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlmodel import col, select
+from temporalio.client import Client
 
 import starter.imap as imap_mod
 from routedesk.config import ConfigError
 from routedesk.ids import message_id_of
 from routedesk.models import CaseRow, EmailRow
+from routedesk.store import Store
 from starter.imap import ImapFetcher, xoauth2
 from tests.cli import routedesk, stack_env
+from tests.configs import assignment_config
 from tests.conftest import MakeStack
 from tests.imap_support import SUPPORT, Dovecot, fetching, imap_config, position_row, running_dovecot
-from tests.intake_support import config_with
+from tests.intake_support import config_with, free_port
 from tests.support import ROOT, Stack, eventually, make_email
 
 PASSWORD_ENV = "RD_TEST_IMAP_PASSWORD"
@@ -168,7 +174,9 @@ async def test_fetcher_killed_between_store_and_mark_loses_nothing_and_duplicate
 async def test_mail_is_marked_once_its_workflow_started_even_with_no_worker_running(
     make_stack: MakeStack, dovecot: Dovecot, user: str
 ) -> None:
-    stack = await make_stack(imap_config(dovecot, user), start_worker=False)
+    # Nobody to offer to: each case is opened, routed and left waiting in its queue.
+    quiet = assignment_config(agents=[], members=[])
+    stack = await make_stack(imap_config(dovecot, user, base=quiet), start_worker=False)
     dovecot.append(user, make_email(subject="Worker down"))
     async with fetching(stack):
         await eventually(lambda: dovecot.flags(user) == {1: {"\\Seen"}}, what="the message marked \\Seen")
@@ -221,7 +229,9 @@ async def test_backlog_of_500_after_downtime_is_fetched_oldest_first(
     mails = [make_email(subject=f"backlog {i:03d}", sender=f"c{i}@customer.example") for i in range(count)]
     await in_thread(dovecot.append, user, *mails)
     # The whole service was down: the fetcher catches up first, routing follows at its own pace.
-    stack = await make_stack(imap_config(dovecot, user), start_worker=False)
+    # Nobody to offer to: each case is opened, routed and left waiting in its queue.
+    quiet = assignment_config(agents=[], members=[])
+    stack = await make_stack(imap_config(dovecot, user, base=quiet), start_worker=False)
     async with fetching(stack):
         await eventually(lambda: (p := position_row(stack)) and p.last_uid == count, timeout=30, what="500 fetched")
     rows = email_rows(stack)
@@ -358,3 +368,47 @@ async def test_routedesk_intake_imap_without_imap_mailboxes_says_so(stack: Stack
     assert res.err.strip() == (
         "routedesk: no mailbox has an imap section in the loaded config; add one and run routedesk config load FILE"
     )
+
+
+async def test_make_run_fetches_every_mailbox_with_an_imap_section(
+    client: Client, dovecot: Dovecot, user: str, tmp_path: Path
+) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "routing.yaml").read_text())
+    data.setdefault("intake", {}).update({"smtp": {"port": free_port()}, "http": {"port": free_port()}})
+    [support] = [m for m in data["mailboxes"] if m["address"] == SUPPORT]
+    support["imap"] = {"host": dovecot.host, "port": dovecot.port, "tls": "none", "username": user}
+    support["imap"]["password_env"] = PASSWORD_ENV
+    config = tmp_path / "routing.yaml"
+    config.write_text(yaml.safe_dump(data))
+    db_url = f"sqlite:///{tmp_path / 'routedesk.db'}"
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "DATABASE_URL": db_url,
+        "ROUTEDESK_TASK_QUEUE": f"run-{tag}",
+        "ROUTEDESK_ID_PREFIX": f"run{tag}-",
+        "ROUTEDESK_HTTP_TOKEN": "t",
+    }
+    dovecot.append(user, make_email(subject="Fetched by make run"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter.run", "--config", str(config),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    store = Store(db_url)
+    try:
+
+        def routed_case() -> bool:
+            with contextlib.suppress(Exception), store.db.read() as s:
+                return s.exec(select(CaseRow).where(col(CaseRow.queue_id).is_not(None))).first() is not None
+            return False
+
+        await eventually(routed_case, timeout=60, what="make run to route the fetched mail")
+        await eventually(lambda: dovecot.flags(user) == {1: {"\\Seen"}}, what="marked \\Seen")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        store.db.dispose()
+    assert proc.returncode == 0, out.decode()
+    assert f"IMAP intake   {SUPPORT} <- imap://{user}@127.0.0.1:{dovecot.port}/INBOX" in out.decode()
