@@ -240,11 +240,21 @@ def connect(imap: ImapSettings) -> Connection:
                     challenges.append(challenge)
                     return xoauth2(imap.username, secret) if len(challenges) == 1 else b""
 
-                conn.authenticate("XOAUTH2", respond)
+                try:
+                    conn.authenticate("XOAUTH2", respond)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:
+                    detail = challenges[1].decode(errors="replace").strip() if len(challenges) > 1 else ""
+                    raise LoginFailed(f"{server_text(exc)} {detail}".strip()) from None
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
             raise LoginFailed(server_text(exc)) from None
+        # Servers announce more (MOVE, UIDPLUS) once logged in; imaplib keeps the greeting's list.
+        typ, data = conn.capability()
+        if typ == "OK" and data and data[-1]:
+            conn.capabilities = tuple(data[-1].decode(errors="replace").upper().split())
     except BaseException:
         with contextlib.suppress(Exception):
             conn.shutdown()
