@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlmodel import select
 from temporalio.client import Client
 
 from routedesk.config import ImapSettings, IntakeSettings, Mailbox, MoveTo
@@ -348,15 +347,6 @@ def _uid_set(uids: list[int]) -> str:
 def position(store: Store, address: str, folder: str) -> ImapPositionRow | None:
     with store.db.read() as s:
         return s.get(ImapPositionRow, (address, folder))
-
-
-def positions(store: Store) -> dict[str, list[ImapPositionRow]]:
-    """Every mailbox's folder positions, for ``routedesk mailbox list``."""
-    out: dict[str, list[ImapPositionRow]] = {}
-    with store.db.read() as s:
-        for row in s.exec(select(ImapPositionRow)).all():
-            out.setdefault(row.mailbox_address, []).append(row)
-    return out
 
 
 def _row(s: Any, address: str, folder: str) -> ImapPositionRow:

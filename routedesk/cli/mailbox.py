@@ -11,10 +11,9 @@ from sqlmodel import col, func, select
 from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
 from routedesk.cli.intake import held_emails, signal_release
 from routedesk.config import Mailbox
-from routedesk.models import EmailRow, MailboxRow
+from routedesk.models import EmailRow, ImapPositionRow, MailboxRow
 from routedesk.store import as_dict
 from routedesk.temporal import connect
-from starter.imap import positions
 
 app = typer.Typer(no_args_is_help=True, help="Routing addresses (mailboxes).")
 
@@ -33,7 +32,9 @@ def list_mailboxes(as_json: bool = typer.Option(False, "--json")) -> None:
                 .group_by(col(EmailRow.mailbox_address))
             ).all()
         )
-    imap = positions(store)
+        imap: dict[str, list[ImapPositionRow]] = {}
+        for pos in s.exec(select(ImapPositionRow).order_by(col(ImapPositionRow.folder))).all():
+            imap.setdefault(pos.mailbox_address, []).append(pos)
     data = []
     for r in rows:
         box = Mailbox.model_validate(r.config)
