@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,8 +39,9 @@ def build_worker(
     fails there, and the recorded histories in tests/histories/ are replayed on every run;
     the sandbox only adds checks, so code that passes sandboxed behaves the same without it.
     """
+    tuning = settings.get_settings()
     if sandbox is None:
-        sandbox = os.environ.get("ROUTEDESK_WORKFLOW_SANDBOX", "0") not in ("", "0", "false", "no")
+        sandbox = tuning.workflow_sandbox
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue(),
@@ -53,12 +53,12 @@ def build_worker(
         # and replayed on wake-up. 1,000 holds a burst's worth of live ones (make bench at
         # RATE=0 keeps hundreds open) while memory stays bounded with 10,000 parked (make
         # bench-backlog; figures in docs/benchmarks.md).
-        max_cached_workflows=int(os.environ.get("ROUTEDESK_WORKFLOW_CACHE", "1000")),
+        max_cached_workflows=tuning.workflow_cache,
         # As many workflow tasks in flight as activity threads. With the SDK's 100, a burst's
         # tasks queue their local activities behind each other's, long-running tasks get
         # extra workflow tasks (3 history events each), and make bench's largest first-offer
         # history was 30-31 events; with 16 it is 28, at the same throughput.
-        max_concurrent_workflow_tasks=int(os.environ.get("ROUTEDESK_WORKFLOW_TASKS", str(ACTIVITY_THREADS))),
+        max_concurrent_workflow_tasks=tuning.workflow_tasks,
         workflow_runner=SandboxedWorkflowRunner() if sandbox else UnsandboxedWorkflowRunner(),
     )
 

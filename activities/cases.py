@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 from routedesk import ids
 from routedesk.config import Priority
 from routedesk.contracts import CaseRef
-from routedesk.mime import BODY_TEXT_LIMIT
+from routedesk.mail import BODY_TEXT_LIMIT
 from routedesk.models import CaseRow, EmailRow
 from routedesk.store import Store, TraceEntry, add_trace
 
@@ -54,6 +54,7 @@ def open_case(s: Session, store: Store, email_id: int) -> CaseRef:
         priority=priority.value,
         priority_rank=priority.rank,
         contact_id=contact.id if contact else None,
+        related_case_id=email.related_case_id,  # a stranger's reply to that case
         mailbox_address=box.address,
         workstream_id=box.workstream,
     )

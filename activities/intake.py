@@ -18,20 +18,22 @@ just as much as a flood of new mail.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import Notifier, recent_bounce, record_notification, render_bounce
+from activities.notify import Notifier, record_auto_reply
 from activities.routing import RoutingActivities
+from activities.threads import ThreadMatch, find_thread
 from routedesk.config import IntakeSettings, Mailbox
 from routedesk.contracts import IntakeRequest, IntakeResult, RouteCaseInput
 from routedesk.intake_policy import (
     RateLimitRule,
-    case_numbers_in,
     match_mailbox,
     noise_reason,
     rate_limit_reason,
@@ -39,7 +41,7 @@ from routedesk.intake_policy import (
     unauthorized_reason,
 )
 from routedesk.intake_settings import content_type_of, intake_settings
-from routedesk.mime import BODY_TEXT_LIMIT, ParsedEmail, parse_email
+from routedesk.mail import BODY_TEXT_LIMIT, ParsedEmail, parse_email
 from routedesk.models import (
     CaseRow,
     EmailRow,
@@ -47,13 +49,27 @@ from routedesk.models import (
     MailboxRow,
     NotificationRow,
     TraceRow,
+    utcnow,
 )
 from routedesk.store import Store, TraceEntry, add_trace
 
-REJECTED = "EmailRejected"  # non-retryable: the same bytes will never route differently
+# A held email is evaluated again this long after the sender's oldest counted email leaves
+# the rate-limit window, so clocks a little apart do not make it miss its slot.
+RATE_LIMIT_RECHECK_SLACK = 0.5
+
+log = logging.getLogger(__name__)
+
+EVALUATED = ("received", "held")  # the statuses intake decides about (again)
+# A backstop behind the parser's caps: well inside the activity's 30 s start-to-close, so a
+# parse can never outlive the attempt that asked for it.
+PARSE_BUDGET_SECONDS = 10.0
+HEADER_ONLY_BYTES = 256 * 1024  # what a message over budget is evaluated on
+# Parsing gets threads of its own: a slow message must not take the threads that store I/O
+# (and, in one process under `make run`, SMTP and HTTP intake) need.
+_PARSER = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mail-parse")
 
 # Kept importable from here: the SMTP server and older callers use it.
-__all__ = ["REJECTED", "IntakeActivities", "match_mailbox"]
+__all__ = ["IntakeActivities", "match_mailbox"]
 
 
 @dataclass
@@ -62,8 +78,9 @@ class Decision:
     reason: str
     mailbox: Mailbox | None = None
     case: CaseRow | None = None  # threaded: the case the reply joins
-    hold_kind: str | None = None  # unverified_mailbox | rate_limit
+    hold_kind: str | None = None  # unverified_mailbox | rate_limit | non_participant
     bounce: bool = False  # ignored: send the unauthorized sender a bounce reply
+    recheck_after_seconds: float | None = None  # rate_limit: when the sender may be under it again
 
 
 def _rejection(email: EmailRow, mailboxes: dict[str, Mailbox]) -> Decision | None:
@@ -80,6 +97,33 @@ def _rejection(email: EmailRow, mailboxes: dict[str, Mailbox]) -> Decision | Non
     return None
 
 
+async def parse_within_budget(raw: bytes) -> ParsedEmail:
+    """Parse on the parser's own threads, within :data:`PARSE_BUDGET_SECONDS`.
+
+    The parse is bounded by the caps in :mod:`routedesk.mail`, so the budget is a backstop: a
+    message that still cannot be parsed in time is evaluated on its header block alone, with
+    a defect saying so, instead of failing the activity and being retried forever. The slow
+    parse keeps one parser thread until it ends; store I/O, SMTP and HTTP use other threads.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        return await asyncio.wait_for(loop.run_in_executor(_PARSER, parse_email, raw), PARSE_BUDGET_SECONDS)
+    except TimeoutError:
+        head = raw[:HEADER_ONLY_BYTES]
+        cut = min((i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0), default=len(head))
+        parsed = await asyncio.to_thread(parse_email, head[:cut] + b"\r\n\r\n")
+        parsed.defects.append(
+            f"body not read: the message could not be parsed within {PARSE_BUDGET_SECONDS:g}s; "
+            "the case has what its headers say (the raw message is kept)"
+        )
+        return parsed
+
+
+def _aware(t: datetime) -> datetime:
+    # SQLite hands datetimes back without their zone; the store writes UTC.
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
 class IntakeActivities:
     def __init__(self, store: Store, router: RoutingActivities | None = None) -> None:
         self.store = store
@@ -93,26 +137,39 @@ class IntakeActivities:
         """Parse the raw bytes already in the store, record the outcome and, for an accepted
         email, open, classify and route its case in the same transaction.
 
-        Idempotent: an email past ``received`` is not evaluated again and the stored result
-        is returned, except a ``held`` one, which is evaluated again because the workflow
-        only asks after a ``release`` (mailbox verified, or released by hand). Routing is
-        idempotent on its own (one case per source email, each step traced once), so a retry
-        returns what the first attempt decided. Everything a decision writes (status, trace,
-        hold, bounce to send, case) is one transaction. A rejection is committed first and
-        only then raised, so the raw email and the reason are never lost; a bounce reply is
-        sent after the commit and a failed send makes the activity retry, finding the
-        decision already made.
+        The MIME parse runs before the write transaction (its work per message is bounded by
+        the caps in :mod:`routedesk.mail`), so a hostile message never holds the store's
+        write lock; the transaction re-reads the email's state and decides. Idempotent: an
+        email past ``received`` is not evaluated again and the stored result is returned,
+        except a ``held`` one, which is evaluated again because the workflow only asks after
+        a ``release`` or when its hold may have ended. Routing is idempotent on its own (one
+        case per source email, each step traced once). Everything a decision writes (status,
+        trace, hold, bounce to send, case) is one transaction. A rejection is a recorded
+        business outcome, returned like any other (results recorded before 2026-12 raised
+        ``EmailRejected`` instead; see the workflow). A bounce reply is sent after the commit
+        and a failed send makes the activity retry, finding the decision already made.
         """
-        result, pending_bounce, wake = await asyncio.to_thread(self._parse, inp)
+        raw = await asyncio.to_thread(self._raw_to_evaluate, inp.email_id)
+        parsed = None if raw is None else await parse_within_budget(raw)
+        result, pending_bounce, wake = await asyncio.to_thread(self._decide_and_record, inp, parsed)
         if pending_bounce is not None:
             await asyncio.to_thread(self.notifier.deliver, pending_bounce)
         if result.status == "rejected":
-            raise ApplicationError(f"email {inp.email_id} rejected: {result.reason}", type=REJECTED, non_retryable=True)
+            # A business outcome, not a fault: one line, no traceback.
+            log.info("email %s rejected: %s", inp.email_id, result.reason)
         if wake and result.routed is not None and self.router is not None:
             await self.router.wake(result.routed, inp.id_prefix)
         return result
 
-    def _parse(self, inp: IntakeRequest) -> tuple[IntakeResult, int | None, bool]:
+    def _raw_to_evaluate(self, email_id: int) -> bytes | None:
+        """The raw bytes when the email still needs a decision; None when it has one."""
+        with self.store.db.read() as s:
+            row = s.exec(select(EmailRow.status, EmailRow.raw).where(EmailRow.id == email_id)).first()
+        return row[1] if row is not None and row[0] in EVALUATED else None
+
+    def _decide_and_record(
+        self, inp: IntakeRequest, parsed: ParsedEmail | None
+    ) -> tuple[IntakeResult, int | None, bool]:
         email_id = inp.email_id
         mailboxes = self.store.mailboxes()
         with self.store.db.write() as s:
@@ -124,11 +181,16 @@ class IntakeActivities:
                     type="EmailMissing",
                     non_retryable=True,
                 )
-            if email.status in ("received", "held"):
+            recheck = None
+            if email.status in EVALUATED:
+                if parsed is None:
+                    # A reprocess cleared its decision after we looked: never parse under the
+                    # write lock, retry instead (the next attempt parses first).
+                    raise ApplicationError(f"email {email_id} changed while it was parsed; trying again")
                 # Without autoflush the email's new fields go out in one UPDATE, not one per
                 # query the decision makes; those queries never read this email's row.
                 with s.no_autoflush:
-                    self._evaluate(s, email, mailboxes)
+                    recheck = self._evaluate(s, email, parsed, mailboxes)
             box = mailboxes.get(email.mailbox_address or "")
             routed, wake = None, False
             if email.status == "accepted" and self.router is not None:
@@ -136,12 +198,13 @@ class IntakeActivities:
             result = IntakeResult(
                 email_id=email_id,
                 status=email.status,  # type: ignore[arg-type]
-                reason=email.reason,
+                reason=email.reason,  # bounded by the contract (history)
                 mailbox=email.mailbox_address,
                 workstream_id=box.workstream if box else None,
                 sender=email.from_address,
                 existing_case_id=email.case_id if email.status == "threaded" else None,
                 routed=routed,
+                recheck_after_seconds=recheck,
             )
             pending_bounce = None
             if email.status == "ignored":  # only an ignored sender is ever sent a bounce
@@ -156,11 +219,14 @@ class IntakeActivities:
 
     # --- evaluation ------------------------------------------------------------------------
 
-    def _evaluate(self, s: Session, email: EmailRow, mailboxes: dict[str, Mailbox]) -> None:
+    def _evaluate(
+        self, s: Session, email: EmailRow, parsed: ParsedEmail, mailboxes: dict[str, Mailbox]
+    ) -> float | None:
+        """Decide and record; returns, for a rate-limit hold, the seconds after which the
+        sender may be back under the limit (the workflow asks again then)."""
         assert email.id is not None
-        # A received email was never evaluated: no hold and no intake trace to look up.
-        first = email.status == "received"
-        parsed = parse_email(email.raw)
+        # A received email was never evaluated (or a reprocess cleared its decision).
+        first = email.status == "received" and not email.reprocessed
         self._store_parsed(email, parsed)
         settings = intake_settings(s)
         hold = None if first else s.get(IntakeHoldRow, email.id)
@@ -174,6 +240,8 @@ class IntakeActivities:
         email.mailbox_address = d.mailbox.address if d.mailbox else None
         if d.case is not None:
             email.case_id = d.case.id
+        if d.status in ("accepted", "threaded"):
+            email.admitted_at = utcnow()  # counts against the sender's rate limit from now
         s.add(email)
         if d.status == "held":
             assert d.hold_kind is not None
@@ -207,6 +275,7 @@ class IntakeActivities:
             ],
             new=True,  # "intake" on a first evaluation, else the next unused "intake#N"
         )
+        return d.recheck_after_seconds
 
     def _decide(
         self,
@@ -233,6 +302,10 @@ class IntakeActivities:
             why = unauthorized_reason(box, sender)
             return Decision("ignored", f"no case: {why}", box, bounce=action == "bounce")
 
+        # A reply to an existing case is looked up before the holds: a participant's reply is
+        # a conversation, not a flood, so the rate limit does not hold it (loop rules above
+        # still apply). A stranger naming someone's case is no reply and counts as new mail.
+        thread = self._find_thread(s, parsed, email, box)
         if not released_by_hand:
             row = s.get(MailboxRow, box.address)
             if row is not None and not row.verified:
@@ -243,94 +316,75 @@ class IntakeActivities:
                     hold_kind="unverified_mailbox",
                 )
             limit = settings.rate_limit
-            if limit.enabled:
+            if limit.enabled and not (thread is not None and thread.trusted):
                 rule = RateLimitRule(limit.max_messages, limit.window_seconds)
-                why_held = rate_limit_reason(sender, self._recent_from(s, email, rule), rule)
+                recent, oldest = self._recent_from(s, sender, rule)
+                why_held = rate_limit_reason(sender, recent, rule)
                 if why_held is not None:
-                    return Decision("held", why_held, box, hold_kind="rate_limit")
+                    # The sender is back under the limit once the oldest counted email leaves
+                    # the window: the workflow evaluates the email again then, on its own.
+                    free_at = _aware(oldest or utcnow()) + timedelta(seconds=rule.window_seconds)
+                    wait = max((free_at - utcnow()).total_seconds(), 0.0) + RATE_LIMIT_RECHECK_SLACK
+                    return Decision("held", why_held, box, hold_kind="rate_limit", recheck_after_seconds=wait)
 
-        thread = self._find_thread(s, parsed, email)
-        if thread is not None:
-            case, how = thread
-            return Decision("threaded", f"reply to {case.number}: {how}", box, case=case)
+        if thread is not None and thread.trusted:
+            return Decision("threaded", f"reply to {thread.case.number}: {thread.how}", box, case=thread.case)
+        if thread is not None:  # a stranger must not join, or reopen, someone else's case
+            number = thread.case.number
+            why = f"sender {sender} is not a participant of {number} ({thread.how})"
+            if settings.non_participant_reply == "hold":
+                return Decision(
+                    "held",
+                    f"{why}; held for review: `routedesk intake release {email.id}` adds it to {number}",
+                    box,
+                    hold_kind="non_participant",
+                )
+            email.related_case_id = thread.case.id
+            return Decision("accepted", f"{why}; new case linked to it", box)
         return Decision("accepted", f"{sender} wrote to routing address {box.address}", box)
 
     @staticmethod
-    def _recent_from(s: Session, email: EmailRow, rule: RateLimitRule) -> int:
-        """Emails from the same sender processed within the window before this one arrived.
+    def _recent_from(s: Session, sender: str, rule: RateLimitRule) -> tuple[int, datetime | None]:
+        """Emails from ``sender`` admitted to routing (accepted, threaded) within the window
+        that ends now, and the oldest admission among them.
 
-        Only mail that went on to routing counts (accepted, threaded); held and ignored mail
-        does not. Write transactions are serialized, so a burst parsed in any order admits
-        exactly ``max_messages``.
+        Held and ignored mail does not count. Decisions for one sender are serialised (SQLite:
+        one writer; PostgreSQL: a transaction-level advisory lock on the sender), so a burst
+        parsed in any order, by any number of workers, admits exactly ``max_messages``.
         """
-        since = email.received_at - timedelta(seconds=rule.window_seconds)
-        count = s.exec(
-            select(func.count())
-            .select_from(EmailRow)
-            .where(
-                EmailRow.from_address == email.from_address,
-                EmailRow.id != email.id,
+        if s.get_bind().dialect.name == "postgresql":
+            s.exec(select(func.pg_advisory_xact_lock(func.hashtext(f"rate:{sender}"))))  # type: ignore[call-overload]
+        since = utcnow() - timedelta(seconds=rule.window_seconds)
+        count, oldest = s.exec(
+            select(func.count(), func.min(EmailRow.admitted_at)).where(
+                EmailRow.from_address == sender,
                 col(EmailRow.status).in_(["accepted", "threaded"]),
-                col(EmailRow.received_at) >= since,
+                col(EmailRow.admitted_at) >= since,
             )
         ).one()
-        return int(count)
+        return int(count), oldest
 
     @staticmethod
-    def _find_thread(s: Session, parsed: ParsedEmail, email: EmailRow) -> tuple[CaseRow, str] | None:
-        """The case this email replies to, and how we know.
-
-        In-Reply-To first, then References from the newest id back: the most direct parent
-        wins. Our own outbound messages (acknowledgements) count as stored Message-IDs. The
-        ``[CASE-000123]`` subject token is the fallback, as with Salesforce's thread tokens.
-        """
-        candidates: list[tuple[str, str]] = [("In-Reply-To", m) for m in parsed.in_reply_to]
-        candidates += [("References", m) for m in reversed(parsed.references)]
-        ids = [m for _, m in candidates if m != email.message_id]
-        if ids:
-            found: dict[str, int] = {}
-            for mid, case_id in s.exec(
-                select(EmailRow.message_id, EmailRow.case_id).where(
-                    col(EmailRow.message_id).in_(ids),
-                    col(EmailRow.case_id).is_not(None),
-                    EmailRow.id != email.id,
-                )
-            ).all():
-                if mid is not None and case_id is not None:
-                    found.setdefault(mid, case_id)
-            for mid, case_id in s.exec(
-                select(NotificationRow.message_id, NotificationRow.case_id).where(
-                    col(NotificationRow.message_id).in_(ids),
-                    col(NotificationRow.case_id).is_not(None),
-                )
-            ).all():
-                if case_id is not None:
-                    found.setdefault(mid, case_id)
-            for header, mid in candidates:
-                if mid in found:
-                    case = s.get(CaseRow, found[mid])
-                    if case is not None:
-                        return case, f"{header} names <{mid}>"
-        for number in case_numbers_in(parsed.subject):
-            case = s.exec(select(CaseRow).where(CaseRow.number == number)).first()
-            if case is not None:
-                return case, f"the subject carries the reference token [{number}]"
-        return None
+    def _find_thread(
+        s: Session, parsed: ParsedEmail, email: EmailRow, box: Mailbox | None = None
+    ) -> ThreadMatch | None:
+        """The case this email replies to, how we know, and whether its sender may join it
+        (activities/threads.py: headers, then subject tokens; participants and signatures)."""
+        return find_thread(
+            s,
+            email,
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            subject=parsed.subject,
+            mailbox=box.address if box is not None else None,
+        )
 
     def _record_bounce(self, s: Session, email: EmailRow, box: Mailbox, settings: IntakeSettings) -> None:
-        # One bounce per address and window: two auto-responders that ignore RFC 3834 must
-        # not be able to ping-pong with us, and a forged sender gets at most one backscatter.
-        assert email.from_address is not None
-        window = settings.rate_limit.window_seconds
-        earlier = recent_bounce(s, email.from_address, window, email)
-        suppressed = None
-        if earlier is not None:
-            suppressed = (
-                f"a bounce reply already went to {email.from_address} for email {earlier.email_id} "
-                f"within {window:g}s; one per window"
-            )
-        rendered = None if suppressed else render_bounce(email, box)
-        record_notification(s, kind="bounce", email=email, case_id=None, rendered=rendered, suppressed=suppressed)
+        # To the envelope sender, within the automatic-reply limits (one per normalised
+        # address and window, so two auto-responders cannot ping-pong with us and a forged
+        # sender gets at most one backscatter; a cap per mailbox and minute). A message that
+        # cannot be rendered is recorded as failed: this runs inside the intake transaction.
+        record_auto_reply(s, kind="bounce", email=email, case_id=None, box=box, settings=settings)
 
     @staticmethod
     def _next_intake_step(s: Session, email_id: int) -> str:

@@ -14,7 +14,11 @@ connection drop before we learn it), so the design bounds the damage instead:
    (``failed``) because no retry changes the relay's mind.
 
 Every outbound message is an RFC 3834 auto-response: ``Auto-Submitted: auto-replied``, a null
-envelope sender (``MAIL FROM:<>``), so auto-responders and bounces never answer it.
+envelope sender (``MAIL FROM:<>``), so auto-responders and bounces never answer it. It goes
+to the envelope sender of the mail it answers, within limits that stop it being used for
+backscatter (``record_auto_reply``). Non-ASCII (RFC 6532) recipients get IDNA domains and,
+when the local part is non-ASCII, an SMTPUTF8 message; a relay without SMTPUTF8 makes that
+a recorded failure, not an endless retry.
 """
 
 from __future__ import annotations
@@ -23,19 +27,29 @@ import hashlib
 import os
 import smtplib
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
+from email.errors import MessageError
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import formataddr, formatdate
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from routedesk.config import Mailbox, Relay
-from routedesk.intake_policy import ack_suppression_reason, case_token
+from routedesk.case_tokens import installation_secret, token_key
+from routedesk.config import AutoReply, IntakeSettings, Mailbox, Relay
+from routedesk.intake_policy import (
+    ack_suppression_reason,
+    ascii_domain,
+    case_token,
+    normalised_address,
+    reply_recipient,
+)
 from routedesk.intake_settings import content_type_of, intake_settings
 from routedesk.models import CaseRow, EmailRow, NotificationRow, utcnow
 from routedesk.store import Store, TraceEntry, add_trace
@@ -63,22 +77,48 @@ def _one_line(value: str) -> str:
 
 def _message_id(kind: str, email: EmailRow, domain: str) -> str:
     # Deterministic: the same notification rendered again gets the same Message-ID.
-    digest = hashlib.sha256(f"{kind}:{email.id}:{email.dedupe_key}".encode()).hexdigest()[:12]
+    key = f"{kind}:{email.id}:{email.dedupe_key}".encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(key).hexdigest()[:12]
     return f"{kind}.{email.id}.{digest}@{domain}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    message_id: str
+    raw: bytes
 
 
 def _reply_headers(msg: EmailMessage, email: EmailRow) -> None:
     """Thread our message under the customer's, so their reply names both."""
-    if email.message_id:
-        msg["In-Reply-To"] = f"<{email.message_id}>"
-        refs = email.headers.get("references", "").split()
-        msg["References"] = " ".join([*refs[-10:], f"<{email.message_id}>"])
+    # Without SMTPUTF8 a non-ASCII Message-ID cannot be written as one: leave it out rather
+    # than send a mangled id nobody can match.
+    utf8 = bool(getattr(msg.policy, "utf8", False))
+    mid = email.message_id
+    if mid and (utf8 or mid.isascii()):
+        msg["In-Reply-To"] = f"<{mid}>"
+        # Whole <id> tokens only: a stored header value past the parser's cap ends in "…".
+        refs = [
+            r
+            for r in email.headers.get("references", "").split()
+            if r.startswith("<") and r.endswith(">") and (utf8 or r.isascii())
+        ]
+        msg["References"] = " ".join([*refs[-10:], f"<{mid}>"])
+
+
+def wire_address(address: str) -> str:
+    """The recipient as given to the relay: the domain in IDNA form, so only a non-ASCII
+    local part needs SMTPUTF8 (RFC 6531). Raises UnicodeError for an impossible domain."""
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local}@{ascii_domain(domain)}"
 
 
 def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: str) -> EmailMessage:
-    msg = EmailMessage(policy=SMTP)
+    """``to`` is a wire address; a non-ASCII one (local part) makes an RFC 6532 message."""
+    msg = EmailMessage(policy=SMTP if to.isascii() else SMTPUTF8)
     msg["From"] = formataddr((box.name, box.address))
-    msg["To"] = formataddr((_one_line(to_name or ""), to))
+    local, _, domain = to.rpartition("@")
+    msg["To"] = Address(_one_line(to_name or ""), local, domain)
     msg["Subject"] = _one_line(subject)
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = f"<{mid}>"
@@ -88,8 +128,21 @@ def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: 
     return msg
 
 
-def render_acknowledgement(case: CaseRow, email: EmailRow, box: Mailbox) -> tuple[str, str, bytes]:
-    """(subject, message id, raw bytes) of the acknowledgement of ``case``."""
+def _recipient_name(email: EmailRow, to: str) -> str | None:
+    # The sender's name belongs on the reply only when it goes to the sender's own address.
+    same = _try_wire(email.from_address or "").lower() == to.lower()
+    return email.from_name if same else None
+
+
+def _try_wire(address: str) -> str:
+    try:
+        return wire_address(address)
+    except UnicodeError:
+        return address
+
+
+def render_acknowledgement(case: CaseRow, email: EmailRow, box: Mailbox, to: str, key: str) -> Rendered:
+    """The acknowledgement of ``case`` to the wire address ``to``, with the signed token."""
     assert case.number is not None and email.from_address is not None
     values = {
         "case_number": case.number,
@@ -99,24 +152,26 @@ def render_acknowledgement(case: CaseRow, email: EmailRow, box: Mailbox) -> tupl
         "mailbox": box.address,
         "mailbox_name": box.name,
     }
-    subject = _one_line(box.acknowledgement.subject.format_map(values))
-    token = case_token(case.number)
-    if token not in subject:
+    bare, signed = case_token(case.number), case_token(case.number, key)
+    # Templates write [{case_number}]; the mail carries the signed token, which threads a
+    # reply whoever sends it (it proves the sender saw this message).
+    subject = _one_line(box.acknowledgement.subject.format_map(values)).replace(bare, signed)
+    if signed not in subject:
         # Replies must carry the token so they thread onto the case.
-        subject = f"{token} {subject}"
+        subject = f"{signed} {subject}"
     mid = _message_id("ack", email, box.address.rpartition("@")[2])
-    msg = _new_message(box, email.from_address, email.from_name, subject, mid)
+    msg = _new_message(box, to, _recipient_name(email, to), subject, mid)
     _reply_headers(msg, email)
-    msg.set_content(box.acknowledgement.body.format_map(values))
-    return subject, mid, msg.as_bytes()
+    msg.set_content(box.acknowledgement.body.format_map(values).replace(bare, signed))
+    return Rendered(subject, mid, msg.as_bytes())
 
 
-def render_bounce(email: EmailRow, box: Mailbox) -> tuple[str, str, bytes]:
+def render_bounce(email: EmailRow, box: Mailbox, to: str) -> Rendered:
     assert email.from_address is not None
     original = _one_line(email.subject or "(no subject)")
     subject = f"Not delivered: {original}"
     mid = _message_id("bounce", email, box.address.rpartition("@")[2])
-    msg = _new_message(box, email.from_address, email.from_name, subject, mid)
+    msg = _new_message(box, to, _recipient_name(email, to), subject, mid)
     _reply_headers(msg, email)
     msg.set_content(
         f"Your message to {box.address} was not accepted.\n\n"
@@ -125,7 +180,7 @@ def render_bounce(email: EmailRow, box: Mailbox) -> tuple[str, str, bytes]:
         f"  Subject: {original}\n"
         f"  Message-ID: <{email.message_id or '-'}>\n"
     )
-    return subject, mid, msg.as_bytes()
+    return Rendered(subject, mid, msg.as_bytes())
 
 
 def send_via_relay(relay: Relay, to: str, raw: bytes) -> None:
@@ -143,7 +198,17 @@ def send_via_relay(relay: Relay, to: str, raw: bytes) -> None:
             if relay.username:
                 password = os.environ.get(relay.password_env or "", "")
                 smtp.login(relay.username, password)
-            smtp.sendmail("", [to], raw)  # null envelope sender: RFC 3834 auto-response
+            # Null envelope sender: RFC 3834 auto-response. A non-ASCII recipient needs the
+            # relay's SMTPUTF8 (RFC 6531); without it smtplib refuses before sending.
+            options = [] if to.isascii() else ["SMTPUTF8"]
+            smtp.sendmail("", [to], raw, mail_options=options)
+    except smtplib.SMTPNotSupportedError:
+        raise ApplicationError(
+            f"the relay {relay.host}:{relay.port} does not support SMTPUTF8, which the non-ASCII address "
+            f"{to} needs; not sent (use a relay that announces SMTPUTF8)",
+            type="RelayRefused",
+            non_retryable=True,
+        ) from None
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
         _raise_for(code, text)
@@ -222,62 +287,151 @@ class Notifier:
             return _result(fresh)
 
 
+def record_auto_reply(
+    s: Session,
+    *,
+    kind: str,
+    email: EmailRow,
+    case_id: int | None,
+    box: Mailbox,
+    settings: IntakeSettings,
+    case: CaseRow | None = None,
+) -> NotificationRow:
+    """Decide, render and record one automatic reply (``bounce``, or ``acknowledgement`` of
+    ``case``) to ``email`` in the caller's transaction; at most one per kind and email.
+
+    The policy against backscatter, in order: the reply goes to the envelope sender
+    (Return-Path) or, without one, to From, and never to the null sender; at most one
+    automatic reply per normalised recipient address and ``intake.auto_reply.window_seconds``,
+    whatever its kind; at most ``max_per_mailbox_per_minute`` per mailbox. Never raises for
+    a bad address: a reply that cannot be rendered is recorded as ``failed`` with the reason.
+    """
+    existing = _existing(s, kind, email)
+    if existing is not None:
+        return existing
+    to, source = reply_recipient(email.headers, email.from_address)
+    if to is None:
+        return record_notification(s, kind=kind, email=email, case_id=case_id, to=None, suppressed=source)
+    try:
+        to = wire_address(to)
+    except UnicodeError:
+        why = f"cannot send to {to}: its domain is not a valid internationalised domain name"
+        return record_notification(s, kind=kind, email=email, case_id=case_id, to=to, failed=why)
+    to_key = normalised_address(to)
+    common: dict[str, Any] = {"kind": kind, "email": email, "case_id": case_id, "to": to, "to_key": to_key}
+    limited = auto_reply_limit_reason(s, to_key=to_key, mailbox=box.address, limits=settings.auto_reply, email=email)
+    if limited is not None:
+        return record_notification(s, **common, mailbox=box.address, suppressed=limited)
+    try:
+        if case is not None:
+            assert case.number is not None
+            secret = installation_secret(s, create=True)
+            assert secret is not None
+            rendered = render_acknowledgement(case, email, box, to, token_key(secret, case.number))
+        else:
+            rendered = render_bounce(email, box, to)
+    except (ValueError, TypeError, UnicodeError, MessageError) as exc:  # what the email package raises
+        why = f"cannot render a reply to {to}: {_one_line(str(exc))[:300]}; not sent"
+        return record_notification(s, **common, mailbox=box.address, failed=why)
+    return record_notification(s, **common, mailbox=box.address, rendered=rendered)
+
+
+def auto_reply_limit_reason(s: Session, *, to_key: str, mailbox: str, limits: AutoReply, email: EmailRow) -> str | None:
+    """Why the automatic-reply limits forbid another reply now, or None.
+
+    Counts replies queued or sent (``pending``, ``sent``): a suppressed, skipped or failed
+    one never reached anybody. Write transactions are serialized, so a burst cannot slip
+    several replies past the count.
+    """
+    now = utcnow()
+    live = col(NotificationRow.status).in_(["pending", "sent"])
+    earlier = s.exec(
+        select(NotificationRow)
+        .where(
+            NotificationRow.to_key == to_key,
+            live,
+            col(NotificationRow.created_at) >= now - timedelta(seconds=limits.window_seconds),
+            NotificationRow.email_id != email.id,
+        )
+        .order_by(col(NotificationRow.id))
+        .limit(1)
+    ).first()
+    if earlier is not None:
+        return (
+            f"an automatic reply ({earlier.kind}) already went to {earlier.to_address} for email "
+            f"{earlier.email_id} within {limits.window_seconds:g}s (counted as {to_key}); one per address and window"
+        )
+    in_last_minute = s.exec(
+        select(func.count())
+        .select_from(NotificationRow)
+        .where(
+            NotificationRow.mailbox_address == mailbox,
+            live,
+            col(NotificationRow.created_at) >= now - timedelta(seconds=60),
+        )
+    ).one()
+    if int(in_last_minute) >= limits.max_per_mailbox_per_minute:
+        return (
+            f"{mailbox} already sent {int(in_last_minute)} automatic replies in the last minute "
+            f"(intake.auto_reply.max_per_mailbox_per_minute: {limits.max_per_mailbox_per_minute})"
+        )
+    return None
+
+
+def _existing(s: Session, kind: str, email: EmailRow) -> NotificationRow | None:
+    return s.exec(
+        select(NotificationRow).where(NotificationRow.kind == kind, NotificationRow.email_id == email.id)
+    ).first()
+
+
 def record_notification(
     s: Session,
     *,
     kind: str,
     email: EmailRow,
     case_id: int | None,
-    rendered: tuple[str, str, bytes] | None,
+    to: str | None,
+    to_key: str | None = None,
+    mailbox: str | None = None,
+    rendered: Rendered | None = None,
     suppressed: str | None = None,
+    failed: str | None = None,
 ) -> NotificationRow:
-    """Insert the notification row for (kind, email) unless it exists; returns it either way."""
-    existing = s.exec(
-        select(NotificationRow).where(NotificationRow.kind == kind, NotificationRow.email_id == email.id)
-    ).first()
+    """Insert the notification row for (kind, email) unless it exists; returns it either way.
+
+    ``pending`` with ``rendered``, else ``suppressed`` or ``failed`` with the reason.
+    """
+    existing = _existing(s, kind, email)
     if existing is not None:
         return existing
     assert email.id is not None
-    subject, mid, raw = rendered if rendered is not None else ("", f"{kind}.{email.id}.suppressed", b"")
+    status, reason = ("suppressed", suppressed) if suppressed else ("failed", failed) if failed else ("pending", None)
+    assert rendered is not None or status != "pending"
     row = NotificationRow(
         kind=kind,
         email_id=email.id,
         case_id=case_id,
-        to_address=email.from_address or "",
-        subject=subject,
-        message_id=mid,
-        raw=raw or None,
-        status="suppressed" if suppressed else "pending",
-        reason=suppressed,
+        to_address=to or "",
+        to_key=to_key,
+        mailbox_address=mailbox,
+        subject=rendered.subject if rendered else "",
+        message_id=rendered.message_id if rendered else f"{kind}.{email.id}.{status}",
+        raw=rendered.raw if rendered else None,
+        status=status,
+        reason=reason,
     )
     s.add(row)
     s.flush()
-    if suppressed:
+    if status != "pending":
         add_trace(
             s,
             email_id=email.id,
             case_id=case_id,
             round_=1,
-            step=f"{kind}:suppressed",
-            entries=[TraceEntry(kind, email.from_address or "-", "suppressed", suppressed)],
+            step=f"{kind}:{status}",
+            entries=[TraceEntry(kind, to or email.from_address or "-", status, reason or "")],
         )
     return row
-
-
-def recent_bounce(s: Session, to_address: str, window_seconds: float, now_email: EmailRow) -> NotificationRow | None:
-    """A bounce already sent (or queued) to this address within the window, if any."""
-    since = utcnow() - timedelta(seconds=window_seconds)
-    return s.exec(
-        select(NotificationRow)
-        .where(
-            NotificationRow.kind == "bounce",
-            NotificationRow.to_address == to_address,
-            col(NotificationRow.status).in_(["pending", "sent"]),
-            col(NotificationRow.created_at) >= since,
-            NotificationRow.email_id != now_email.id,
-        )
-        .order_by(col(NotificationRow.id))
-    ).first()
 
 
 class NotifyActivities:
@@ -290,7 +444,8 @@ class NotifyActivities:
         """Acknowledge a new case to its sender, at most once per case.
 
         Never to auto-replies, bounces or unauthorized senders: those never get cases, and
-        the rules are checked again here in case a case was made some other way.
+        the rules are checked again here in case a case was made some other way. Within the
+        automatic-reply limits (see ``record_auto_reply``).
         """
         mailboxes = self.store.mailboxes()
         with self.store.db.write() as s:
@@ -303,11 +458,7 @@ class NotifyActivities:
                     non_retryable=True,
                 )
             box = mailboxes.get(case.mailbox_address)
-            row = s.exec(
-                select(NotificationRow).where(
-                    NotificationRow.kind == "acknowledgement", NotificationRow.email_id == email.id
-                )
-            ).first()
+            row = _existing(s, "acknowledgement", email)
             if row is None:
                 if box is None:
                     why: str | None = f"mailbox {case.mailbox_address} is no longer configured"
@@ -322,15 +473,20 @@ class NotifyActivities:
                         box=box,
                         mailboxes=mailboxes,
                     )
-                rendered = None if why or box is None else render_acknowledgement(case, email, box)
-                row = record_notification(
-                    s,
-                    kind="acknowledgement",
-                    email=email,
-                    case_id=case.id,
-                    rendered=rendered,
-                    suppressed=why,
-                )
+                if why or box is None:
+                    row = record_notification(
+                        s, kind="acknowledgement", email=email, case_id=case.id, to=email.from_address, suppressed=why
+                    )
+                else:
+                    row = record_auto_reply(
+                        s,
+                        kind="acknowledgement",
+                        email=email,
+                        case_id=case.id,
+                        box=box,
+                        settings=intake_settings(s),
+                        case=case,
+                    )
             assert row.id is not None
             row_id = row.id
         return self.notifier.deliver(row_id)

@@ -44,7 +44,7 @@ INCLUSIVE = [
     ("pydantic (any)", ("pydantic/", "pydantic_core/")),
     ("payload conversion", ("temporalio/converter.py", "temporalio/contrib/pydantic")),
     ("rule engine", ("routedesk/rules.py",)),
-    ("MIME parsing", ("routedesk/mime.py",)),
+    ("MIME parsing", ("routedesk/mail/",)),
     ("client RPCs from activities (kicks)", ("routedesk/dispatch.py",)),
 ]
 

@@ -364,6 +364,11 @@ class SmtpIntake(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=2525, ge=0, le=65535)  # 0: any free port
+    # A session that sends no command for this long (the DATA transfer included) is closed
+    # with 421, so idle or slow clients cannot hold connections forever.
+    timeout_seconds: float = Field(default=300, gt=0)
+    # Concurrent sessions beyond this get 421 at connect (the sender retries later).
+    max_sessions: int = Field(default=100, ge=1)
 
 
 class HttpIntake(Strict):
@@ -393,12 +398,29 @@ class Relay(Strict):
     password_env: str | None = None  # name of the environment variable holding the password
 
 
+class AutoReply(Strict):
+    """Limits on automatic replies (acknowledgements and bounce replies), against backscatter."""
+
+    # At most one automatic reply per normalised recipient address in this window.
+    window_seconds: float = Field(default=600, gt=0)
+    # At most this many automatic replies per mailbox in any minute, whoever they go to.
+    max_per_mailbox_per_minute: int = Field(default=30, ge=1)
+
+
 class IntakeSettings(Strict):
     max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)  # Salesforce: 25 MB
+    # The longest an SMTP or HTTP answer waits for the case store and Temporal; then a
+    # temporary failure (451, 503) makes the sender retry. Well below what sending servers
+    # wait for a reply to DATA (RFC 5321: 10 minutes) and below SQLite's 30 s busy timeout.
+    submit_timeout_seconds: float = Field(default=10, gt=0)
     smtp: SmtpIntake = SmtpIntake()
     http: HttpIntake = HttpIntake()
     rate_limit: RateLimit = RateLimit()
     relay: Relay | None = None  # none: acknowledgements and bounces are recorded, not sent
+    auto_reply: AutoReply = AutoReply()
+    # A reply (by header or bare case number) from a sender who is not a participant of the
+    # case: a new case linked to it, or held for review (`routedesk intake release` threads it).
+    non_participant_reply: Literal["new_case", "hold"] = "new_case"
 
 
 class RoutingConfig(Strict):

@@ -6,43 +6,79 @@ never an email body: the raw message stays in the case store and is passed by re
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, Field
 
-# accepted: open a case; threaded: a reply to an existing case; ignored: loop/noise/unauthorized
-# sender (recorded, no case); held: kept until released (unverified mailbox, sender rate limit);
-# rejected: unusable input.
-EmailStatus = Literal["accepted", "threaded", "rejected", "ignored", "held"]
+from routedesk.limits import cap_text
+
+# Any text a sender or an agent controls (reasons, addresses): bounded wherever it enters
+# history, so one hostile value cannot push a workflow task past the server's size limit.
+Text = Annotated[str, AfterValidator(cap_text)]
+
+
+class IntakeStatus(StrEnum):
+    """What intake decided about an email (the email row's ``status`` once decided)."""
+
+    RECEIVED = "received"  # stored, not decided yet
+    ACCEPTED = "accepted"  # a new case
+    THREADED = "threaded"  # a reply to an existing case
+    REJECTED = "rejected"  # unusable input (no sender, no routing address)
+    IGNORED = "ignored"  # loop or noise protection, or an unauthorized sender
+    HELD = "held"  # kept until released: unverified mailbox, sender over the rate limit
+
+
+class Stage(StrEnum):
+    """Where a routing workflow is: the ``RoutingStage`` search attribute and the query's stage."""
+
+    RECEIVED = "received"
+    HELD = "held"
+    REJECTED = "rejected"
+    IGNORED = "ignored"
+    THREADED = "threaded"
+    QUEUED = "queued"  # in a queue, before assignment starts
+    OFFERED = "offered"  # an agent holds the live offer
+    WAITING_FOR_AGENT = "waiting_for_agent"  # the queue's assignment method looks for an agent
+    UNASSIGNED = "unassigned"  # left in the queue for a pick or a supervisor
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+    FAILED = "failed"  # the workflow failed (a fault, not a business outcome)
+
+
+# Stages after which a routing workflow opens no case of its own.
+TERMINAL_STAGES = frozenset({Stage.REJECTED, Stage.IGNORED, Stage.HELD, Stage.THREADED, Stage.FAILED})
 
 
 class EmailRoutingInput(BaseModel):
+    """Route one stored email: the workflow's input, and intake's request to evaluate it (and,
+    when it is accepted, route its new case as well)."""
+
     email_id: int
     # Prefixes every workflow ID this routing run derives (queue dispatchers), so several
     # deployments or test runs can share one Temporal namespace.
     id_prefix: str = ""
 
 
-class IntakeRequest(BaseModel):
-    """Evaluate a stored email and, when it is accepted, route its new case as well."""
-
-    email_id: int
-    id_prefix: str = ""
+IntakeRequest = EmailRoutingInput
 
 
 class IntakeResult(BaseModel):
     """Outcome of storing and parsing the email and matching a routing address."""
 
     email_id: int
-    status: EmailStatus
-    reason: str | None = None
+    status: IntakeStatus
+    reason: Text | None = None
     mailbox: str | None = None
     workstream_id: str | None = None
-    sender: str | None = None
+    sender: Text | None = None
     existing_case_id: int | None = None  # a reply that threads onto an existing case
     # An accepted email's case, opened, classified and routed in the intake transaction.
     # None in results recorded before intake routed: those workflows call route_case.
     routed: RoutedCase | None = None
+    # A rate-limit hold: ask again after this many seconds, when the sender may be back under
+    # the limit. None for other holds, and in results recorded before holds ended on their own.
+    recheck_after_seconds: float | None = None
 
 
 class CaseRef(BaseModel):
@@ -83,28 +119,22 @@ class RoutedCase(BaseModel):
 
 
 class RoutingStatus(BaseModel):
-    """What the ``routing_status`` query returns."""
+    """Where a routing workflow stands: the ``routing_status`` query, and (when it ends) the
+    workflow's result. Results recorded before 2026-12-02 name the stage ``status``."""
 
-    stage: str
+    stage: Stage = Field(validation_alias=AliasChoices("stage", "status"))
     email_id: int
     case_id: int | None = None
     case_number: str | None = None
     queue: str | None = None
     live_offer: str | None = None  # agent id holding the live offer
     assigned_agent: str | None = None
-    reason: str | None = None
+    reason: Text | None = None
+    replies: int = 0  # customer replies threaded onto the case while this workflow runs it
 
 
-class RoutingOutcome(BaseModel):
-    """The workflow result."""
-
-    status: str  # queued, assigned, resolved, ignored, held, threaded
-    email_id: int
-    case_id: int | None = None
-    case_number: str | None = None
-    queue: str | None = None
-    assigned_agent: str | None = None
-    reason: str | None = None
+# The workflow's result is its last status.
+RoutingOutcome = RoutingStatus
 
 
 # --- assignment ----------------------------------------------------------------------------
@@ -139,7 +169,7 @@ class PreferredOfferRequest(BaseModel):
 
 class OfferAttempt(BaseModel):
     offer: OfferInfo | None = None  # None: not eligible, reason traced
-    reason: str | None = None
+    reason: Text | None = None
     # Position of the last agent tried (offered, or skipped). None in results recorded before
     # `more` existed: only the requested position was tried.
     position: int | None = None
@@ -152,7 +182,7 @@ class AnswerInput(BaseModel):
     offer_id: int
     agent_id: str
     outcome: Literal["accepted", "declined", "timed_out", "withdrawn"]
-    reason: str | None = None
+    reason: Text | None = None
     step: str
     id_prefix: str = ""
 
@@ -160,7 +190,7 @@ class AnswerInput(BaseModel):
 class AssignResult(BaseModel):
     assigned: bool
     agent_id: str | None = None
-    reason: str
+    reason: Text
 
 
 class DirectAssignInput(BaseModel):
@@ -183,7 +213,7 @@ class CaseStepInput(BaseModel):
     case_id: int
     step: str
     id_prefix: str = ""
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class DispatcherInput(BaseModel):
@@ -219,7 +249,7 @@ class AgentAnswer(BaseModel):
     """Payload of the ``accept`` and ``decline`` signals."""
 
     agent_id: str
-    reason: str | None = None
+    reason: Text | None = None
     offer_id: int | None = None  # optional: pins the answer to one offer
 
 
@@ -228,7 +258,7 @@ class RespondRequest(BaseModel):
 
     agent_id: str
     decision: Literal["accept", "decline"]
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class AssignRequest(BaseModel):
@@ -252,4 +282,4 @@ class ThreadDecision(BaseModel):
     action: Literal["signal", "reopen"]
     case: CaseRef
     case_workflow_id: str | None = None
-    reason: str
+    reason: Text

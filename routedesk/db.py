@@ -8,7 +8,6 @@ readers run beside the single writer.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from routedesk import models  # noqa: F401  (registers the tables)
+from routedesk.settings import get_settings
 
 DEFAULT_DIR = Path(".routedesk")
 DEFAULT_URL = f"sqlite:///{DEFAULT_DIR / 'routedesk.db'}"
@@ -54,7 +54,7 @@ class StoreEmpty(Exception):
 
 
 def database_url(url: str | None = None) -> str:
-    return url or os.environ.get("DATABASE_URL") or DEFAULT_URL
+    return url or get_settings().database_url or DEFAULT_URL
 
 
 def _safe_address(url: str) -> str:
@@ -109,12 +109,12 @@ class Database:
     def create_all(self) -> None:
         try:
             SQLModel.metadata.create_all(self.write_engine)
+            missing = self._add_missing_columns()
             # create_all makes indexes only with their tables: a store made by an older
             # version gets the indexes added since.
-            for table in SQLModel.metadata.sorted_tables:
+            for table in SQLModel.metadata.sorted_tables if not missing else []:
                 for index in table.indexes:
                     index.create(self.write_engine, checkfirst=True)
-            missing = self._missing_columns()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(self.address, _first_line(exc)) from None
         except OSError as exc:
@@ -122,17 +122,32 @@ class Database:
         if missing:
             raise StoreOutdated(self.address, missing)
 
-    def _missing_columns(self) -> list[str]:
-        """Columns this version needs that an existing store, made by an older one, lacks.
+    def _add_missing_columns(self) -> list[str]:
+        """Add the columns this version added to an existing store, where that is safe.
 
-        There are no migrations yet; failing here with the list beats failing later inside
-        an activity.
+        A nullable column, or one with a server default, is added in place (a store made by an
+        older version keeps working); any other missing column is returned, and the store is
+        refused with the list rather than failing later inside an activity.
         """
         inspector = inspect(self.write_engine)
         missing = []
+        preparer = self.write_engine.dialect.identifier_preparer
         for table in SQLModel.metadata.sorted_tables:
             have = {c["name"] for c in inspector.get_columns(table.name)}
-            missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in have]
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not (column.nullable or column.server_default is not None):
+                    missing.append(f"{table.name}.{column.name}")
+                    continue
+                ddl = (
+                    f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
+                    f"{column.type.compile(self.write_engine.dialect)}"
+                )
+                if column.server_default is not None:
+                    ddl += f" DEFAULT {column.server_default.arg}"  # type: ignore[attr-defined]
+                with self.write_engine.begin() as conn:
+                    conn.exec_driver_sql(ddl)
         return missing
 
     @contextmanager

@@ -7,34 +7,119 @@ Keeping the rules pure lets the unit tests cover every rule without a server.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from routedesk.config import Mailbox
+from routedesk.mail.limits import HEADER_VALUE_LIMIT, MAX_CASE_TOKENS
 
-# Our reference token, inserted in the subject of every outbound email: [CASE-000123].
-CASE_TOKEN_RE = re.compile(r"\[\s*(CASE-\d{1,12})\s*\]", re.IGNORECASE)
-
+# Our reference token, bare ([CASE-000123]) or signed as outbound mail carries it
+# ([CASE-000123:k7f2qa], routedesk.case_tokens): number and optional key.
+CASE_REF_RE = re.compile(r"\[\s*(CASE-\d{1,12})(?:\s*:\s*([a-z2-7]{4,12}))?\s*\]", re.IGNORECASE)
 # RFC 3834 and the de-facto headers of auto-responders that predate it.
 AUTOREPLY_HEADERS = ("x-autoreply", "x-autorespond")
 NOISE_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply", "list"})
 BOUNCE_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
 
 
-def case_token(case_number: str) -> str:
-    return f"[{case_number}]"
+def case_token(case_number: str, key: str | None = None) -> str:
+    """``[CASE-000123]``, or the signed ``[CASE-000123:k7f2qa]`` that outbound mail carries."""
+    return f"[{case_number}:{key}]" if key else f"[{case_number}]"
 
 
-def case_numbers_in(subject: str | None) -> list[str]:
-    """Case numbers named by reference tokens in a subject, in order, normalised."""
-    seen: dict[str, None] = {}
-    for found in CASE_TOKEN_RE.findall(subject or ""):
-        number = found.upper()
-        digits = number.removeprefix("CASE-")
-        # CASE-1 and CASE-000001 name the same case; case numbers are zero-padded to 6.
-        seen.setdefault(f"CASE-{int(digits):06d}", None)
-    return list(seen)
+@dataclass(frozen=True)
+class SubjectToken:
+    number: str  # normalised: CASE-000123
+    key: str | None  # the signature quoted with it, lowercased; None for a bare token
+
+
+def _normalised_number(found: str) -> str:
+    # CASE-1 and CASE-000001 name the same case; case numbers are zero-padded to 6.
+    return f"CASE-{int(found.upper().removeprefix('CASE-')):06d}"
+
+
+def case_tokens_in(subject: str | None, *, limit: int = MAX_CASE_TOKENS) -> list[SubjectToken]:
+    """Reference tokens in a subject, bare or signed, in order, at most ``limit`` of them.
+
+    Tokens each cost a lookup, so a subject full of them (read only within the first
+    HEADER_VALUE_LIMIT characters, all the parser keeps) costs no more than one with a few;
+    the parser records a defect when a subject has more. A number quoted both bare and
+    signed appears once, with its first signed key, so ``[CASE-42] [CASE-000042:abcdef]`` is
+    one reference whose key is checked.
+    """
+    refs: dict[str, str | None] = {}
+    for m in CASE_REF_RE.finditer((subject or "")[:HEADER_VALUE_LIMIT]):
+        number = _normalised_number(m.group(1))
+        if number not in refs and len(refs) >= limit:
+            break
+        if refs.get(number) is None:
+            refs[number] = m.group(2).lower() if m.group(2) else None
+    return [SubjectToken(n, k) for n, k in refs.items()]
+
+
+def case_numbers_in(subject: str | None, *, limit: int = MAX_CASE_TOKENS) -> list[str]:
+    """The case numbers of :func:`case_tokens_in`, normalised (``CASE-000123``)."""
+    return [t.number for t in case_tokens_in(subject, limit=limit)]
+
+
+# --- automatic replies: who gets them, and the address the limits count -----------------
+
+# Mail providers known to ignore dots in the local part. Everywhere else a dot is kept, but
+# leading, trailing and doubled dots (invalid in an unquoted local part) are folded away.
+DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as DNS and SMTP without SMTPUTF8 know it: IDNA A-labels, lowercased."""
+    domain = domain.strip().rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    return domain.encode("idna").decode("ascii")  # raises UnicodeError for an impossible name
+
+
+def normalised_address(address: str) -> str:
+    """The key under which automatic replies to ``address`` are counted.
+
+    Lowercased; the local part cut at the first ``+`` (a tag); leading, trailing and repeated
+    dots dropped, and every dot for gmail.com and googlemail.com (one mailbox). The domain in
+    IDNA form. ``Victim+1@x``, ``victim.@x`` and ``victim@x`` count as one address.
+    """
+    local, _, domain = address.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0]
+    with contextlib.suppress(UnicodeError):  # an impossible name is still counted, as written
+        domain = ascii_domain(domain)
+    domain = DOTLESS_DOMAINS.get(domain, domain)
+    if domain in DOTLESS_DOMAINS.values():
+        local = local.replace(".", "")
+    else:
+        local = ".".join(part for part in local.split(".") if part)
+    return f"{local}@{domain}"
+
+
+def reply_recipient(headers: Mapping[str, str], from_address: str | None) -> tuple[str | None, str]:
+    """Where an automatic reply goes: (address or None, why).
+
+    The envelope sender (``Return-Path``, which the SMTP intake prepends) when there is one,
+    as RFC 3834 and RFC 5321 ask; never the null sender ``<>``; the From address only when
+    the message came without a Return-Path (HTTP and CLI submissions).
+    """
+    value = headers.get("return-path")
+    if value is None:
+        if not from_address:
+            return None, "no sender address"
+        return from_address, "From (no Return-Path)"
+    path = value.strip()
+    if path.startswith("<") and path.endswith(">"):
+        path = path[1:-1].strip()
+    path = path.rpartition(":")[2].strip()  # drop an RFC 5321 source route (@a,@b:user@host)
+    if not path:
+        return None, "null envelope sender (Return-Path: <>): never answered"
+    local, at, domain = path.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() or c in "<>," for c in path):
+        return None, f"Return-Path {value.strip()[:200]!r} is not a usable address"
+    return path, "Return-Path"
 
 
 # --- routing addresses -------------------------------------------------------------------
@@ -176,7 +261,8 @@ def rate_limit_reason(sender: str, recent: int, rule: RateLimitRule) -> str | No
     window = f"{minutes:g} minutes" if minutes >= 1 else f"{rule.window_seconds:g} seconds"
     return (
         f"rate limit: {sender} already sent {recent} messages in {window} "
-        f"(limit {rule.max_messages}); held until released (routedesk intake release)"
+        f"(limit {rule.max_messages}); held until the sender is back under the limit, when it is "
+        "routed on its own (or released by hand: routedesk intake release)"
     )
 
 

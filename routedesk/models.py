@@ -95,7 +95,10 @@ class EmailRow(SQLModel, table=True):
     __tablename__ = "email"
     # The sender rate limit counts a sender's recent mail for every email parsed: without
     # this index, a scan of every stored email (raw bytes included).
-    __table_args__ = (Index("email_sender_recent", "from_address", "received_at"),)
+    __table_args__ = (
+        Index("email_sender_recent", "from_address", "received_at"),
+        Index("email_sender_admitted", "from_address", "admitted_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     # Message-ID, or a hash of the raw bytes when absent: the same email delivered twice is one row.
     dedupe_key: str = Field(unique=True)
@@ -120,6 +123,17 @@ class EmailRow(SQLModel, table=True):
     defects: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     mailbox_address: str | None = None
     case_id: int | None = Field(default=None, index=True)
+    # When intake admitted it to routing (accepted, threaded): the rate limit counts these.
+    admitted_at: datetime | None = None
+    # How often this message arrived (a mail server retrying, a user resending): a duplicate
+    # is answered with the stored decision, and `intake list` shows it was seen again.
+    deliveries: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    last_delivered_at: datetime | None = None
+    # `routedesk intake reprocess`: each one runs a new workflow, ID derived from this count.
+    reprocessed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # A reply to this case from a sender who is not one of its participants: the email opened
+    # a case of its own (or waits for review) instead of joining this one.
+    related_case_id: int | None = None
 
 
 class CaseRow(SQLModel, table=True):
@@ -157,6 +171,8 @@ class CaseRow(SQLModel, table=True):
     previous_agent_id: str | None = None  # owner before the case was last reopened
     assigned_at: datetime | None = None
     resolved_at: datetime | None = None
+    # Opened by a non-participant's reply to that case (intake.non_participant_reply: new_case).
+    related_case_id: int | None = None
 
 
 class QueueWakeRow(SQLModel, table=True):
@@ -255,16 +271,26 @@ class NotificationRow(SQLModel, table=True):
     """
 
     __tablename__ = "notification"
-    __table_args__ = (UniqueConstraint("kind", "email_id", name="one_notification_per_email"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "email_id", name="one_notification_per_email"),
+        # The automatic-reply limits: per normalised recipient and window, per mailbox and minute.
+        Index("notification_recipient_recent", "to_key", "created_at"),
+        Index("notification_mailbox_recent", "mailbox_address", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     kind: str  # acknowledgement | bounce
     email_id: int = Field(index=True)  # the inbound email this answers
     case_id: int | None = Field(default=None, index=True)
-    to_address: str = Field(index=True)
+    to_address: str = Field(index=True)  # the envelope recipient: Return-Path, else From
+    # to_address normalised for the limits (intake_policy.normalised_address); mailbox that
+    # answers. Null in rows written before the limits existed.
+    to_key: str | None = None
+    mailbox_address: str | None = None
     subject: str
     message_id: str = Field(index=True)  # replies naming it thread onto case_id
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    # pending -> sent | suppressed | skipped (no relay); pending again after a failed attempt
+    # pending -> sent | suppressed | skipped (no relay) | failed (refused by the relay, or not
+    # renderable); pending again after a failed attempt
     status: str = "pending"
     reason: str | None = None
     attempts: int = 0

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, delete, insert, select
+from sqlmodel import Session, SQLModel, col, delete, insert, select, update
 
 from routedesk import ids
 from routedesk.config import Mailbox, RoutingConfig, RoutingSettings, Workstream
 from routedesk.db import Database
+from routedesk.limits import cap_text
 from routedesk.models import (
     AgentRow,
     CaseRow,
@@ -37,11 +38,40 @@ class SavedEmail:
 
 
 @dataclass(frozen=True)
+class Reprocess:
+    email_id: int
+    workflow_id: str  # the workflow that evaluates the email again
+    started: bool  # a new workflow is to be started (rejected or ignored email)
+    held: bool  # a held email: its own workflow is to be sent `release`
+
+
+_REPROCESS_SUFFIX = re.compile(r"-reprocess-\d+$")
+
+
+@dataclass(frozen=True)
 class TraceEntry:
     stage: str
     subject: str
     outcome: str
     reason: str
+
+
+TRACE_SUBJECT_LIMIT = 200  # characters of the rule, candidate or address a trace entry is about
+# How many other emails a Message-ID collision's trace names.
+COLLISIONS_NAMED = 5
+
+
+def insert_ignoring_conflict(s: Session, table: type[SQLModel], conflict: list[str], **values: Any) -> Any:
+    """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` on SQLite and PostgreSQL: for rows that
+    may already exist, so a concurrent writer's row is found, not a unique violation raised."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
 
 
 class Store:
@@ -182,31 +212,166 @@ class Store:
         envelope_to: list[str] | None = None,
         id_prefix: str = "",
     ) -> SavedEmail:
-        """Store the raw bytes once per Message-ID (or content hash); returns the row either way."""
-        key = ids.dedupe_key(raw)
+        """Store the raw bytes once per message; returns the row either way.
+
+        A delivery is the same message when its Message-ID and its content fingerprint match
+        (:func:`routedesk.ids.message_dedupe_key`): a redelivery counts as seen again and keeps
+        the stored workflow ID; a reused Message-ID with other content is a new email, and
+        both emails' traces name the collision. Insert-or-ignore on the unique key, so
+        concurrent copies of one message (any database) end in one row, none refused.
+        """
+        mid = ids.message_id_of(raw)
+        fingerprint = ids.content_fingerprint(raw)
+        key = ids.message_dedupe_key(mid, fingerprint)
         wf_id = ids.email_workflow_id(key, id_prefix)
         with self.db.write() as s:
-            existing = s.exec(select(EmailRow).where(EmailRow.dedupe_key == key)).first()
-            if existing is not None:
-                assert existing.id is not None
-                return SavedEmail(existing.id, key, existing.workflow_id or wf_id, created=False)
-            row = EmailRow(
-                dedupe_key=key,
-                message_id=ids.message_id_of(raw),
-                raw=raw,
-                size=len(raw),
-                source=source,
-                envelope_to=[a.strip().lower() for a in (envelope_to or [])],
-                workflow_id=wf_id,
+            found = self._stored_copy(s, raw, mid, fingerprint, key)
+            if found is None:
+                row = EmailRow(
+                    dedupe_key=key,
+                    message_id=mid,
+                    raw=raw,
+                    size=len(raw),
+                    source=source,
+                    envelope_to=[a.strip().lower() for a in (envelope_to or [])],
+                    workflow_id=wf_id,
+                )
+                new_id = s.exec(  # type: ignore[call-overload]
+                    insert_ignoring_conflict(s, EmailRow, ["dedupe_key"], **row.model_dump(exclude={"id"})).returning(
+                        EmailRow.id
+                    )
+                ).scalar()
+                if new_id is not None:
+                    if mid:
+                        self._trace_collisions(s, new_id, mid)
+                    return SavedEmail(new_id, key, wf_id, created=True)
+                found = self._stored_copy(s, raw, mid, fingerprint, key)  # a concurrent writer's row
+                assert found is not None
+            email_id, stored_wf = found
+            s.exec(  # type: ignore[call-overload]
+                update(EmailRow)
+                .where(col(EmailRow.id) == email_id)
+                .values(deliveries=EmailRow.deliveries + 1, last_delivered_at=utcnow())
             )
-            s.add(row)
-            try:
-                s.flush()
-            except IntegrityError:  # only on databases without BEGIN IMMEDIATE semantics
-                s.rollback()
-                raise
-            assert row.id is not None
-            return SavedEmail(row.id, key, wf_id, created=True)
+            return SavedEmail(email_id, key, stored_wf or wf_id, created=False)
+
+    @staticmethod
+    def _stored_copy(
+        s: Session, raw: bytes, mid: str | None, fingerprint: str, key: str
+    ) -> tuple[int, str | None] | None:
+        """(id, workflow ID) of a stored copy of this message, under today's key or the key a
+        store made before content fingerprints gave it (same Message-ID, or same bytes)."""
+        row = s.exec(select(EmailRow.id, EmailRow.workflow_id).where(EmailRow.dedupe_key == key)).first()
+        if row is not None:
+            return int(row[0] or 0), row[1]
+        legacy = s.exec(
+            select(EmailRow.id, EmailRow.workflow_id, EmailRow.raw).where(
+                col(EmailRow.dedupe_key).in_(ids.legacy_dedupe_keys(raw, mid))
+            )
+        ).first()
+        if legacy is not None and (not mid or ids.content_fingerprint(legacy[2]) == fingerprint):
+            return int(legacy[0] or 0), legacy[1]
+        return None
+
+    @staticmethod
+    def _trace_collisions(s: Session, email_id: int, mid: str) -> None:
+        others: list[int] = s.exec(  # type: ignore[assignment]
+            select(EmailRow.id)
+            .where(EmailRow.message_id == mid, EmailRow.id != email_id)
+            .order_by(col(EmailRow.id))
+            .limit(COLLISIONS_NAMED + 1)
+        ).all()
+        if not others:
+            return
+        named = ", ".join(str(i) for i in others[:COLLISIONS_NAMED])
+        if len(others) > COLLISIONS_NAMED:
+            named += ", ..."
+        shown = cap_text(mid, 200)
+        add_trace(
+            s,
+            email_id=email_id,
+            case_id=None,
+            round_=1,
+            step="message-id",
+            entries=[
+                TraceEntry(
+                    "intake",
+                    f"<{shown}>",
+                    "message_id_reused",
+                    f"Message-ID also used by email {named} with other content: a different message, routed on its own",
+                )
+            ],
+            new=True,
+        )
+        for other in others[:COLLISIONS_NAMED]:
+            add_trace(
+                s,
+                email_id=other,
+                case_id=None,
+                round_=1,
+                step=f"message-id:{email_id}",
+                entries=[
+                    TraceEntry(
+                        "intake",
+                        f"<{shown}>",
+                        "message_id_reused",
+                        f"Message-ID also used by email {email_id}, which has other content and is routed on its own",
+                    )
+                ],
+                new=True,
+            )
+
+    def prepare_reprocess(self, email_id: int, *, envelope_to: list[str], by: str) -> Reprocess:
+        """Clear a rejected or ignored email's decision so a new workflow evaluates it again
+        with the configuration as it is now; a held one is evaluated again by its own workflow.
+
+        The new workflow's ID is derived from the email and the reprocess count, and an email
+        already being reprocessed returns that workflow: a repeated command is one case. An
+        email that already has a case is refused.
+        """
+        added = [a.strip().lower() for a in envelope_to if a.strip()]
+        with self.db.write() as s:
+            email = s.get(EmailRow, email_id)
+            if email is None:
+                raise StoreRefusal(f"no email {email_id}; `routedesk intake list` shows the stored ones")
+            if email.case_id is not None:
+                case = s.get(CaseRow, email.case_id)
+                number = case.number if case is not None else f"case {email.case_id}"
+                raise StoreRefusal(f"email {email_id} is already on {number}; there is nothing to reprocess")
+            email.envelope_to = list(dict.fromkeys([*email.envelope_to, *added]))
+            if email.status == "received":  # a reprocess (or the first evaluation) is under way
+                s.add(email)
+                return Reprocess(email_id, email.workflow_id or "", started=False, held=False)
+            if email.status == "held":  # its workflow waits: evaluated again there on `release`
+                s.add(email)
+                return Reprocess(email_id, email.workflow_id or "", started=False, held=True)
+            earlier = f"{email.status}: {email.reason or '-'}"
+            email.reprocessed += 1
+            first_run = _REPROCESS_SUFFIX.sub("", email.workflow_id or ids.email_workflow_id(email.dedupe_key))
+            email.workflow_id = f"{first_run}-reprocess-{email.reprocessed}"
+            email.status, email.reason = "received", None
+            s.add(email)
+            with_to = f" with envelope recipient(s) {', '.join(added)}" if added else ""
+            add_trace(
+                s,
+                email_id=email_id,
+                case_id=None,
+                round_=1,
+                step=f"reprocess#{email.reprocessed}",
+                entries=[
+                    TraceEntry(
+                        "intake",
+                        by,
+                        "reprocess",
+                        cap_text(
+                            f"reprocessed by {by}{with_to}; earlier decision {earlier}; "
+                            f"evaluated again by workflow {email.workflow_id}"
+                        ),
+                    )
+                ],
+                new=True,
+            )
+            return Reprocess(email_id, email.workflow_id, started=True, held=False)
 
     def email(self, email_id: int) -> EmailRow | None:
         with self.db.read() as s:
@@ -324,9 +489,11 @@ def add_trace(
                     "step": step,
                     "seq": seq,
                     "stage": e.stage,
-                    "subject": e.subject,
+                    # A sender controls subjects and reasons (addresses, header values): the
+                    # trace keeps a bounded line; the email row keeps the whole value.
+                    "subject": cap_text(e.subject, TRACE_SUBJECT_LIMIT),
                     "outcome": e.outcome,
-                    "reason": e.reason,
+                    "reason": cap_text(e.reason),
                     "at": now,
                 }
                 for seq, e in enumerate(entries)

@@ -4,7 +4,10 @@
 - ``X-Envelope-To``: envelope recipients, comma-separated and/or repeated (how Bcc is seen);
 - ``Authorization: Bearer <token>`` (else 401); larger than ``intake.max_message_bytes``: 413;
 - ``202 {"workflow_id", "email_id", "duplicate"}`` only after the bytes are stored and the
-  workflow started, like SMTP's 250; ``503`` when the store or Temporal is down (retry).
+  workflow started, like SMTP's 250; ``503`` with ``Retry-After`` when the store or Temporal
+  is down or does not answer within ``intake.submit_timeout_seconds`` (retry).
+- ``GET /v1/emails/{id}``: 404 for any id that names no email (huge or negative included).
+- Every answer of 400 or more is one INFO line (method, path, status), no traceback.
 
 The OpenAPI document is served at ``/openapi.json`` (and ``/docs``).
 """
@@ -16,7 +19,7 @@ import contextlib
 import hmac
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from email.utils import getaddresses
 from typing import Any
@@ -31,11 +34,13 @@ from temporalio.client import Client
 
 from routedesk.models import CaseRow, EmailRow
 from routedesk.store import Store
-from starter.send import submit_email
+from starter.bounded import BoundedSubmitter, log_submit_failure
 
 log = logging.getLogger("routedesk.http")
 
 RFC822 = "message/rfc822"
+MAX_ROW_ID = 2**63 - 1  # SQL's BIGINT: a larger id cannot name a row, and SQLite cannot bind it
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 class Accepted(BaseModel):
@@ -60,23 +65,50 @@ def envelope_recipients(values: list[str]) -> list[str]:
     return [addr.strip().lower() for _, addr in getaddresses(values) if "@" in addr]
 
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+
+
+class LogRefusals:
+    """ASGI middleware: each answer of 400 or more is one INFO line, whoever raised it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def logged(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                client = scope.get("client") or ("?",)
+                log.info("http: %s %s %s answered %s", client[0], scope["method"], scope["path"], message["status"])
+            await send(message)
+
+        await self.app(scope, receive, logged)
+
+
 def create_app(
     client: Client,
     store: Store,
     *,
     token: str,
     max_message_bytes: int = 25 * 1024 * 1024,
+    submit_timeout: float = 10,
     task_queue: str | None = None,
     id_prefix: str | None = None,
 ) -> FastAPI:
     if not token:
         raise ValueError("the HTTP intake needs a bearer token")
+    submitter = BoundedSubmitter(client, store, timeout=submit_timeout, task_queue=task_queue, id_prefix=id_prefix)
     app = FastAPI(
         title="routedesk intake",
         version="1",
         description="Submit raw emails for routing. Every channel starts the same durable "
         "workflow and is idempotent on the Message-ID.",
     )
+    app.add_middleware(LogRefusals)
     bearer = HTTPBearer(auto_error=False)
 
     # A plain default, not Annotated: with postponed annotations FastAPI cannot see `bearer`.
@@ -135,21 +167,13 @@ def create_app(
             raise HTTPException(400, "empty body: send the raw message")
         envelope = envelope_recipients(request.headers.getlist("x-envelope-to"))
         try:
-            sub = await submit_email(
-                client,
-                store,
-                bytes(body),
-                source="http",
-                envelope_to=envelope,
-                task_queue=task_queue,
-                id_prefix=id_prefix,
-            )
-        except Exception:
-            log.exception("HTTP intake could not submit a message")
+            sub = await submitter.submit(bytes(body), source="http", envelope_to=envelope)
+        except Exception as exc:
+            log_submit_failure(log, "http", exc)
             raise HTTPException(
                 503,
                 "could not store the message or start its workflow; retry",
-                headers={"Retry-After": "5"},
+                headers=RETRY_AFTER,
             ) from None
         accepted = Accepted(workflow_id=sub.workflow_id, email_id=sub.email_id, duplicate=not sub.new_email)
         return JSONResponse(
@@ -166,6 +190,9 @@ def create_app(
         responses={**errors, 404: {"model": Problem, "description": "no such email"}},
     )
     async def get_email(email_id: int) -> EmailState:
+        if not 1 <= email_id <= MAX_ROW_ID:
+            raise HTTPException(404, f"no email {email_id}")
+
         def read() -> EmailState | None:
             with store.db.read() as s:
                 email = s.get(EmailRow, email_id)
@@ -182,7 +209,11 @@ def create_app(
                     case_number=case.number if case else None,
                 )
 
-        state = await asyncio.to_thread(read)
+        try:
+            state = await asyncio.wait_for(asyncio.to_thread(read), submit_timeout)
+        except Exception as exc:
+            log_submit_failure(log, "http", exc)
+            raise HTTPException(503, "the case store is unavailable; retry", headers=RETRY_AFTER) from None
         if state is None:
             raise HTTPException(404, f"no email {email_id}")
         return state
@@ -212,7 +243,9 @@ class HttpIntakeServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; requests in flight get up to ``grace`` seconds to be answered."""
+        self.server.config.timeout_graceful_shutdown = max(1, round(grace))
         self.server.should_exit = True
         await self.task
 
@@ -225,6 +258,7 @@ async def start_http_intake(
     host: str = "127.0.0.1",
     port: int = 8088,
     max_message_bytes: int = 25 * 1024 * 1024,
+    submit_timeout: float = 10,
     task_queue: str | None = None,
     id_prefix: str | None = None,
 ) -> HttpIntakeServer:
@@ -237,6 +271,7 @@ async def start_http_intake(
         store,
         token=token,
         max_message_bytes=max_message_bytes,
+        submit_timeout=submit_timeout,
         task_queue=task_queue,
         id_prefix=id_prefix,
     )

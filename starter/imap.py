@@ -602,8 +602,8 @@ class ImapIntake:
     def describe(self) -> str:
         return "".join(f"  IMAP intake   {f.describe()}\n" for f in self.fetchers)
 
-    async def stop(self) -> None:
-        await asyncio.gather(*(f.stop() for f in self.fetchers))
+    async def stop(self, timeout: float = 10.0) -> None:
+        await asyncio.gather(*(f.stop(timeout / 2) for f in self.fetchers))
 
 
 def start_imap_intake(

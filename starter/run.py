@@ -4,6 +4,12 @@ Starts (or reuses) the Temporal dev server with its UI and a history file under
 ``.routedesk/``, registers our search attributes, loads the routing config into the SQLite
 case store, and runs the worker and the intake channels (SMTP on 127.0.0.1:2525, HTTP on
 127.0.0.1:8088 by default) in this process.
+
+SIGTERM or Ctrl-C stops it within ``STOP_DEADLINE`` seconds: the intake channels stop
+listening, finish the transactions in flight (an SMTP message whose store call is still
+waiting at the end of the grace period is answered 451, so its sender retries), then the
+worker stops. If a call is still stuck after that (SQLite waits up to 30 s for a locked
+store and a thread cannot be interrupted), the process exits anyway at the deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +43,43 @@ from starter.smtp import SmtpIntakeServer, start_smtp_intake
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("routedesk")
 
+STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit, whatever is still waiting
+CHANNEL_GRACE = 4.0  # of which the intake channels get this long to answer what is in flight
+
+
+class StopDeadline:
+    """A last resort: exit at the deadline even when a thread is stuck in a store call."""
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.dev_server: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.deadline is not None:
+            return
+        self.deadline = time.monotonic() + STOP_DEADLINE
+        timer = threading.Timer(STOP_DEADLINE, self._force)
+        timer.daemon = True  # it must not itself keep the process alive
+        timer.start()
+
+    def left(self) -> float:
+        return STOP_DEADLINE if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def _force(self) -> None:
+        print(
+            f"routedesk: still stopping after {STOP_DEADLINE:g}s (a store or Temporal call is stuck); exiting now",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.dev_server is not None and self.dev_server.poll() is None:
+            self.dev_server.kill()
+        os._exit(1)
+
 
 def temporal_cli() -> str:
-    if os.environ.get("TEMPORAL_CLI"):
-        return os.environ["TEMPORAL_CLI"]
+    configured = settings.get_settings().temporal_cli
+    if configured:
+        return configured
     out = subprocess.run([str(ROOT / "scripts" / "temporal-cli.sh")], check=True, stdout=subprocess.PIPE, text=True)
     return out.stdout.strip()
 
@@ -96,12 +136,13 @@ async def serve(config_path: Path, ui_port: int) -> int:
         return 1
     DEFAULT_DIR.mkdir(exist_ok=True)
     server: subprocess.Popen[bytes] | None = None
+    stopping = StopDeadline()
     try:
         try:
             client = await connect()
             log.info("reusing the Temporal server already at %s", settings.temporal_address())
         except TemporalUnavailable:
-            server = start_dev_server(DEFAULT_DIR, ui_port)
+            server = stopping.dev_server = start_dev_server(DEFAULT_DIR, ui_port)
             await wait_for_server()
             client = await connect()
         store = Store().init()
@@ -109,8 +150,13 @@ async def serve(config_path: Path, ui_port: int) -> int:
         worker = build_worker(client, store)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            stopping.start()
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
 
         async with worker:
             try:
@@ -134,8 +180,8 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 await stop.wait()
             finally:
                 log.info("stopping the intake channels")
-                await imap.stop()
-                await channels.stop()
+                await imap.stop(CHANNEL_GRACE)
+                await channels.stop(CHANNEL_GRACE)
             log.info("stopping the worker")
         return 0
     except (TemporalUnavailable, StoreUnavailable) as exc:
@@ -146,7 +192,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
             log.info("stopping the Temporal dev server")
             server.send_signal(signal.SIGTERM)
             try:
-                server.wait(timeout=15)
+                server.wait(timeout=max(0.5, stopping.left() - 0.5))
             except subprocess.TimeoutExpired:
                 server.kill()
 
@@ -171,11 +217,10 @@ class IntakeChannels:
             lines += f"  HTTP intake   POST {url}/v1/emails  (bearer token: {self.token_source}; API {url}/docs)\n"
         return lines
 
-    async def stop(self) -> None:
-        if self.http is not None:
-            await self.http.stop()
-        if self.smtp is not None:
-            await self.smtp.stop()
+    async def stop(self, grace: float = CHANNEL_GRACE) -> None:
+        """Both at once: each gets ``grace`` seconds for what is in flight."""
+        stops = [ch.stop(grace) for ch in (self.http, self.smtp) if ch is not None]
+        await asyncio.gather(*stops)
 
 
 def http_token(env_name: str, state_dir: Path) -> tuple[str, str]:
@@ -203,6 +248,9 @@ async def start_intake_channels(client: Client, store: Store, intake: IntakeSett
                 host=intake.smtp.host,
                 port=intake.smtp.port,
                 max_message_bytes=intake.max_message_bytes,
+                timeout_seconds=intake.smtp.timeout_seconds,
+                max_sessions=intake.smtp.max_sessions,
+                submit_timeout=intake.submit_timeout_seconds,
             )
         except OSError as exc:
             where = f"{intake.smtp.host}:{intake.smtp.port}"
@@ -218,6 +266,7 @@ async def start_intake_channels(client: Client, store: Store, intake: IntakeSett
                 host=intake.http.host,
                 port=intake.http.port,
                 max_message_bytes=intake.max_message_bytes,
+                submit_timeout=intake.submit_timeout_seconds,
             )
         except OSError as exc:
             await channels.stop()
@@ -230,7 +279,7 @@ async def start_intake_channels(client: Client, store: Store, intake: IntakeSett
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, default=ROOT / "examples" / "routing.yaml")
-    parser.add_argument("--ui-port", type=int, default=int(os.environ.get("ROUTEDESK_UI_PORT", "8233")))
+    parser.add_argument("--ui-port", type=int, default=settings.get_settings().ui_port)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(KeyboardInterrupt):

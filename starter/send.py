@@ -1,113 +1,11 @@
-"""Starting routing workflows: the Python entry point every intake channel uses.
+"""Starting routing workflows from Python: the entry point integrations call.
 
-The raw email is stored before the workflow starts and the workflow ID is derived from the
-Message-ID (or a hash of the bytes), so the same email submitted twice, or ten times at
-once, is one stored email, one workflow and one case.
+The operations live in :mod:`routedesk.operations` (used by the CLI and every intake
+channel); this module keeps the documented names importable from ``starter.send``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from dataclasses import dataclass
-from typing import Any
+from routedesk.operations import Submission, reprocess_email, submit_email, wait_for_case
 
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowFailureError,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-)
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
-
-from routedesk import settings
-from routedesk.contracts import EmailRoutingInput, RoutingOutcome, RoutingStatus
-from routedesk.store import Store
-from workflows.email_routing import EmailRoutingWorkflow
-
-TERMINAL_STAGES = {"rejected", "ignored", "held", "threaded", "failed"}
-
-
-@dataclass(frozen=True)
-class Submission:
-    workflow_id: str
-    email_id: int
-    new_email: bool
-
-
-async def submit_email(
-    client: Client,
-    store: Store,
-    raw: bytes,
-    *,
-    source: str = "python",
-    envelope_to: list[str] | None = None,
-    task_queue: str | None = None,
-    id_prefix: str | None = None,
-) -> Submission:
-    """Store ``raw`` durably, then start (or find) its routing workflow."""
-    prefix = settings.id_prefix() if id_prefix is None else id_prefix
-    saved = await asyncio.to_thread(store.save_raw_email, raw, source=source, envelope_to=envelope_to, id_prefix=prefix)
-    # Running: attach to it. Closed: never start a second run for the same email.
-    with contextlib.suppress(WorkflowAlreadyStartedError):
-        await client.start_workflow(
-            EmailRoutingWorkflow.run,
-            EmailRoutingInput(email_id=saved.email_id, id_prefix=prefix),
-            id=saved.workflow_id,
-            task_queue=task_queue or settings.task_queue(),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-    return Submission(saved.workflow_id, saved.email_id, saved.created)
-
-
-async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0) -> RoutingStatus:
-    """Wait until the case is in a queue or routing stopped.
-
-    A running workflow answers the ``routing_status`` query (which adds nothing to history,
-    unlike an update); a closed one is read from its result or its failure.
-    """
-    handle = client.get_workflow_handle_for(EmailRoutingWorkflow.run, workflow_id)
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        try:
-            desc = await handle.describe()
-            running = desc.status == WorkflowExecutionStatus.RUNNING
-        except RPCError:
-            running = True  # not visible yet
-        if not running:
-            return await _closed_status(handle)
-        try:
-            status: RoutingStatus = await handle.query(EmailRoutingWorkflow.routing_status)
-            if status.queue or status.stage in TERMINAL_STAGES:
-                return status
-        except (RPCError, WorkflowQueryFailedError):
-            pass  # no worker has picked it up yet
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workflow {handle.id} did not queue a case within {timeout:.0f}s; is a worker running?")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
-
-
-async def _closed_status(handle: WorkflowHandle[Any, RoutingOutcome]) -> RoutingStatus:
-    try:
-        out = await handle.result()
-    except WorkflowFailureError as err:
-        cause = err.cause
-        reason = getattr(cause, "message", None) or str(cause)
-        stage = "rejected" if getattr(cause, "type", None) == "EmailRejected" else "failed"
-        return RoutingStatus(stage=stage, email_id=0, reason=reason)
-    return RoutingStatus(
-        stage=out.status,
-        email_id=out.email_id,
-        case_id=out.case_id,
-        case_number=out.case_number,
-        queue=out.queue,
-        assigned_agent=out.assigned_agent,
-        reason=out.reason,
-    )
+__all__ = ["Submission", "reprocess_email", "submit_email", "wait_for_case"]

@@ -199,7 +199,7 @@ async def test_resolve_releases_capacity_and_wakes_the_queue(make_stack: Any) ->
     assert stack.agent("solo").active_count == 1
 
     await stack.handle(first).execute_update(EmailRoutingWorkflow.resolve)
-    assert (await stack.handle(first).result()).status == "resolved"
+    assert (await stack.handle(first).result()).stage == "resolved"
     # Capacity released is an event: the offer comes long before the 600 s sweep.
     await stack.wait_offer(second, "solo")
     solo = stack.agent("solo")
@@ -298,7 +298,7 @@ async def test_history_of_an_email_accepted_on_its_first_offer_stays_small(make_
     await stack.handle(wf).signal(EmailRoutingWorkflow.accept, AgentAnswer(agent_id="a1", offer_id=offer.id))
     await eventually(lambda: stack.agent("a1").active_count == 1, what="the assignment")
     await stack.handle(wf).execute_update(EmailRoutingWorkflow.resolve)
-    assert (await stack.handle(wf).result()).status == "resolved"
+    assert (await stack.handle(wf).result()).stage == "resolved"
     events = await history_events(stack.handle(wf))
     assert len(events) <= 30, [EventType.Name(e.event_type) for e in events]
 

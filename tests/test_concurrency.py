@@ -109,7 +109,7 @@ async def test_sixty_emails_three_agents_capacity_two(make_stack: Any) -> None:
         await asyncio.sleep(0.05)  # bounded: the loop ends at the deadline above
 
     results = await asyncio.gather(*(stack.handle(w).result() for w in workflows))
-    assert Counter(r.status for r in results) == {"resolved": EMAILS}
+    assert Counter(r.stage for r in results) == {"resolved": EMAILS}
     assert peak_active == CAPACITY  # the agents really were kept busy
     with stack.store.db.read() as s:
         all_offers = list(s.exec(select(OfferRow)).all())

@@ -6,10 +6,19 @@ import asyncio
 from typing import Any
 
 from activities.notify import NotifyActivities
+from routedesk.case_tokens import installation_secret, token_key
 from tests.intake_support import case_for, config_with, free_port, notifications, settled, smtp_sink
 from tests.support import Stack, eventually, make_email
 
 ACK_ON = {"acknowledgement": {"enabled": True}}
+
+
+def signed_token(stack: Stack, number: str) -> str:
+    """The signed reference token ([CASE-000001:k7f2qa]) our outbound mail carries."""
+    with stack.store.db.read() as s:
+        secret = installation_secret(s)
+    assert secret is not None, "the first acknowledgement makes the installation secret"
+    return f"[{number}:{token_key(secret, number)}]"
 
 
 async def test_acknowledgement_is_sent_once_with_the_token_and_replies_to_it_thread(
@@ -28,12 +37,13 @@ async def test_acknowledgement_is_sent_once_with_the_token_and_replies_to_it_thr
         [ack] = await eventually(sink.received, what="the acknowledgement at the relay")
         msg = ack.message
         assert ack.rcpt_tos == ["kim@customer.example"] and ack.mail_from == "<>"
-        assert msg["Subject"] == f"[{case.number}] We received your message: Printer on fire"
+        token = signed_token(stack, case.number or "")
+        assert msg["Subject"] == f"{token} We received your message: Printer on fire"
         assert msg["From"] == "Acme Support <support@acme.example>"
         assert msg["To"] == "Kim Lee <kim@customer.example>"
         assert msg["In-Reply-To"] == "<orig-ack@customer.example>"
         assert msg["Auto-Submitted"] == "auto-replied"
-        assert f"logged as {case.number}" in msg.get_content()
+        assert f"logged as {case.number}" in msg.get_content() and f"keep {token} in" in msg.get_content()
 
         # The relay's 250 comes before the activity commits "sent": wait for the commit.
         [note] = await eventually(
@@ -79,7 +89,7 @@ async def test_relay_down_is_retried_and_the_ack_sent_exactly_once(make_stack: A
     assert "127.0.0.1" in await eventually(failed_once, what="a failed delivery attempt")
     with smtp_sink(port) as sink:
         [ack] = await eventually(sink.received, timeout=30, what="the retried acknowledgement")
-        assert f"[{case.number}]" in ack.message["Subject"]
+        assert signed_token(stack, case.number or "") in ack.message["Subject"]
         note = await eventually(lambda: [n for n in notifications(stack, "acknowledgement") if n.status == "sent"])
         assert note[0].attempts >= 2
         assert len(sink.received()) == 1

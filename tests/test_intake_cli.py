@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from tests.cli import routedesk, stack_env
 from tests.intake_support import settled
 from tests.support import EXAMPLES, Stack, make_email
 
+CORPUS = Path(__file__).parent / "corpus"
 UNREACHABLE_TEMPORAL = "127.0.0.1:1"
 
 
@@ -84,3 +87,33 @@ async def test_commands_say_in_one_line_when_the_store_is_unreachable(args: list
     assert res.err.strip().count("\n") == 0, res.err
     assert "cannot reach the case store at sqlite:////nonexistent-dir/routedesk.db" in res.err
     assert "Traceback" not in res.err + res.out
+
+
+# 03 is latin-1 behind quoted-printable; 38 carries raw 8-bit latin-1/cp1252 bytes; 08 and 34
+# are not UTF-8 either.
+@pytest.mark.parametrize(
+    "name", ["03_latin1.eml", "38_latin1_label_cp1252_bytes.eml", "08_shift_jis.eml", "34_garbage_bytes.eml"]
+)
+async def test_intake_show_json_gives_raw_bytes_as_size_hash_and_base64(stack: Stack, name: str) -> None:
+    raw = (CORPUS / name).read_bytes()
+    sub = await stack.submit(raw)
+    stored = stack.store.email(sub.email_id)
+    assert stored is not None
+    env = stack_env(stack)
+    shown = await routedesk("intake", "show", str(sub.email_id), "--json", env=env)
+    assert shown.code == 0, shown.err
+    email = json.loads(shown.out)["email"]
+    assert email["raw_size"] == len(stored.raw) == stored.size
+    assert email["raw_sha256"] == hashlib.sha256(stored.raw).hexdigest()
+    assert "raw" not in email and "raw_base64" not in email
+    full = await routedesk("intake", "show", str(sub.email_id), "--json", "--raw-base64", env=env)
+    assert full.code == 0, full.err
+    assert base64.b64decode(json.loads(full.out)["email"]["raw_base64"]) == stored.raw
+    plain = await routedesk("intake", "show", str(sub.email_id), env=env)
+    assert plain.code == 0 and f"email {sub.email_id}" in plain.out, plain.err
+
+
+async def test_raw_base64_without_json_is_a_one_line_error(stack: Stack) -> None:
+    sub = await stack.submit(make_email())
+    res = await routedesk("intake", "show", str(sub.email_id), "--raw-base64", env=stack_env(stack))
+    assert res.code == 1 and "--raw-base64 goes with --json" in res.err and "Traceback" not in res.err

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from starter.http import HttpIntakeServer, start_http_intake
 from tests.intake_support import case_for, settled
+from tests.store_faults import store_locked
 from tests.support import Stack, eventually, make_email
 
 TOKEN = "test-token-123"
@@ -124,3 +128,49 @@ async def test_openapi_document_describes_the_endpoint(stack: Stack) -> None:
     assert {"202", "401", "413", "415"} <= set(op["responses"])
     assert any(p["name"] == "X-Envelope-To" for p in op["parameters"])
     assert any("HTTPBearer" in scheme for scheme in doc["components"]["securitySchemes"])
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/emails/99999999999999999999999", 404),  # beyond any SQL integer
+        (f"/v1/emails/{2**63}", 404),
+        ("/v1/emails/-1", 404),
+        ("/v1/emails/0", 404),
+        ("/v1/emails/12345", 404),
+        ("/v1/emails/abc", 422),
+    ],
+)
+async def test_status_of_an_id_that_names_no_email_is_404_never_500(stack: Stack, path: str, status: int) -> None:
+    async with http_intake(stack) as http:
+        res = await http.get(path, headers=AUTH)
+    assert res.status_code == status, res.text
+    assert "Traceback" not in res.text
+
+
+async def test_store_locked_answers_503_with_retry_after_within_the_bound(stack: Stack) -> None:
+    raw = make_email(message_id="http-locked@customer.example")
+    async with http_intake(stack, submit_timeout=1) as http:
+        with store_locked(stack.store):
+            began = time.monotonic()
+            res = await http.post("/v1/emails", content=raw, headers={**AUTH, **RFC822})
+            waited = time.monotonic() - began
+        assert res.status_code == 503 and res.headers["retry-after"], res.text
+        assert waited < 5, waited
+        again = await http.post("/v1/emails", content=raw, headers={**AUTH, **RFC822})
+    assert again.status_code == 202, again.text
+    await case_for(stack, again.json()["email_id"])
+    assert len(stack.emails()) == 1 and len(stack.cases()) == 1
+
+
+async def test_refusals_log_one_info_line_without_traceback(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with http_intake(stack, max_message_bytes=4096) as http:
+        unauthorized = await http.post("/v1/emails", content=make_email(), headers=RFC822)
+        too_big = await http.post("/v1/emails", content=make_email(body="y" * 5000), headers={**AUTH, **RFC822})
+        missing = await http.get("/v1/emails/99999999999999999999999", headers=AUTH)
+    assert [unauthorized.status_code, too_big.status_code, missing.status_code] == [401, 413, 404]
+    lines = [r for r in caplog.records if r.name.startswith(("routedesk", "uvicorn", "fastapi"))]
+    assert not [r for r in lines if r.exc_info or r.levelno >= logging.WARNING], [r.getMessage() for r in lines]
+    answered = [r.getMessage() for r in lines if " answered " in r.getMessage()]
+    assert [m.rsplit(" ", 1)[1] for m in answered] == ["401", "413", "404"], answered

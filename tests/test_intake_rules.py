@@ -66,7 +66,7 @@ async def test_loop_rule_records_a_reason_and_makes_no_case(stack: Stack, rule: 
     assert email.status == "ignored"
     assert expected in (email.reason or ""), email.reason
     result = await stack.handle(sub.workflow_id).result()
-    assert result.status == "ignored" and result.case_id is None
+    assert result.stage == "ignored" and result.case_id is None
     assert stack.cases() == []
     [entry] = stack.trace(email_id=sub.email_id)
     assert (entry.stage, entry.outcome) == ("intake", "ignored") and expected in entry.reason
@@ -110,7 +110,7 @@ async def test_unauthorized_sender_with_bounce_gets_one_reply_and_no_case(make_s
         )
         email = await settled(stack, sub.email_id)
         assert email.status == "ignored" and "may not write to support@acme.example" in (email.reason or "")
-        assert (await stack.handle(sub.workflow_id).result()).status == "ignored"
+        assert (await stack.handle(sub.workflow_id).result()).stage == "ignored"
         [bounce] = sink.received()
         assert bounce.rcpt_tos == ["eve@evil.example"] and bounce.mail_from == "<>"  # RFC 3834: null sender
         msg = bounce.message
@@ -122,7 +122,7 @@ async def test_unauthorized_sender_with_bounce_gets_one_reply_and_no_case(make_s
 
         # A second message from the same sender within the window: recorded, not bounced again.
         again = await stack.submit(email_with(sender="eve@evil.example", subject="Please?"))
-        assert (await stack.handle(again.workflow_id).result()).status == "ignored"
+        assert (await stack.handle(again.workflow_id).result()).stage == "ignored"
         assert len(sink.received()) == 1
         assert [n.status for n in notifications(stack, "bounce")] == ["sent", "suppressed"]
 
@@ -141,7 +141,7 @@ async def test_unauthorized_sender_with_discard_is_recorded_only(make_stack: Any
         )
         stack: Stack = await make_stack(cfg)
         sub = await stack.submit(email_with(sender="eve@evil.example"))
-        assert (await stack.handle(sub.workflow_id).result()).status == "ignored"
+        assert (await stack.handle(sub.workflow_id).result()).stage == "ignored"
         email = await settled(stack, sub.email_id)
         assert "action discard" in (email.reason or "")
         assert sink.received() == [] and notifications(stack) == [] and stack.cases() == []
@@ -259,7 +259,9 @@ async def test_reply_by_references_threads_onto_the_case(stack: Stack) -> None:
 async def test_reply_by_case_token_threads_onto_the_case(stack: Stack) -> None:
     first = await stack.submit(email_with(subject="Printer on fire"))
     case = await case_for(stack, first.email_id)
-    reply = email_with(sender="colleague@customer.example", subject=f"RE: AW: [{case.number}] Printer on fire")
+    # The sender wrote the case's first email: a participant, so the bare token is enough
+    # (strangers: tests/test_thread_security.py).
+    reply = email_with(sender="someone@customer.example", subject=f"RE: AW: [{case.number}] Printer on fire")
     email = await settled(stack, (await stack.submit(reply)).email_id)
     assert (email.status, email.case_id) == ("threaded", case.id)
     assert f"reference token [{case.number}]" in stack.trace(email_id=email.id)[0].reason

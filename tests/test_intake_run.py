@@ -8,7 +8,10 @@ import signal
 import smtplib
 import socket
 import sys
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,6 +24,7 @@ from routedesk.models import CaseRow, EmailRow
 from routedesk.store import Store
 from starter.run import http_token
 from tests.intake_support import free_port, in_client_thread
+from tests.store_faults import store_locked
 from tests.support import EXAMPLES, eventually, example_email, make_email
 
 
@@ -29,7 +33,16 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path: Path) -> None:
+@dataclass
+class Running:
+    proc: asyncio.subprocess.Process
+    smtp_port: int
+    http_port: int
+    db_url: str
+    tag: str
+
+
+async def start_make_run(client: Client, tmp_path: Path) -> Running:
     smtp_port, http_port = free_port(), free_port()
     config = tmp_path / "routing.yaml"
     data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
@@ -49,6 +62,12 @@ async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path
         sys.executable, "-m", "starter.run", "--config", str(config),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    return Running(proc, smtp_port, http_port, db_url, tag)
+
+
+async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path: Path) -> None:
+    run = await start_make_run(client, tmp_path)
+    proc, smtp_port, http_port, db_url, tag = run.proc, run.smtp_port, run.http_port, run.db_url, run.tag
     store = Store(db_url)
     try:
         await eventually(
@@ -103,3 +122,48 @@ def test_http_token_is_generated_once_and_kept_private(tmp_path: Path, monkeypat
     assert http_token("ROUTEDESK_HTTP_TOKEN", tmp_path)[0] == token  # a restart keeps it
     monkeypatch.setenv("ROUTEDESK_HTTP_TOKEN", "from-env")
     assert http_token("ROUTEDESK_HTTP_TOKEN", tmp_path) == ("from-env", "$ROUTEDESK_HTTP_TOKEN")
+
+
+async def test_sigterm_answers_what_is_in_flight_and_exits_within_10s(client: Client, tmp_path: Path) -> None:
+    run = await start_make_run(client, tmp_path)
+    store = Store(run.db_url)
+    try:
+        await eventually(lambda: listening(run.smtp_port), timeout=60, what="make run to listen")
+
+        idle = socket.create_connection(("127.0.0.1", run.smtp_port), timeout=15)
+        in_flight = socket.create_connection(("127.0.0.1", run.smtp_port), timeout=15)
+        data_sent = threading.Event()
+
+        def idle_session() -> bytes:
+            with idle, idle.makefile("rb") as f:
+                return f.read()  # the greeting, then whatever is said before the close
+
+        def stuck_delivery() -> bytes:
+            with in_flight, in_flight.makefile("rb") as f:
+                f.readline()
+                in_flight.sendall(b"EHLO mta.test\r\nMAIL FROM:<jane@globex.example>\r\n")
+                in_flight.sendall(b"RCPT TO:<support@acme.example>\r\nDATA\r\n")
+                while not f.readline().startswith(b"354"):
+                    pass
+                in_flight.sendall(make_email(message_id="sigterm@customer.example") + b".\r\n")
+                data_sent.set()
+                return f.readline()  # the answer to DATA
+
+        with store_locked(store):  # the DATA answer cannot be a 250 before SIGTERM
+            idle_said = asyncio.ensure_future(in_client_thread(idle_session))
+            answer = asyncio.ensure_future(in_client_thread(stuck_delivery))
+            await eventually(data_sent.is_set, what="the message to be sent")
+            run.proc.send_signal(signal.SIGTERM)
+            began = time.monotonic()
+            await asyncio.wait_for(run.proc.wait(), 10)
+            stopped_after = time.monotonic() - began
+            assert (await answer).startswith(b"451 "), answer.result()  # retried later, not lost
+            said = await idle_said
+    finally:
+        if run.proc.returncode is None:
+            run.proc.kill()
+        out, _ = await asyncio.wait_for(run.proc.communicate(), 60)
+        store.db.dispose()
+    assert stopped_after < 10, stopped_after
+    assert said.startswith(b"220 ") and b"\r\n421 4.3.2 " in said, said
+    assert "Traceback" not in out.decode(errors="replace")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -14,7 +17,8 @@ from sqlalchemy.exc import OperationalError
 from routedesk.store import SavedEmail, Store
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 from tests.intake_support import case_for, in_client_thread, settled
-from tests.support import Stack, make_email
+from tests.store_faults import store_locked
+from tests.support import Stack, eventually, make_email
 
 T = TypeVar("T")
 
@@ -218,3 +222,162 @@ async def test_concurrent_deliveries_each_make_one_case(stack: Stack, count: int
     for e in emails:
         await case_for(stack, e.id or 0)
     assert len(stack.cases()) == count
+
+
+# --- faults, limits and logging ------------------------------------------------------------
+
+
+def deliver_one(raw: bytes) -> Callable[[smtplib.SMTP], tuple[int, bytes]]:
+    def deliver(smtp: smtplib.SMTP) -> tuple[int, bytes]:
+        smtp.mail("someone@customer.example")
+        assert smtp.rcpt("support@acme.example")[0] == 250
+        return smtp.data(raw)
+
+    return deliver
+
+
+async def test_store_locked_answers_451_within_the_bound_and_the_retry_is_one_email(stack: Stack) -> None:
+    raw = make_email(subject="Locked out", message_id="locked-1@customer.example")
+    async with smtp_intake(stack, submit_timeout=1) as server:
+        with store_locked(stack.store):
+            began = time.monotonic()
+            code, text = await smtp_session(server, deliver_one(raw))
+            waited = time.monotonic() - began
+        # SQLite alone would have waited its 30 s busy timeout; the sender gets a 4xx fast.
+        assert code == 451 and b"try again later" in text, (code, text)
+        assert waited < 5, waited
+        # The store is back: the sending server's retry is answered 250, and whether the
+        # late first attempt committed or not, it is one email, one workflow, one case.
+        code, text = await smtp_session(server, deliver_one(raw))
+    assert code == 250, text
+    email = only_email(stack)
+    assert email.workflow_id and email.workflow_id.encode() in text
+    await case_for(stack, email.id or 0)
+    assert len(stack.emails()) == 1 and len(stack.cases()) == 1
+
+
+async def test_read_only_store_answers_451_never_5xx(stack: Stack) -> None:
+    path = stack.store.db.url.removeprefix("sqlite:///")
+    read_only = Store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    try:
+        async with smtp_intake(stack, store=read_only) as server:
+            code, text = await smtp_session(server, deliver_one(make_email(message_id="ro-1@customer.example")))
+    finally:
+        read_only.db.dispose()
+    assert code == 451, text
+    assert stack.emails() == []
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Everything the server says until it closes the connection (or 10 s pass)."""
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+async def test_idle_and_slow_clients_are_disconnected_with_421(stack: Stack) -> None:
+    async with smtp_intake(stack, timeout_seconds=1) as server:
+
+        def idle() -> tuple[bytes, float]:
+            with socket.create_connection((server.host, server.port), timeout=10) as sock:
+                began = time.monotonic()
+                return read_reply(sock), time.monotonic() - began
+
+        def stalls_in_data() -> tuple[bytes, float]:
+            with socket.create_connection((server.host, server.port), timeout=10) as sock:
+                f = sock.makefile("rb")
+                f.readline()  # 220
+                sock.sendall(b"EHLO slow.test\r\nMAIL FROM:<a@customer.example>\r\nRCPT TO:<support@acme.example>\r\n")
+                sock.sendall(b"DATA\r\n")
+                while not f.readline().startswith(b"354"):
+                    pass
+                sock.sendall(b"Subject: half a message\r\n")  # and then nothing more
+                began = time.monotonic()
+                rest = f.read()
+                return rest, time.monotonic() - began
+
+        (said, idle_for), (rest, stalled_for) = await asyncio.gather(
+            in_client_thread(idle), in_client_thread(stalls_in_data)
+        )
+    assert said.startswith(b"220 ") and b"\r\n421 4.4.2 " in said, said
+    assert idle_for < 5 and stalled_for < 5, (idle_for, stalled_for)
+    assert rest.startswith(b"421 4.4.2 "), rest
+    assert stack.emails() == []
+
+
+async def test_sessions_beyond_max_sessions_get_421_at_connect(stack: Stack) -> None:
+    async with smtp_intake(stack, max_sessions=2) as server:
+
+        def greeting(sock: socket.socket) -> bytes:
+            return sock.makefile("rb").readline()
+
+        first = socket.create_connection((server.host, server.port), timeout=10)
+        second = socket.create_connection((server.host, server.port), timeout=10)
+        try:
+            assert (await in_client_thread(greeting, first)).startswith(b"220 ")
+            assert (await in_client_thread(greeting, second)).startswith(b"220 ")
+
+            def third() -> bytes:
+                with socket.create_connection((server.host, server.port), timeout=10) as sock:
+                    return read_reply(sock)
+
+            refused = await in_client_thread(third)
+            assert refused.startswith(b"421 4.3.2 ") and b"Too many connections" in refused, refused
+        finally:
+            first.close()
+        try:
+            # One session ended: there is room again, and mail goes through.
+            async def delivered() -> bool:
+                try:
+                    return (await smtp_session(server, deliver_one(make_email())))[0] == 250
+                except smtplib.SMTPConnectError:
+                    return False
+
+            await eventually(delivered, what="a session slot to free up")
+        finally:
+            second.close()
+    assert len(stack.emails()) == 1
+
+
+async def test_long_lines_are_kept_and_only_the_size_limit_refuses(stack: Stack) -> None:
+    long_line = "x" * (2 * 1024 * 1024)  # twice aiosmtpd's old 1 MiB line limit
+    raw = make_email(subject="One long HTML line", body=long_line)
+    async with smtp_intake(stack) as server:
+        code, text = await smtp_session(server, deliver_one(raw))
+    assert code == 250, text
+    email = only_email(stack)
+    assert email.raw.endswith(raw)
+    async with smtp_intake(stack, max_message_bytes=65536) as server:
+        code, text = await smtp_session(server, deliver_one(make_email(body="y" * 100_000)))
+    assert code == 552 and b"65536 bytes" in text, (code, text)
+    assert len(stack.emails()) == 1
+
+
+async def test_refusals_log_one_info_line_and_addresses_only_at_debug(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with smtp_intake(stack, max_message_bytes=4096) as server:
+
+        def conversation(smtp: smtplib.SMTP) -> list[int]:
+            smtp.mail("someone@customer.example")
+            codes = [smtp.rcpt("nobody@acme.example")[0]]
+            smtp.rcpt("support@acme.example")
+            codes.append(smtp.data(make_email(body="z" * 6000))[0])
+            smtp.rset()
+            smtp.mail("someone@customer.example")
+            smtp.rcpt("support@acme.example")
+            codes.append(smtp.data(make_email())[0])
+            return codes
+
+        assert await smtp_session(server, conversation) == [550, 552, 250]
+    smtp_records = [r for r in caplog.records if r.name.startswith(("routedesk.smtp", "routedesk.intake", "mail"))]
+    info = [r for r in smtp_records if r.levelno >= logging.INFO]
+    assert not [r for r in info if "@" in r.getMessage()], [r.getMessage() for r in info if "@" in r.getMessage()]
+    assert not [r for r in smtp_records if r.exc_info], "a routine refusal logged a traceback"
+    answered = [r.getMessage() for r in info if " answered " in r.getMessage()]
+    assert [m.split(" answered ")[1][:3] for m in answered] == ["550", "552"], answered
+    debug = [r.getMessage() for r in smtp_records if r.levelno == logging.DEBUG]
+    assert any("someone@customer.example" in m for m in debug), debug

@@ -1,4 +1,4 @@
-"""Unit tests for routedesk.mime over the hand-written corpus and hostile inputs."""
+"""Unit tests for routedesk.mail over the hand-written corpus and hostile inputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from routedesk.mime import (
+from routedesk.mail import (
     BODY_TEXT_LIMIT,
     ParsedEmail,
     attachment_payloads,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 
 from tests.support import Stack, eventually, example_email, make_email
 
@@ -90,27 +90,30 @@ async def test_routing_address_in_cc_matches_case_insensitively(stack: Stack) ->
     assert stack.case(case_id).mailbox_address == "support@acme.example"
 
 
-async def test_no_routing_address_is_rejected_with_reason(stack: Stack) -> None:
+async def test_no_routing_address_is_rejected_with_reason(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     raw = example_email("07-no-routing-address.eml")
     sub = await stack.submit(raw)
-    with pytest.raises(WorkflowFailureError) as info:
-        await stack.handle(sub.workflow_id).result()
-    cause = info.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "EmailRejected"
-    assert "no routing address among the recipients (someone-else@example.org)" in cause.message
+    # A rejection is a business outcome: the workflow completes; Failed is kept for faults.
+    outcome = await stack.handle(sub.workflow_id).result()
+    assert outcome.stage == "rejected"
+    assert "no routing address among the recipients (someone-else@example.org)" in (outcome.reason or "")
     [email] = stack.emails()
     assert (email.status, email.raw) == ("rejected", raw)
     assert "routing addresses are: support@acme.example" in (email.reason or "")
     assert stack.cases() == []
     [entry] = stack.trace(email_id=email.id)
     assert (entry.stage, entry.outcome) == ("intake", "rejected")
-    # Supervisors find rejections in the UI by the search attribute set before the failure.
-    query = f'WorkflowId = "{sub.workflow_id}" AND RoutingStage = "rejected" AND ExecutionStatus = "Failed"'
+    # Supervisors find rejections in the UI by the search attribute.
+    query = f'WorkflowId = "{sub.workflow_id}" AND RoutingStage = "rejected" AND ExecutionStatus = "Completed"'
 
     async def listed() -> int:
         return (await stack.client.count_workflows(query)).count
 
     assert await eventually(listed, what="the rejection to be searchable") == 1
+    # One INFO line in the worker's log, and no traceback anywhere.
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING] == []
+    assert any(f"email {email.id} rejected: no routing address" in r.getMessage() for r in caplog.records)
 
 
 async def test_search_attributes_follow_the_workflow(stack: Stack) -> None:

@@ -27,7 +27,7 @@ async def test_reply_to_a_running_case_signals_its_workflow(make_stack: Any) -> 
         )
     )
     outcome = await stack.handle(reply.workflow_id).result()
-    assert (outcome.status, outcome.case_number) == ("threaded", "CASE-000001")
+    assert (outcome.stage, outcome.case_number) == ("threaded", "CASE-000001")
     assert len(stack.cases()) == 1
     events = await history_events(stack.handle(first.workflow_id))
     signals = [
@@ -59,7 +59,7 @@ async def test_reply_to_a_resolved_case_reopens_it_for_the_previous_owner_first(
     await stack.wait_offer(first.workflow_id, "a1")
     await stack.respond(first.workflow_id, "a1", "accept")
     await stack.handle(first.workflow_id).execute_update(EmailRoutingWorkflow.resolve)
-    assert (await stack.handle(first.workflow_id).result()).status == "resolved"
+    assert (await stack.handle(first.workflow_id).result()).stage == "resolved"
     assert stack.agent("a1").active_count == 0
 
     reply = await stack.submit(
@@ -84,4 +84,4 @@ async def test_reply_to_a_resolved_case_reopens_it_for_the_previous_owner_first(
     assert offer.subject == "a1" and "previous owner of the reopened case" in offer.reason
     # The supervisor's commands now reach the reply's workflow, which owns the case.
     await stack.handle(reply.workflow_id).execute_update(EmailRoutingWorkflow.resolve)
-    assert (await stack.handle(reply.workflow_id).result()).status == "resolved"
+    assert (await stack.handle(reply.workflow_id).result()).stage == "resolved"

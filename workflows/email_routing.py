@@ -13,19 +13,42 @@ Durable-safety notes:
   round and a counter, both replayed deterministically from history.
 - The store, not the workflow, arbitrates races (an accept against a pick, two workflows
   for one agent): the workflow reflects what the transaction decided.
+- Activities are called by reference (``AssignmentActivities.offer_preferred``): their names
+  in history are those of their ``activity.defn``, unchanged, so histories replay.
+- The offers of the case and the answers to them live in one :class:`OfferInbox`; signals and
+  the ``respond`` Update both write there, in the order history replays them.
+
+Replay compatibility: branches that key on the shape of a recorded result, so histories
+recorded by older versions replay unchanged. Each can go once no workflow started before its
+date is still open and the histories in tests/histories/ that exercise it are re-recorded.
+- ``intake.routed is None`` (before 2026-11): intake did not route; call ``route_case``.
+- ``attempt.position is None`` (before 2026-11): ``offer_preferred`` tried one agent only.
+- ``parse_email`` failing with ``EmailRejected`` (before 2026-12-02): the workflow failed
+  with it; now a rejection is a result and the workflow completes (``_intake``).
+- ``intake.recheck_after_seconds is None``: every hold waited for a ``release`` signal only;
+  rate-limit holds recorded since 2026-12-02 also wait on a timer.
+- ``workflow.patched(EARLY_ANSWERS_BOUNDED)`` (2026-12-02): an answer that came before its
+  offer applies only if it names that offer or is at most a few seconds old; histories
+  recorded before applied any earlier answer of the agent.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.assignment import AssignmentActivities
+    from activities.intake import IntakeActivities
+    from activities.notify import NotifyActivities
+    from activities.routing import RoutingActivities
+    from activities.threads import ThreadActivities
     from routedesk import search_attributes as sa
     from routedesk.contracts import (
         AgentAnswer,
@@ -40,22 +63,24 @@ with workflow.unsafe.imports_passed_through():
         EmailRoutingInput,
         IntakeRequest,
         IntakeResult,
-        OfferAttempt,
+        IntakeStatus,
         OfferInfo,
         PreferredOfferRequest,
         QueueDecision,
         RespondRequest,
         RouteCaseInput,
-        RoutedCase,
         RoutingOutcome,
         RoutingStatus,
-        ThreadDecision,
+        Stage,
         ThreadInput,
     )
+    from workflows.offer_inbox import Answer, Decision, OfferInbox, OfferResult
 
+A = TypeVar("A")
 T = TypeVar("T")
 
-REJECTED = "EmailRejected"
+REJECTED = "EmailRejected"  # the failure type of rejections recorded before 2026-12-02
+EARLY_ANSWERS_BOUNDED = "early-answers-bounded-2026-12-02"
 
 # Case-store activities: short attempts, retried with backoff for as long as a day, because a
 # store outage must delay routing, never drop an email. Errors that no retry can fix are
@@ -73,7 +98,7 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 @workflow.defn
 class EmailRoutingWorkflow:
     def __init__(self) -> None:
-        self._status = RoutingStatus(stage="received", email_id=0)
+        self._status = RoutingStatus(stage=Stage.RECEIVED, email_id=0)
         self._prefix = ""
         self._round = 1
         self._steps = 0
@@ -81,18 +106,8 @@ class EmailRoutingWorkflow:
         # workflow task passes through cost one upsert event, not one each.
         self._pending_sa: dict[str, SearchAttributeUpdate[Any]] = {}
         self._released = False
-        self._offer: OfferInfo | None = None  # the live offer this workflow waits on
-        # offer id -> (accept|decline, reason). Keyed by offer, so an answer that arrives in the
-        # same task as the dispatcher's `offer` signal is kept until that offer is run.
-        self._answers: dict[int, tuple[str, str | None]] = {}
-        self._answered: dict[int, str] = {}  # offer id -> outcome, for `respond` callers
-        # Answers that arrived before the dispatcher's `offer` signal: the store shows an offer
-        # as soon as it commits, so an agent can be quicker than the signal.
-        self._early: dict[str, AgentAnswer] = {}
-        self._early_decisions: dict[str, str] = {}
-        self._incoming: list[OfferInfo] = []  # offers made by the queue's dispatcher
+        self._inbox = OfferInbox()
         self._resolved = False
-        self._replies: list[int] = []
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -108,61 +123,74 @@ class EmailRoutingWorkflow:
     @workflow.signal
     def offer(self, offer: OfferInfo) -> None:
         """The queue's dispatcher reserved an agent for this case."""
-        self._incoming.append(offer)
-        self._apply_early_answer(offer)
-
-    def _apply_early_answer(self, offer: OfferInfo) -> None:
-        early = self._early.pop(offer.agent_id, None)
-        decision = self._early_decisions.pop(offer.agent_id, None)
-        if early is not None and decision is not None and early.offer_id in (None, offer.offer_id):
-            self._answers.setdefault(offer.offer_id, (decision, early.reason))
+        self._inbox.deliver(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
 
     @workflow.signal
     def accept(self, answer: AgentAnswer) -> None:
         """Integrations' contract: the agent holding the live offer accepts it."""
-        self._signalled_answer(answer, "accept")
+        self._answer(answer.agent_id, Decision.ACCEPT, answer.reason, answer.offer_id)
 
     @workflow.signal
     def decline(self, answer: AgentAnswer) -> None:
-        self._signalled_answer(answer, "decline")
-
-    def _signalled_answer(self, answer: AgentAnswer, decision: str) -> None:
-        offer = self._offer_held_by(answer.agent_id)
-        if offer is not None and answer.offer_id in (None, offer.offer_id):
-            self._record_answer(answer.agent_id, decision, answer.reason)
-        elif offer is None and not self._done():
-            # Possibly ahead of the offer: the dispatcher's `offer` signal, or (after a worker
-            # restart) the routing step's result. A stale answer is never applied because an
-            # agent who answered is not offered this case again in the round.
-            self._early[answer.agent_id] = answer
-            self._early_decisions[answer.agent_id] = decision
-
-    def _record_answer(self, agent_id: str, decision: str, reason: str | None) -> None:
-        offer = self._offer_held_by(agent_id)
-        if offer is not None and offer.offer_id not in self._answers:
-            self._answers[offer.offer_id] = (decision, reason)
+        self._answer(answer.agent_id, Decision.DECLINE, answer.reason, answer.offer_id)
 
     @workflow.signal
     def customer_replied(self, email_id: int) -> None:
         """A reply was threaded onto this case (traced by the reply's own workflow)."""
-        self._replies.append(email_id)
+        self._status.replies += 1
+
+    def _answer(self, agent_id: str, decision: Decision, reason: str | None, offer_id: int | None = None) -> bool:
+        """Both doors (signal and Update) answer here. An answer with no open offer is kept
+        briefly for the agent's next offer: the dispatcher's ``offer`` signal, or (after a
+        worker restart) the routing step's result, can come after the agent saw the offer in
+        the store. A stale answer is never applied: an agent who answered is not offered this
+        case again in the round, and an early answer expires (see OfferInbox)."""
+        answer = Answer(agent_id, decision, reason, offer_id, workflow.now())
+        if self._inbox.held_by(agent_id) is not None:
+            return self._inbox.answer(answer, keep_early=False)
+        # Kept only while an offer to this agent can still come (histories recorded before
+        # the patch kept any answer until the case was assigned).
+        keep = self._may_still_offer() if workflow.patched(EARLY_ANSWERS_BOUNDED) else not self._done()
+        return self._inbox.answer(answer, keep_early=keep)
+
+    def _early_answers_bounded(self, agent_id: str) -> bool:
+        # Asked only when an early answer waits for this agent, so histories without one
+        # carry no marker.
+        return agent_id not in self._inbox.early or workflow.patched(EARLY_ANSWERS_BOUNDED)
 
     # --- updates: answers that need a result at once --------------------------------------
 
     @workflow.update
     async def respond(self, req: RespondRequest) -> str:
-        offer = self._offer_held_by(req.agent_id)
-        assert offer is not None  # the validator saw it
-        self._record_answer(req.agent_id, req.decision, req.reason)
-        await workflow.wait_condition(lambda: offer.offer_id in self._answered)
-        return self._answered[offer.offer_id]
+        """Answer an offer and return how it ended. An answer that comes a moment before the
+        offer (the store shows it first) waits for it, as a signal would, for a few seconds."""
+        offer = self._inbox.held_by(req.agent_id)
+        if offer is None:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._inbox.held_by(req.agent_id) is not None or self._done(),
+                    timeout=EARLY_ANSWER_WAIT,
+                )
+            offer = self._inbox.held_by(req.agent_id)
+            if offer is None:
+                raise ApplicationError(
+                    f"{req.agent_id} holds no live offer on {self._status.case_number or 'this case'}",
+                    type="NoLiveOffer",
+                )
+        self._answer(req.agent_id, Decision(req.decision), req.reason, offer.offer_id)
+        await workflow.wait_condition(lambda: offer.offer_id in self._inbox.results)
+        return self._inbox.results[offer.offer_id]
 
     @respond.validator
     def _validate_respond(self, req: RespondRequest) -> None:
-        # Rejected here, a stale or foreign answer never enters history.
-        offer = self._offer_held_by(req.agent_id)
-        if offer is None or offer.offer_id in self._answers:
-            raise ValueError(f"{req.agent_id} holds no live offer on {self._status.case_number or 'this case'}")
+        # Refused here, a stale or foreign answer never enters history: the agent's offer
+        # here ended, or no offer can come any more.
+        offer = self._inbox.held_by(req.agent_id)
+        if offer is not None and not self._inbox.is_answered(offer):
+            return
+        if offer is None and not self._inbox.answered_before(req.agent_id) and self._may_still_offer():
+            return
+        raise ValueError(f"{req.agent_id} holds no live offer on {self._status.case_number or 'this case'}")
 
     @workflow.update
     async def pick(self, req: AssignRequest) -> str:
@@ -184,13 +212,12 @@ class EmailRoutingWorkflow:
     async def resolve(self) -> str:
         case_id = self._status.case_id
         assert case_id is not None
-        await self._store_activity(
-            "resolve_case",
+        await self._store(
+            AssignmentActivities.resolve_case,
             CaseStepInput(case_id=case_id, step=self._step("resolve"), id_prefix=self._prefix),
-            type(None),
         )
         self._resolved = True
-        self._advance("resolved")
+        self._advance(Stage.RESOLVED)
         return f"{self._status.case_number} resolved"
 
     @resolve.validator
@@ -208,24 +235,30 @@ class EmailRoutingWorkflow:
         self._prefix = inp.id_prefix
 
         intake = await self._intake(inp.email_id)
-        while intake.status == "held":
-            # Held mail waits durably, for days if need be, and is never dropped.
-            self._advance("held", reason=intake.reason)
-            await self._wait(lambda: self._released)
+        while intake.status == IntakeStatus.HELD:
+            # Held mail waits durably, for days if need be, and is never dropped. A rate-limit
+            # hold also ends on its own: a durable timer until the sender may be back under
+            # the limit, then intake asks again (and may hold it again, with a new time).
+            self._advance(Stage.HELD, reason=intake.reason)
+            recheck = intake.recheck_after_seconds
+            with contextlib.suppress(TimeoutError):
+                await self._wait(
+                    lambda: self._released,
+                    timeout=timedelta(seconds=recheck) if recheck is not None else None,
+                )
             # Reset before asking again: a release that arrives while intake re-evaluates
             # the email must not be lost.
             self._released = False
             intake = await self._intake(inp.email_id)
 
-        if intake.status == "threaded":
-            thread = await self._store_activity(
-                "thread_reply",
+        if intake.status == IntakeStatus.THREADED:
+            thread = await self._store(
+                ThreadActivities.thread_reply,
                 ThreadInput(
                     email_id=inp.email_id,
                     case_id=intake.existing_case_id or 0,
                     workflow_id=workflow.info().workflow_id,
                 ),
-                ThreadDecision,
             )
             self._status.case_id, self._status.case_number = (
                 thread.case.case_id,
@@ -234,23 +267,23 @@ class EmailRoutingWorkflow:
             if thread.action == "signal":
                 reason = f"reply added to {thread.case.case_number}"
                 try:
-                    await workflow.get_external_workflow_handle(thread.case_workflow_id or "").signal(
-                        "customer_replied", inp.email_id
-                    )
+                    await workflow.get_external_workflow_handle_for(
+                        EmailRoutingWorkflow.run, thread.case_workflow_id or ""
+                    ).signal(EmailRoutingWorkflow.customer_replied, inp.email_id)
                 except ApplicationError:
                     # The case's workflow was terminated by hand: the reply is stored and linked.
                     reason += f"; its workflow {thread.case_workflow_id} is not running"
-                self._advance("threaded", sa.CASE_NUMBER.value_set(thread.case.case_number), reason=reason)
-                return self._outcome("threaded")
+                self._advance(Stage.THREADED, sa.CASE_NUMBER.value_set(thread.case.case_number), reason=reason)
+                return self._outcome()
             case = thread.case  # reopened: this workflow routes it again
-            routed = await self._store_activity(
-                "route_case",
+            routed = await self._store(
+                RoutingActivities.route_case,
                 RouteCaseInput(email_id=inp.email_id, case_id=case.case_id, round=case.round, id_prefix=self._prefix),
-                RoutedCase,
             )
-        elif intake.status != "accepted":
-            self._advance(intake.status, reason=intake.reason)
-            return self._outcome(intake.status)
+        elif intake.status != IntakeStatus.ACCEPTED:
+            # rejected, ignored: a recorded business outcome; the workflow completes.
+            self._advance(Stage(intake.status), reason=intake.reason)
+            return self._outcome()
         else:
             # Intake already opened, classified and routed the case, in its own transaction
             # (each stage still has its own trace entries and idempotency key). A result
@@ -259,8 +292,8 @@ class EmailRoutingWorkflow:
             if intake.routed is not None:
                 routed = intake.routed
             else:
-                routed = await self._store_activity(
-                    "route_case", RouteCaseInput(email_id=inp.email_id, id_prefix=self._prefix), RoutedCase
+                routed = await self._store(
+                    RoutingActivities.route_case, RouteCaseInput(email_id=inp.email_id, id_prefix=self._prefix)
                 )
             case = routed.case
 
@@ -270,7 +303,7 @@ class EmailRoutingWorkflow:
         self._status.case_number = case.case_number
         self._status.queue = decision.queue_id
         self._advance(
-            "queued",
+            Stage.QUEUED,
             sa.CASE_NUMBER.value_set(case.case_number),
             sa.MAILBOX.value_set(intake.mailbox or ""),
             sa.CONTACT_ID.value_set(case.contact_id or ""),
@@ -279,8 +312,8 @@ class EmailRoutingWorkflow:
         ack = None
         if case.created and case.acknowledge:
             # Not awaited before assignment: a slow or failing mail relay must not delay it.
-            ack = workflow.start_activity(
-                "send_acknowledgement",
+            ack = workflow.start_activity_method(
+                NotifyActivities.send_acknowledgement,
                 case.case_id,
                 start_to_close_timeout=timedelta(seconds=60),
                 schedule_to_close_timeout=timedelta(hours=6),
@@ -294,7 +327,7 @@ class EmailRoutingWorkflow:
             with contextlib.suppress(ActivityError):
                 await ack
         await self._wait(workflow.all_handlers_finished)
-        return self._outcome("resolved")
+        return self._outcome()
 
     # --- assignment ----------------------------------------------------------------------
 
@@ -306,8 +339,8 @@ class EmailRoutingWorkflow:
             if await self._offer_to_preferred(case, plan) or self._done():
                 return
             if plan.preferred_agents and plan.preferred_enabled and plan.fallback == "leave_unassigned":
-                await self._store_activity(
-                    "leave_unassigned",
+                await self._store(
+                    AssignmentActivities.leave_unassigned,
                     CaseStepInput(
                         case_id=case.case_id,
                         step=self._step("unassigned"),
@@ -315,32 +348,30 @@ class EmailRoutingWorkflow:
                             f"no preferred agent took it; fallback leaves it unassigned in queue {self._status.queue}"
                         ),
                     ),
-                    type(None),
                 )
-                self._advance("unassigned")
+                self._advance(Stage.UNASSIGNED)
                 await self._wait(self._done)
                 return
-            await self._store_activity(
-                "enqueue_for_dispatch",
+            await self._store(
+                AssignmentActivities.enqueue_for_dispatch,
                 DispatchRequest(case_id=case.case_id, step=self._step("enqueue"), id_prefix=self._prefix),
-                type(None),
             )
-        self._advance("waiting_for_agent")
-        if decision.offer is not None:
-            # The queue was empty, so routing ran its assignment method in the same
-            # transaction: the offer is in the activity's (recorded) result, not a signal.
-            if await self._run_offer(decision.offer):
-                return
-            if not self._done():
-                self._advance("waiting_for_agent")
-        while not self._done():
-            await self._wait(lambda: bool(self._incoming) or self._done())
+        self._advance(Stage.WAITING_FOR_AGENT)
+        # One loop for every queue offer: the first may come in the routing step's (recorded)
+        # result, made when the queue was empty; the others come from the dispatcher.
+        offer = decision.offer
+        while True:
+            if offer is not None:
+                if await self._run_offer(offer):
+                    return
+                if not self._done():
+                    self._advance(Stage.WAITING_FOR_AGENT)
             if self._done():
                 return
-            if await self._run_offer(self._incoming.pop(0)):
+            await self._wait(lambda: bool(self._inbox.waiting) or self._done())
+            if self._done():
                 return
-            if not self._done():
-                self._advance("waiting_for_agent")
+            offer = self._inbox.next_waiting()
 
     async def _offer_to_preferred(self, case: CaseRef, plan: AssignmentPlan) -> bool:
         """Offer to the preferred agents in order; True once one accepted."""
@@ -354,8 +385,8 @@ class EmailRoutingWorkflow:
                 return False
             agent_id = preferred[position - 1]
             label = "previous owner of the reopened case" if agent_id == case.previous_agent else None
-            attempt = await self._store_activity(
-                "offer_preferred",
+            attempt = await self._store(
+                AssignmentActivities.offer_preferred,
                 PreferredOfferRequest(
                     case_id=case.case_id,
                     agent_id=agent_id,
@@ -366,7 +397,6 @@ class EmailRoutingWorkflow:
                     # no history events.
                     more=preferred[position:],
                 ),
-                OfferAttempt,
             )
             if attempt.offer is not None and await self._run_offer(attempt.offer):
                 return True
@@ -378,25 +408,23 @@ class EmailRoutingWorkflow:
         """Wait for the answer on a durable timer; True when the case got assigned."""
         case_id = self._status.case_id
         assert case_id is not None
-        self._offer = offer
-        self._apply_early_answer(offer)
+        self._inbox.open(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
         self._status.live_offer = offer.agent_id
-        self._advance("offered")
+        self._advance(Stage.OFFERED)
         workflow.set_current_details(
             f"Offered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
             f"answer within {offer.timeout_seconds:g}s"
         )
         with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
             await self._wait(
-                lambda: offer.offer_id in self._answers or self._done(),
+                lambda: self._inbox.is_answered(offer) or self._done(),
                 timeout=timedelta(seconds=offer.timeout_seconds),
             )
-        answer = self._answers.get(offer.offer_id)
-        self._offer = None
+        answer = self._inbox.answer_to(offer)
         self._status.live_offer = None
         workflow.set_current_details("")
         if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
-            self._answered[offer.offer_id] = "withdrawn"
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
             return self._status.assigned_agent is not None
 
         def answer_input(outcome: Any, reason: str | None = None) -> AnswerInput:
@@ -411,27 +439,26 @@ class EmailRoutingWorkflow:
             )
 
         if answer is None:
-            await self._store_activity("close_offer", answer_input("timed_out"), type(None))
-            self._answered[offer.offer_id] = "timed_out"
+            await self._store(AssignmentActivities.close_offer, answer_input("timed_out"))
+            self._inbox.close(offer, OfferResult.TIMED_OUT)
             return False
-        decision, reason = answer
-        if decision == "decline":
-            await self._store_activity("close_offer", answer_input("declined", reason), type(None))
-            self._answered[offer.offer_id] = "declined"
+        if answer.decision == Decision.DECLINE:
+            await self._store(AssignmentActivities.close_offer, answer_input("declined", answer.reason))
+            self._inbox.close(offer, OfferResult.DECLINED)
             return False
-        result = await self._store_activity("accept_offer", answer_input("accepted"), AssignResult)
+        result = await self._store(AssignmentActivities.accept_offer, answer_input("accepted"))
         if result.assigned:
             self._set_assigned(offer.agent_id)
-            self._answered[offer.offer_id] = "assigned"
+            self._inbox.close(offer, OfferResult.ASSIGNED)
             return True
-        self._answered[offer.offer_id] = f"refused: {result.reason}"
+        self._inbox.close(offer, f"{OfferResult.REFUSED}: {result.reason}")
         return self._status.assigned_agent is not None
 
     async def _assign_directly(self, agent_id: str, by: Literal["pick", "supervisor"]) -> str:
         case_id = self._status.case_id
         assert case_id is not None
-        result = await self._store_activity(
-            "assign_direct",
+        result: AssignResult = await self._store(
+            AssignmentActivities.assign_direct,
             DirectAssignInput(
                 case_id=case_id,
                 agent_id=agent_id,
@@ -439,7 +466,6 @@ class EmailRoutingWorkflow:
                 step=self._step(by),
                 id_prefix=self._prefix,
             ),
-            AssignResult,
         )
         if not result.assigned:
             raise ApplicationError(
@@ -451,15 +477,13 @@ class EmailRoutingWorkflow:
 
     # --- helpers -----------------------------------------------------------------------
 
-    def _offer_held_by(self, agent_id: str) -> OfferInfo | None:
-        """The live offer, or one the dispatcher sent that is not yet running, of this agent."""
-        for offer in [self._offer, *self._incoming]:
-            if offer is not None and offer.agent_id == agent_id and offer.offer_id not in self._answered:
-                return offer
-        return None
-
     def _done(self) -> bool:
         return self._status.assigned_agent is not None or self._resolved
+
+    def _may_still_offer(self) -> bool:
+        """An offer to a new agent can still come: the case is being routed or waits for the
+        queue's assignment method, and no other agent holds the live offer."""
+        return not self._done() and self._inbox.live is None and self._status.stage in MAY_BE_OFFERED
 
     def _require_assignable(self) -> None:
         if self._status.case_id is None or self._status.queue is None:
@@ -471,7 +495,7 @@ class EmailRoutingWorkflow:
 
     def _set_assigned(self, agent_id: str) -> None:
         self._status.assigned_agent = agent_id
-        self._advance("assigned", sa.ASSIGNED_AGENT.value_set(agent_id))
+        self._advance(Stage.ASSIGNED, sa.ASSIGNED_AGENT.value_set(agent_id))
         workflow.set_current_details(f"Assigned to {agent_id}")
 
     def _step(self, name: str) -> str:
@@ -480,47 +504,55 @@ class EmailRoutingWorkflow:
         return f"r{self._round}:{name}:{self._steps}"
 
     async def _intake(self, email_id: int) -> IntakeResult:
+        """Intake's decision. A rejection is a result like any other and ends the workflow as
+        Completed with outcome ``rejected``; results recorded before 2026-12-02 carry an
+        ``EmailRejected`` failure instead, and replaying them fails the workflow as it did."""
         try:
-            return await self._store_activity(
-                "parse_email", IntakeRequest(email_id=email_id, id_prefix=self._prefix), IntakeResult
+            return await self._store(
+                IntakeActivities.parse_email, IntakeRequest(email_id=email_id, id_prefix=self._prefix)
             )
         except (ActivityError, ApplicationError) as err:
             # A local activity's ApplicationError arrives unwrapped, a regular one's as cause.
             cause = err.cause if isinstance(err, ActivityError) else err
             if isinstance(cause, ApplicationError) and cause.type == REJECTED:
-                self._advance("rejected", reason=cause.message)
+                self._advance(Stage.REJECTED, reason=cause.message)
                 self._flush_search_attributes()
                 raise ApplicationError(cause.message, type=REJECTED, non_retryable=True) from None
             raise
 
-    async def _store_activity(self, name: str, arg: Any, result_type: type[T]) -> T:
+    @overload
+    async def _store(self, activity: Callable[[Any, A], Awaitable[T]], arg: A) -> T: ...
+
+    @overload
+    async def _store(self, activity: Callable[[Any, A], T], arg: A) -> T: ...
+
+    async def _store(self, activity: Callable[[Any, A], Any], arg: A) -> Any:
         """A case-store transaction, run as a local activity.
 
         Each is a short, idempotent transaction on the worker's own store, so running it
         inside the workflow task costs one marker event instead of three activity events and
         a server round trip. Retries beyond the threshold are scheduled with durable timers.
         """
-        return await workflow.execute_local_activity(
-            name,
+        return await workflow.execute_local_activity_method(
+            activity,
             arg,
-            result_type=result_type,
             start_to_close_timeout=STORE_START_TO_CLOSE,
             schedule_to_close_timeout=STORE_SCHEDULE_TO_CLOSE,
             retry_policy=STORE_RETRY,
             local_retry_threshold=LOCAL_RETRY_THRESHOLD,
         )
 
-    async def _wait(self, condition: Any, timeout: timedelta | None = None) -> None:
+    async def _wait(self, condition: Callable[[], bool], timeout: timedelta | None = None) -> None:
         self._flush_search_attributes()
         await workflow.wait_condition(condition, timeout=timeout)
 
-    def _advance(self, stage: str, *updates: SearchAttributeUpdate[Any], reason: str | None = None) -> None:
+    def _advance(self, stage: Stage, *updates: SearchAttributeUpdate[Any], reason: str | None = None) -> None:
         """Record the stage for the query now, and for the UI's search attributes at the next
         wait (see ``_pending_sa``)."""
         self._status.stage = stage
         if reason is not None:
             self._status.reason = reason
-        for update in (sa.ROUTING_STAGE.value_set(stage), *updates):
+        for update in (sa.ROUTING_STAGE.value_set(stage.value), *updates):
             self._pending_sa[update.key.name] = update
 
     def _flush_search_attributes(self) -> None:
@@ -528,15 +560,12 @@ class EmailRoutingWorkflow:
             workflow.upsert_search_attributes(list(self._pending_sa.values()))
             self._pending_sa.clear()
 
-    def _outcome(self, status: str) -> RoutingOutcome:
+    def _outcome(self) -> RoutingOutcome:
         self._flush_search_attributes()
-        s = self._status
-        return RoutingOutcome(
-            status=status,
-            email_id=s.email_id,
-            case_id=s.case_id,
-            case_number=s.case_number,
-            queue=s.queue,
-            assigned_agent=s.assigned_agent,
-            reason=s.reason,
-        )
+        return self._status.model_copy(update={"live_offer": None})
+
+
+# How long a `respond` Update that came before its offer waits for it.
+EARLY_ANSWER_WAIT = timedelta(seconds=5)
+# Stages in which an offer to some agent may be on its way.
+MAY_BE_OFFERED = frozenset({Stage.RECEIVED, Stage.QUEUED, Stage.WAITING_FOR_AGENT})

@@ -13,6 +13,7 @@ from routedesk.contracts import AssignRequest, RespondRequest
 from routedesk.models import OfferRow
 from routedesk.store import StoreRefusal, as_dict, set_presence
 from routedesk.temporal import connect
+from workflows.email_routing import EmailRoutingWorkflow
 
 app = typer.Typer(no_args_is_help=True, help="Agents: answer offers, set presence, pick work.")
 
@@ -23,21 +24,29 @@ AGENT = typer.Option(..., "--agent", "-a", help="Agent id")
 @friendly
 def accept(case: str, agent: str = AGENT) -> None:
     """Accept the live offer of CASE (an Update: the answer is checked before it is recorded)."""
-    console.print(run(update_case(case, "respond", RespondRequest(agent_id=agent, decision="accept"))))
+    console.print(
+        run(update_case(case, EmailRoutingWorkflow.respond, RespondRequest(agent_id=agent, decision="accept")))
+    )
 
 
 @app.command("decline")
 @friendly
 def decline(case: str, agent: str = AGENT, reason: str | None = typer.Option(None, help="Why")) -> None:
     """Decline the live offer of CASE; it goes to the next agent."""
-    console.print(run(update_case(case, "respond", RespondRequest(agent_id=agent, decision="decline", reason=reason))))
+    console.print(
+        run(
+            update_case(
+                case, EmailRoutingWorkflow.respond, RespondRequest(agent_id=agent, decision="decline", reason=reason)
+            )
+        )
+    )
 
 
 @app.command("pick")
 @friendly
 def pick(case: str, agent: str = AGENT) -> None:
     """Take CASE from one of the agent's queues."""
-    console.print(run(update_case(case, "pick", AssignRequest(agent_id=agent))))
+    console.print(run(update_case(case, EmailRoutingWorkflow.pick, AssignRequest(agent_id=agent))))
 
 
 @app.command("presence")

@@ -9,6 +9,7 @@ from routedesk.cli.common import UserError, console, friendly, open_store, print
 from routedesk.cli.workflow_calls import update_case
 from routedesk.contracts import AssignRequest
 from routedesk.store import as_dict
+from workflows.email_routing import EmailRoutingWorkflow
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and manage cases.")
 
@@ -93,11 +94,11 @@ def list_cases(
 @friendly
 def assign(case: str, agent: str = typer.Option(..., "--agent", "-a", help="Agent id")) -> None:
     """Supervisor: assign CASE to AGENT by hand (withdraws any live offer; capacity still holds)."""
-    console.print(run(update_case(case, "assign", AssignRequest(agent_id=agent))))
+    console.print(run(update_case(case, EmailRoutingWorkflow.assign, AssignRequest(agent_id=agent))))
 
 
 @app.command("resolve")
 @friendly
 def resolve(case: str) -> None:
     """Close CASE and release its agent's capacity."""
-    console.print(run(update_case(case, "resolve")))
+    console.print(run(update_case(case, EmailRoutingWorkflow.resolve)))

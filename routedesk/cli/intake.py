@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import getpass
+import hashlib
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -14,8 +16,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
 from routedesk.models import EmailRow, IntakeHoldRow, NotificationRow, utcnow
-from routedesk.store import Store, as_dict
+from routedesk.store import Store, StoreRefusal, as_dict
 from routedesk.temporal import connect
+from workflows.email_routing import EmailRoutingWorkflow
 
 app = typer.Typer(no_args_is_help=True, help="Inspect intake: held, ignored and rejected email.")
 
@@ -26,7 +29,7 @@ async def signal_release(client: Client, workflow_ids: Iterable[str]) -> tuple[l
     gone: list[str] = []
     for wf_id in workflow_ids:
         try:
-            await client.get_workflow_handle(wf_id).signal("release")
+            await client.get_workflow_handle_for(EmailRoutingWorkflow.run, wf_id).signal(EmailRoutingWorkflow.release)
             done.append(wf_id)
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
@@ -127,6 +130,39 @@ def release(
     run(go())
 
 
+@app.command("reprocess")
+@friendly
+def reprocess(
+    email_id: Annotated[int, typer.Argument(help="A rejected, ignored or held email (see `routedesk intake list`)")],
+    envelope_to: list[str] = typer.Option([], "--to", help="Add an envelope recipient (repeatable)"),
+    wait: float = typer.Option(30.0, help="Seconds to wait for the new decision"),
+) -> None:
+    """Evaluate an email again with the configuration as it is now; routed like new mail."""
+    from routedesk.operations import reprocess_email, wait_for_case
+
+    store = open_store()
+
+    async def go() -> None:
+        client = await connect()  # before changing anything
+        by = f"{getpass.getuser()} (routedesk intake reprocess)"
+        try:
+            plan = await reprocess_email(client, store, email_id, envelope_to=envelope_to, by=by)
+        except StoreRefusal as exc:
+            raise UserError(str(exc)) from None
+        status = await wait_for_case(client, plan.workflow_id, timeout=wait)
+        console.print(f"workflow {plan.workflow_id}", markup=False)
+        if status.case_number:
+            queue = f", queue {status.queue}" if status.queue else ""
+            console.print(f"case     {status.case_number} ({status.stage}{queue})", markup=False)
+        else:
+            console.print(f"no case: {status.stage}: {status.reason or ''}".rstrip(": "), markup=False)
+
+    try:
+        run(go())
+    except TimeoutError as exc:
+        raise UserError(str(exc)) from None
+
+
 @app.command("list")
 @friendly
 def list_emails(
@@ -145,13 +181,14 @@ def list_emails(
         print_json([_summary(e) for e in rows])
         return
     table = Table()
-    for c in ("email", "source", "status", "sender", "mailbox", "case", "reason"):
+    for c in ("email", "source", "status", "seen", "sender", "mailbox", "case", "reason"):
         table.add_column(c)
     for e in rows:
         table.add_row(
             str(e.id),
             e.source,
             e.status,
+            f"{e.deliveries}x" if e.deliveries > 1 else "1",
             e.from_address or "-",
             e.mailbox_address or "-",
             str(e.case_id or "-"),
@@ -171,14 +208,35 @@ def _summary(e: EmailRow) -> dict[str, object]:
         "subject": e.subject,
         "case_id": e.case_id,
         "received_at": e.received_at,
+        "deliveries": e.deliveries,
+        "last_delivered_at": e.last_delivered_at,
+        "reprocessed": e.reprocessed,
         "workflow_id": e.workflow_id,
     }
 
 
+def _email_json(e: EmailRow, *, raw_base64: bool) -> dict[str, object]:
+    """The stored email as JSON: the raw bytes are often not UTF-8, so never as text."""
+    data: dict[str, object] = e.model_dump(mode="json", exclude={"raw", "body_text"})
+    data["raw_size"] = len(e.raw)
+    data["raw_sha256"] = hashlib.sha256(e.raw).hexdigest()
+    if raw_base64:
+        data["raw_base64"] = base64.b64encode(e.raw).decode("ascii")
+    return data
+
+
 @app.command("show")
 @friendly
-def show(email_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(
+    email_id: int,
+    as_json: bool = typer.Option(False, "--json"),
+    raw_base64: bool = typer.Option(
+        False, "--raw-base64", help="With --json: include the raw message, base64-encoded, as raw_base64"
+    ),
+) -> None:
     """One email: what intake decided, its attachments, replies sent, and its trace."""
+    if raw_base64 and not as_json:
+        raise UserError("--raw-base64 goes with --json")
     store = open_store()
     with store.db.read() as s:
         e = s.get(EmailRow, email_id)
@@ -188,11 +246,9 @@ def show(email_id: int, as_json: bool = typer.Option(False, "--json")) -> None:
         hold = s.get(IntakeHoldRow, email_id)
     trace = store.trace(email_id=email_id)
     if as_json:
-        data = as_dict(e)
-        data.pop("body_text", None)
         print_json(
             {
-                "email": data,
+                "email": _email_json(e, raw_base64=raw_base64),
                 "hold": as_dict(hold) if hold else None,
                 "notifications": [as_dict(n) for n in notes],
                 "trace": [as_dict(t) for t in trace],

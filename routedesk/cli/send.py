@@ -18,7 +18,7 @@ def send(
     wait: float = typer.Option(30.0, help="Seconds to wait for the case number"),
 ) -> None:
     """Submit FILE for routing; the same email sent twice is one workflow and one case."""
-    from starter.send import submit_email, wait_for_case
+    from routedesk.operations import submit_email, wait_for_case
 
     try:
         raw = file.read_bytes()
