@@ -225,6 +225,54 @@ class Acknowledgement(Strict):
         return v
 
 
+class MoveTo(Strict):
+    move_to: str = Field(min_length=1)
+
+
+class ImapSettings(Strict):
+    """Fetch this mailbox's mail from an IMAP folder (see starter/imap.py and the README)."""
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)  # none: 993 for implicit TLS, else 143
+    # none sends the password in clear: only for tests and servers on the loopback.
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    ca_file: str | None = None  # a CA bundle to trust instead of the system's (a private CA)
+    username: str
+    # Exactly one: the name of an environment variable holding the password or the OAuth2
+    # access token, or a file holding the token (re-read at every connection, so the
+    # operator's tooling can refresh it). Secrets never sit in the config file.
+    password_env: str | None = None
+    oauth2_token_env: str | None = None
+    oauth2_token_file: str | None = None
+    folder: str = "INBOX"
+    after: Literal["mark_seen", "delete"] | MoveTo = "mark_seen"
+    poll_seconds: float = Field(default=30, gt=0)  # without IDLE (or idle: false)
+    idle: bool = True
+    timeout_seconds: float = Field(default=60, gt=0)  # one IMAP command's answer
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, v: Any) -> Any:
+        if v in ("mark_seen", "delete") or (isinstance(v, dict) and set(v) == {"move_to"}):
+            return v
+        if isinstance(v, MoveTo):
+            return v
+        raise ValueError("use mark_seen, delete or {move_to: FOLDER}")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ImapSettings:
+        given = [k for k in ("password_env", "oauth2_token_env", "oauth2_token_file") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("name exactly one of password_env, oauth2_token_env or oauth2_token_file")
+        if isinstance(self.after, MoveTo) and self.after.move_to == self.folder:
+            raise ValueError("after.move_to must be another folder than the one fetched")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "implicit" else 143)
+
+
 class Mailbox(Strict):
     address: str
     name: str
@@ -235,6 +283,7 @@ class Mailbox(Strict):
     unauthorized_sender_action: Literal["bounce", "discard"] = "bounce"
     verified: bool = True
     acknowledgement: Acknowledgement = Acknowledgement()
+    imap: ImapSettings | None = None  # fetch this mailbox's mail from IMAP
 
     @field_validator("address")
     @classmethod

@@ -297,3 +297,32 @@ class NotificationRow(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+# --- IMAP intake --------------------------------------------------------------------------
+
+
+class ImapPositionRow(SQLModel, table=True):
+    """How far the IMAP fetcher of a mailbox's folder got, and how it fares.
+
+    ``last_uid`` is advanced only after the messages up to it were stored, their workflows
+    started and they were marked, moved or deleted on the server; it is valid only within
+    ``uidvalidity`` (RFC 3501: UIDs of a folder whose UIDVALIDITY changed mean nothing).
+    """
+
+    __tablename__ = "imap_position"
+    mailbox_address: str = Field(primary_key=True)
+    folder: str = Field(primary_key=True)
+    uidvalidity: int | None = None
+    last_uid: int = 0
+    # connecting | idle | polling | fetching | login_failed | error | stopped
+    status: str = "connecting"
+    last_error: str | None = None  # the server's or the network's message, one line
+    last_error_at: datetime | None = None
+    last_ok_at: datetime | None = None  # the last time the folder was checked completely
+    fetched: int = 0  # messages submitted from this folder
+    # A changed UIDVALIDITY (folder recreated or restored): the folder was scanned again.
+    uidvalidity_changes: int = 0
+    previous_uidvalidity: int | None = None
+    uidvalidity_changed_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -40,6 +40,7 @@ from routedesk.metrics import sdk_runtime
 from routedesk.store import Store
 from routedesk.temporal import TemporalUnavailable, connect
 from starter.http import HttpIntakeServer, start_http_intake
+from starter.imap import start_imap_intake
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +165,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 "Ctrl-C stops everything.\n"
             )
 
-        parts = Parts(worker=True, smtp=True, http=True)
+        parts = Parts(worker=True, smtp=True, http=True, imap=True)
         return await run_parts(client, store, cfg.intake, parts, stopping, banner, sdk_metrics_url=sdk_metrics_url)
     except (TemporalUnavailable, StoreUnavailable, sa.SearchAttributesMissing, sa.SearchAttributesRefused) as exc:
         print(f"routedesk: {exc}", file=sys.stderr)
@@ -187,6 +188,7 @@ class Parts:
     worker: bool = False
     smtp: bool = False
     http: bool = False
+    imap: bool = False  # a fetcher for every mailbox with an imap section
     health_port: int | None = None  # the worker's /healthz, /readyz, /metrics
     health_host: str = "127.0.0.1"
 
@@ -232,6 +234,7 @@ async def run_parts(
         except IntakeChannelError as exc:
             print(f"routedesk: {exc}", file=sys.stderr)
             return 2
+        imap = start_imap_intake(client, store, list(store.mailboxes().values()) if parts.imap else [], intake)
         health: HealthServer | None = None
         try:
             if parts.health_port is not None:
@@ -243,11 +246,11 @@ async def run_parts(
                         f"routedesk: cannot listen for health checks on {where}: {exc.strerror or exc}", file=sys.stderr
                     )
                     return 2
-            print(banner(channels, health), flush=True)
+            print(banner(channels, health) + imap.describe(), flush=True)
             await stop.wait()
         finally:
             log.info("stopping the intake channels")
-            await channels.stop(CHANNEL_GRACE)
+            await asyncio.gather(imap.stop(CHANNEL_GRACE), channels.stop(CHANNEL_GRACE))
             if health is not None:
                 await health.stop()
         if worker is not None:

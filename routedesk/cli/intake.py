@@ -292,3 +292,24 @@ def show(
             markup=False,
             soft_wrap=True,
         )
+
+
+@app.command("imap")
+@friendly
+def imap(
+    mailboxes: Annotated[
+        list[str] | None, typer.Option("--mailbox", help="Only this routing address (repeatable)")
+    ] = None,
+) -> None:
+    """Fetch mail from the IMAP folders of the loaded config's mailboxes until Ctrl-C or SIGTERM."""
+    import logging
+
+    from starter.imap import serve_imap
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = open_store()
+    try:
+        code = run(serve_imap(store, mailboxes))
+    except LookupError as exc:
+        raise UserError(str(exc)) from None
+    raise typer.Exit(code)

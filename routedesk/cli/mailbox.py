@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.table import Table
 from sqlmodel import col, func, select
@@ -9,7 +11,8 @@ from sqlmodel import col, func, select
 from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
 from routedesk.cli.intake import held_emails, signal_release
 from routedesk.config import Mailbox
-from routedesk.models import EmailRow, MailboxRow
+from routedesk.models import EmailRow, ImapPositionRow, MailboxRow
+from routedesk.store import as_dict
 from routedesk.temporal import connect
 
 app = typer.Typer(no_args_is_help=True, help="Routing addresses (mailboxes).")
@@ -29,6 +32,9 @@ def list_mailboxes(as_json: bool = typer.Option(False, "--json")) -> None:
                 .group_by(col(EmailRow.mailbox_address))
             ).all()
         )
+        imap: dict[str, list[ImapPositionRow]] = {}
+        for pos in s.exec(select(ImapPositionRow).order_by(col(ImapPositionRow.folder))).all():
+            imap.setdefault(pos.mailbox_address, []).append(pos)
     data = []
     for r in rows:
         box = Mailbox.model_validate(r.config)
@@ -43,13 +49,14 @@ def list_mailboxes(as_json: bool = typer.Option(False, "--json")) -> None:
                 "unauthorized_sender_action": box.unauthorized_sender_action,
                 "acknowledgement": box.acknowledgement.enabled,
                 "held": held.get(r.address, 0),
+                "imap": [as_dict(p) for p in imap.get(r.address, [])] if box.imap else None,
             }
         )
     if as_json:
         print_json(data)
         return
     table = Table()
-    for c in ("address", "workstream", "verified", "accept_from", "unauthorized", "ack", "held"):
+    for c in ("address", "workstream", "verified", "accept_from", "unauthorized", "ack", "held", "imap"):
         table.add_column(c)
     for d in data:
         table.add_row(
@@ -60,8 +67,23 @@ def list_mailboxes(as_json: bool = typer.Option(False, "--json")) -> None:
             str(d["unauthorized_sender_action"]),
             "on" if d["acknowledgement"] else "off",
             str(d["held"]),
+            _imap_state(d["imap"]),  # type: ignore[arg-type]
         )
     console.print(table)
+    for d in data:  # why a fetcher is failing, in the server's words
+        for p in d["imap"] or []:  # type: ignore[attr-defined]
+            if p["status"] in ("login_failed", "error") and p["last_error"]:
+                console.print(f"  {d['address']} imap {p['status']}: {p['last_error']}", markup=False, soft_wrap=True)
+
+
+def _imap_state(positions: list[dict[str, Any]] | None) -> str:
+    if positions is None:
+        return "-"
+    if not positions:
+        return "not started"
+    p = positions[0]
+    note = f", UIDVALIDITY changed {p['uidvalidity_changes']}x" if p["uidvalidity_changes"] else ""
+    return f"{p['status']} ({p['folder']}, {p['fetched']} fetched{note})"
 
 
 @app.command("verify")
