@@ -16,19 +16,22 @@ Pool sizes come from the environment (``ROUTEDESK_DB_POOL_SIZE``, ``ROUTEDESK_DB
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, func, inspect, select
+from sqlalchemy import Connection, Engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from routedesk import models  # noqa: F401  (registers the tables)
+from routedesk import migrations
 from routedesk.settings import SettingInvalid, get_settings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path(".routedesk")
 DEFAULT_URL = f"sqlite:///{DEFAULT_DIR / 'routedesk.db'}"
@@ -44,12 +47,34 @@ class StoreUnavailable(Exception):
 
 
 class StoreOutdated(StoreUnavailable):
-    def __init__(self, address: str, missing: list[str]) -> None:
-        super().__init__(
-            address,
-            f"it was made by an older routedesk (missing {', '.join(missing[:5])}"
-            f"{'...' if len(missing) > 5 else ''}); move it aside (for the default store: "
-            "make clean) and start again",
+    """The store's schema is at an older revision than this version of routedesk needs."""
+
+    def __init__(self, address: str, current: str, head: str) -> None:
+        self.address = address
+        self.current = current
+        self.head = head
+        self.detail = f"at revision {current}, this version needs {head}"
+        Exception.__init__(self, f"the case store at {address} needs `routedesk db upgrade` ({self.detail})")
+
+
+class StoreMigrationFailed(StoreUnavailable):
+    """A migration failed; its transaction rolled back, so the store is as it was."""
+
+    def __init__(self, address: str, detail: str) -> None:
+        self.address = address
+        self.detail = detail
+        Exception.__init__(self, f"upgrading the case store at {address} failed, nothing was changed: {detail}")
+
+
+class StoreTooNew(StoreUnavailable):
+    """The store was upgraded by a newer routedesk: this version does not know its schema."""
+
+    def __init__(self, address: str, current: str, head: str) -> None:
+        self.address = address
+        self.detail = f"at revision {current}, which this version (at {head}) does not know"
+        Exception.__init__(
+            self,
+            f"the case store at {address} was upgraded by a newer routedesk ({self.detail}); run that version",
         )
 
 
@@ -85,7 +110,7 @@ SUPPORTED = (
 )
 
 # Keys of the transaction-level advisory locks on PostgreSQL (any 64-bit numbers, fixed).
-SCHEMA_LOCK = 0x726F757465_01  # creating tables and indexes
+SCHEMA_LOCK = 0x726F757465_01  # creating or migrating the tables
 CONFIG_LOCK = 0x726F757465_02  # replacing the definitions from a routing config
 
 
@@ -195,53 +220,78 @@ class Database:
         if self.is_postgres:
             conn.execute(select(func.pg_advisory_xact_lock(key)))
 
-    def create_all(self) -> None:
+    def create_all(self, *, upgrade: bool | None = None) -> None:
+        """Make an empty store at the head revision; refuse one that needs an upgrade.
+
+        Every process calls this at start. A store at an older revision (or made before
+        migrations existed) raises :class:`StoreOutdated` naming ``routedesk db upgrade``:
+        changing a shared store's schema is an operator's decision, taken once. ``upgrade``
+        migrates it here instead; by default only the embedded store (``.routedesk/``, no
+        ``DATABASE_URL``) is, so that ``make run`` sets everything up on one machine.
+        """
+        if upgrade is None:
+            upgrade = self.url == DEFAULT_URL
+        with self._schema() as conn:
+            current = migrations.current(conn)
+            if current is None:
+                migrations.create(conn)
+            elif current != migrations.head():
+                self._refuse_unknown(current)
+                if not upgrade:
+                    raise StoreOutdated(self.address, current, migrations.head())
+                self._migrate(conn)
+                log.warning(
+                    "upgraded the case store at %s from revision %s to %s", self.address, current, migrations.head()
+                )
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """``routedesk db upgrade``: migrate the store to head (an empty one is created at
+        head). Returns the revision before (None: empty) and after."""
+        with self._schema() as conn:
+            before = migrations.current(conn)
+            if before is None:
+                migrations.create(conn)
+            elif before != migrations.head():
+                self._refuse_unknown(before)
+                self._migrate(conn)
+            return before, migrations.head()
+
+    def revision(self) -> tuple[str | None, str]:
+        """The store's revision (None: no routedesk tables yet) and the one this version needs."""
         try:
-            # One transaction under a lock: processes starting together (several workers,
-            # intake) would otherwise race to create the same table and fail on the
-            # catalogue's unique keys. Both databases make DDL transactional.
-            with self.write_engine.begin() as conn:
-                self.advisory_lock(conn, SCHEMA_LOCK)
-                SQLModel.metadata.create_all(conn)
-                missing = self._add_missing_columns(conn)
-                # create_all makes indexes only with their tables: a store made by an older
-                # version gets the indexes added since.
-                for table in SQLModel.metadata.sorted_tables if not missing else []:
-                    for index in table.indexes:
-                        index.create(conn, checkfirst=True)
+            with self.read_engine.connect() as conn:
+                return migrations.current(conn), migrations.head()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(self.address, _first_line(exc)) from None
         except OSError as exc:
             raise StoreUnavailable(self.address, str(exc)) from None
-        if missing:
-            raise StoreOutdated(self.address, missing)
 
-    def _add_missing_columns(self, conn: Connection) -> list[str]:
-        """Add the columns this version added to an existing store, where that is safe.
+    @contextmanager
+    def _schema(self) -> Iterator[Connection]:
+        """One write transaction holding the schema lock, for creating or migrating tables.
 
-        A nullable column, or one with a server default, is added in place (a store made by an
-        older version keeps working); any other missing column is returned, and the store is
-        refused with the list rather than failing later inside an activity.
+        Processes starting together (several workers, intake) would otherwise race to create
+        the same table and fail on the catalogue's unique keys, or migrate twice. Both
+        databases make DDL transactional: a failed migration leaves the store as it was.
         """
-        inspector = inspect(conn)
-        missing = []
-        preparer = conn.dialect.identifier_preparer
-        for table in SQLModel.metadata.sorted_tables:
-            have = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in have:
-                    continue
-                if not (column.nullable or column.server_default is not None):
-                    missing.append(f"{table.name}.{column.name}")
-                    continue
-                ddl = (
-                    f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.format_column(column)} "
-                    f"{column.type.compile(conn.dialect)}"
-                )
-                if column.server_default is not None:
-                    ddl += f" DEFAULT {column.server_default.arg}"  # type: ignore[attr-defined]
-                conn.exec_driver_sql(ddl)
-        return missing
+        try:
+            with self.write_engine.begin() as conn:
+                self.advisory_lock(conn, SCHEMA_LOCK)
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(self.address, _first_line(exc)) from None
+        except OSError as exc:
+            raise StoreUnavailable(self.address, str(exc)) from None
+
+    def _migrate(self, conn: Connection) -> None:
+        try:
+            migrations.upgrade(conn)
+        except SQLAlchemyError as exc:
+            raise StoreMigrationFailed(self.address, _first_line(exc)) from None
+
+    def _refuse_unknown(self, current: str) -> None:
+        if not migrations.known(current):
+            raise StoreTooNew(self.address, current, migrations.head())
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -262,17 +312,19 @@ class Database:
 
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers, :class:`StoreEmpty`
-        unless it has routedesk's tables."""
+        unless it has routedesk's tables, :class:`StoreOutdated` unless they are at the
+        revision this version needs."""
         try:
             with self.read() as s:
                 s.connection().exec_driver_sql("SELECT 1")
         except SQLAlchemyError as exc:
             raise StoreUnavailable(self.address, _first_line(exc)) from None
-        try:
-            with self.read() as s:
-                s.connection().exec_driver_sql('SELECT count(*) FROM "case"')
-        except SQLAlchemyError:
-            raise StoreEmpty(self.address) from None
+        current, head = self.revision()
+        if current is None:
+            raise StoreEmpty(self.address)
+        if current != head:
+            self._refuse_unknown(current)
+            raise StoreOutdated(self.address, current, head)
 
     def dispose(self) -> None:
         self.write_engine.dispose()

@@ -4,7 +4,6 @@ holds that end on their own, redeliveries of a rejected email counted."""
 from __future__ import annotations
 
 import smtplib
-import sqlite3
 from typing import Any
 
 import httpx
@@ -13,12 +12,15 @@ import yaml
 
 from routedesk import ids
 from routedesk.config import parse_config
-from routedesk.models import EmailRow
+from routedesk.db import StoreOutdated
+from routedesk.models import EmailRow, utcnow
 from routedesk.store import Store, StoreRefusal
 from starter.http import start_http_intake
 from starter.send import reprocess_email
 from tests.cli import routedesk, stack_env
+from tests.conftest import NewStoreUrl
 from tests.intake_support import case_for, config_with, settled
+from tests.migration_support import make_first_release_store
 from tests.support import EXAMPLES, Stack, example_email, make_email
 from tests.test_intake_smtp import smtp_intake, smtp_session
 
@@ -117,19 +119,27 @@ async def test_an_email_stored_before_fingerprints_keeps_its_workflow(make_stack
     assert other.created and other.email_id != saved.email_id
 
 
-def test_a_store_made_before_the_new_columns_gets_them(tmp_path: Any) -> None:
-    path = tmp_path / "old.db"
-    Store(f"sqlite:///{path}").init().db.dispose()
-    with sqlite3.connect(path) as db:  # as the previous release left it
-        for column in ("deliveries", "last_delivered_at", "reprocessed", "admitted_at"):
-            db.execute("DROP INDEX IF EXISTS email_sender_admitted")
-            db.execute(f"ALTER TABLE email DROP COLUMN {column}")
-    store = Store(f"sqlite:///{path}").init()
+async def test_a_store_made_before_the_new_columns_is_refused_until_upgraded(new_store_url: NewStoreUrl) -> None:
+    url = new_store_url("old")
+    first = make_email(subject="from the old release")
+    email = {"dedupe_key": "<old@customer.example>", "raw": first, "size": len(first), "source": "smtp",
+             "envelope_to": [], "received_at": utcnow(), "status": "rejected", "to": [], "cc": [], "headers": {},
+             "attachments": [], "defects": []}  # fmt: skip
+    make_first_release_store(url, {"email": [email]})  # as the previous release left it
+    with pytest.raises(StoreOutdated, match=r"needs `routedesk db upgrade` \(at revision 0001"):
+        Store(url).init()
+
+    upgraded = await routedesk("db", "upgrade", env={"DATABASE_URL": url})
+    assert upgraded.code == 0, upgraded.err
+    store = Store(url).init()
+    old = store.email(1)
+    assert old is not None and (old.dedupe_key, old.deliveries, old.reprocessed) == ("<old@customer.example>", 1, 0)
     saved = store.save_raw_email(make_email())
     again = store.save_raw_email(make_email())  # another Message-ID: a new email
     assert saved.created and again.created
     row = store.email(saved.email_id)
     assert row is not None and (row.deliveries, row.reprocessed) == (1, 0)
+    store.db.dispose()
 
 
 # --- rejected mail: seen again, reprocessed ----------------------------------------------

@@ -1,4 +1,4 @@
-"""The case store on its own: schema upkeep and the trace's idempotency guard."""
+"""The case store on its own: schema upkeep (migrations: tests/test_migrations.py) and the trace's idempotency guard."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from routedesk.db import Database, StoreOutdated
 from routedesk.models import TraceRow
 from routedesk.store import Store, TraceEntry, add_trace
 from tests.conftest import NewStoreUrl
+from tests.migration_support import make_first_release_store
 
 
 def _indexes(path: Path, table: str) -> set[str]:
@@ -20,22 +22,26 @@ def _indexes(path: Path, table: str) -> set[str]:
         return {name for (name,) in rows}
 
 
-def test_a_store_made_before_an_index_existed_gets_it_at_start(tmp_path: Path) -> None:
+def test_a_store_made_before_an_index_existed_is_refused_then_gets_it_by_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    Store(f"sqlite:///{path}").init().db.dispose()
-    with sqlite3.connect(path) as db:  # as an older routedesk left it
-        db.execute("DROP INDEX email_sender_recent")
-    assert "email_sender_recent" not in _indexes(path, "email")
+    make_first_release_store(f"sqlite:///{path}")  # as an older routedesk left it
+    assert "email_sender_admitted" not in _indexes(path, "email")
 
+    with pytest.raises(StoreOutdated, match="needs `routedesk db upgrade`"):
+        Store(f"sqlite:///{path}").init()
+    assert "email_sender_admitted" not in _indexes(path, "email")  # refused: nothing changed
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()
     Store(f"sqlite:///{path}").init().db.dispose()
 
-    assert "email_sender_recent" in _indexes(path, "email")
-    with sqlite3.connect(path) as db:
-        plan = db.execute(
-            "EXPLAIN QUERY PLAN SELECT count(*) FROM email WHERE from_address = ? AND received_at >= ?",
+    assert "email_sender_admitted" in _indexes(path, "email")
+    with sqlite3.connect(path) as db3:
+        plan = db3.execute(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM email WHERE from_address = ? AND admitted_at >= ?",
             ("a@b.example", "2026-01-01"),
         ).fetchall()
-    assert "email_sender_recent" in str(plan)  # the rate-limit count no longer scans the table
+    assert "email_sender_admitted" in str(plan)  # the rate-limit count does not scan the table
 
 
 def test_a_traced_step_is_written_once_and_a_wrong_new_claim_is_refused(new_store_url: NewStoreUrl) -> None:

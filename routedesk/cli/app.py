@@ -8,6 +8,7 @@ import sys
 import typer
 
 from routedesk.cli import agents, cases, config_cmd, contacts, send, service
+from routedesk.cli import db as db_cmd
 from routedesk.cli import intake as intake_cmd
 from routedesk.cli import mailbox as mailbox_cmd
 
@@ -24,6 +25,7 @@ app.command("worker")(service.worker)
 intake_cmd.app.command("smtp")(service.intake_smtp)
 intake_cmd.app.command("http")(service.intake_http)
 app.add_typer(service.temporal_app, name="temporal")
+app.add_typer(db_cmd.app, name="db")
 
 
 def main() -> None:

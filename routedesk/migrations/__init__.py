@@ -1,0 +1,83 @@
+"""Schema migrations of the case store (Alembic), configured in code: no alembic.ini.
+
+``versions/`` holds one revision per schema change since the first release (0001 is that
+release's schema). :class:`routedesk.db.Database` uses these functions: an empty store is
+created at the head revision directly, a store at an older revision is refused until
+``routedesk db upgrade`` runs :func:`upgrade`.
+
+After changing ``routedesk/models.py``, write the next revision against a store at head::
+
+    DATABASE_URL=sqlite:///scratch.db routedesk db upgrade
+    DATABASE_URL=sqlite:///scratch.db python -m routedesk.migrations "what changed"
+
+then read the generated file (autogenerate misses renames, and rows may need a server default
+or a data step) and test it with tests/test_migrations.py.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlmodel import SQLModel
+
+from routedesk import models  # noqa: F401  (registers the tables)
+
+SCRIPT_LOCATION = Path(__file__).parent
+# The schema of the first release (commit e307fd7): a store made before migrations existed
+# has its tables and no alembic_version table, and is at this revision.
+BASELINE = "0001"
+
+
+def config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@cache
+def script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(config())
+
+
+def head() -> str:
+    rev = script().get_current_head()
+    assert rev is not None, "routedesk/migrations/versions has no revision"
+    return rev
+
+
+def known(revision: str) -> bool:
+    return any(s.revision == revision for s in script().walk_revisions())
+
+
+def stamped_revision(conn: Connection) -> str | None:
+    """The revision in ``alembic_version``; None when the table is missing or empty."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def current(conn: Connection) -> str | None:
+    """The store's revision: None for a store without routedesk tables (empty), the baseline
+    for one made before migrations existed."""
+    rev = stamped_revision(conn)
+    if rev is not None:
+        return rev
+    return BASELINE if set(inspect(conn).get_table_names()) & set(SQLModel.metadata.tables) else None
+
+
+def create(conn: Connection) -> None:
+    """Make the tables of an empty store from the models and record it at head."""
+    SQLModel.metadata.create_all(conn)
+    MigrationContext.configure(conn).stamp(script(), "head")
+
+
+def upgrade(conn: Connection) -> None:
+    """Bring a store at an older revision to head, on ``conn`` (the caller commits)."""
+    if stamped_revision(conn) is None:
+        MigrationContext.configure(conn).stamp(script(), BASELINE)
+    command.upgrade(config(conn), "head")
