@@ -16,6 +16,7 @@ or a data step) and test it with tests/test_migrations.py.
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel
 
 from routedesk import models  # noqa: F401  (registers the tables)
+
+# Alembic says which dialect it uses each time it looks at a store (every process start, every
+# CLI command): at routedesk's INFO level that would be noise on stderr. Its warnings stay.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPT_LOCATION = Path(__file__).parent
 # The schema of the first release (commit e307fd7): a store made before migrations existed
