@@ -15,9 +15,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.assignment import arrival_offer, claim_wakes, offer_on_arrival
 from activities.cases import open_case
-from routedesk import dispatch, rules
+from routedesk import rules
+from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
+from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
 from routedesk.contracts import AssignmentPlan, CaseRef, OfferInfo, QueueDecision, RouteCaseInput, RoutedCase
 from routedesk.models import CaseRow, ContactRow, EmailRow, QueueRow, TraceRow, utcnow
@@ -53,10 +54,10 @@ def _hit_entries(stage: str, hits: list[rules.RuleHit]) -> list[TraceEntry]:
 
 
 class RoutingActivities:
-    def __init__(self, store: Store, client: Client | None = None, kicker: dispatch.Kicker | None = None) -> None:
+    def __init__(self, store: Store, client: Client | None = None, kicker: Kicker | None = None) -> None:
         self.store = store
         # Wakes queue dispatchers; optional for store-only use.
-        self.kicker = kicker or (dispatch.Kicker(client) if client is not None else None)
+        self.kicker = kicker or (Kicker(client) if client is not None else None)
 
     @activity.defn(name="route_case")
     async def route_case(self, inp: RouteCaseInput) -> RoutedCase:
@@ -71,15 +72,13 @@ class RoutingActivities:
         """
         routed, wake = await asyncio.to_thread(self._route_case, inp)
         if wake:
-            await self.wake(routed, inp.id_prefix)
+            await self.wake(routed)
         return routed
 
-    async def wake(self, routed: RoutedCase, id_prefix: str) -> None:
+    async def wake(self, routed: RoutedCase) -> None:
         """After the commit: ask the case's queue dispatcher for a pass."""
         if self.kicker is not None:
-            await self.kicker.kick(
-                [routed.decision.queue_id], task_queue=activity.info().task_queue, id_prefix=id_prefix
-            )
+            await self.kicker.kick([routed.decision.queue_id], task_queue=activity.info().task_queue)
 
     def _route_case(self, inp: RouteCaseInput) -> tuple[RoutedCase, bool]:
         with self.store.db.write() as s:

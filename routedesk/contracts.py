@@ -2,6 +2,9 @@
 
 Everything here travels through Temporal history, so it carries IDs and routing attributes,
 never an email body: the raw message stays in the case store and is passed by reference.
+The workflow-ID prefix of a deployment is the worker's (its activities wake dispatchers under
+it), not a field of these: inputs recorded with an ``id_prefix`` still load (pydantic ignores
+the field).
 """
 
 from __future__ import annotations
@@ -55,9 +58,6 @@ class EmailRoutingInput(BaseModel):
     when it is accepted, route its new case as well)."""
 
     email_id: int
-    # Prefixes every workflow ID this routing run derives (queue dispatchers), so several
-    # deployments or test runs can share one Temporal namespace.
-    id_prefix: str = ""
 
 
 IntakeRequest = EmailRoutingInput
@@ -98,7 +98,6 @@ class RouteCaseInput(BaseModel):
     email_id: int
     case_id: int | None = None
     round: int = 1
-    id_prefix: str = ""
 
 
 class QueueDecision(BaseModel):
@@ -184,7 +183,6 @@ class AnswerInput(BaseModel):
     outcome: Literal["accepted", "declined", "timed_out", "withdrawn"]
     reason: Text | None = None
     step: str
-    id_prefix: str = ""
 
 
 class AssignResult(BaseModel):
@@ -200,25 +198,21 @@ class DirectAssignInput(BaseModel):
     agent_id: str
     by: Literal["pick", "supervisor"]
     step: str
-    id_prefix: str = ""
 
 
 class DispatchRequest(BaseModel):
     case_id: int
     step: str
-    id_prefix: str = ""
 
 
 class CaseStepInput(BaseModel):
     case_id: int
     step: str
-    id_prefix: str = ""
     reason: Text | None = None
 
 
 class DispatcherInput(BaseModel):
     queue_id: str
-    id_prefix: str = ""
     sweep_interval_seconds: float = 60
     pending_kick: bool = True  # carried over continue-as-new so no kick is lost
     passes: int = 0

@@ -56,7 +56,7 @@ async def submit_email(
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await client.start_workflow(
             EmailRoutingWorkflow.run,
-            EmailRoutingInput(email_id=saved.email_id, id_prefix=prefix),
+            EmailRoutingInput(email_id=saved.email_id),
             id=saved.workflow_id,
             task_queue=task_queue or settings.task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -73,7 +73,6 @@ async def reprocess_email(
     envelope_to: list[str] | None = None,
     by: str = "python",
     task_queue: str | None = None,
-    id_prefix: str | None = None,
 ) -> Reprocess:
     """Evaluate a rejected, ignored or held email again with the configuration as it is now
     (``envelope_to`` adds the routing address that only the envelope knew).
@@ -83,7 +82,6 @@ async def reprocess_email(
     call while that runs finds the same workflow, so it is still one case; an email that
     already has a case is refused with :class:`routedesk.store.StoreRefusal`.
     """
-    prefix = settings.id_prefix() if id_prefix is None else id_prefix
     plan = await asyncio.to_thread(store.prepare_reprocess, email_id, envelope_to=envelope_to or [], by=by)
     if plan.held:
         await client.get_workflow_handle_for(EmailRoutingWorkflow.run, plan.workflow_id).signal(
@@ -95,7 +93,7 @@ async def reprocess_email(
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await client.start_workflow(
                 EmailRoutingWorkflow.run,
-                EmailRoutingInput(email_id=email_id, id_prefix=prefix),
+                EmailRoutingInput(email_id=email_id),
                 id=plan.workflow_id,
                 task_queue=task_queue or settings.task_queue(),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

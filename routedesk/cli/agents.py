@@ -6,7 +6,8 @@ import typer
 from rich.table import Table
 from sqlmodel import col, select
 
-from routedesk import dispatch, settings
+from routedesk import settings
+from routedesk.assignment import wake
 from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
 from routedesk.cli.workflow_calls import update_case
 from routedesk.contracts import AssignRequest, RespondRequest
@@ -61,7 +62,7 @@ def presence(agent: str, state: str = typer.Argument(..., help="Available, Busy,
         except StoreRefusal as exc:
             raise UserError(str(exc)) from None
         client = await connect()
-        await dispatch.kick(client, queues, task_queue=settings.task_queue(), id_prefix=settings.id_prefix())
+        await wake.kick(client, queues, task_queue=settings.task_queue(), id_prefix=settings.id_prefix())
         return queues
 
     queues = run(go())
