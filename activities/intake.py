@@ -41,7 +41,7 @@ from routedesk.intake_policy import (
     sender_allowed,
     unauthorized_reason,
 )
-from routedesk.intake_settings import content_type_of, intake_settings
+from routedesk.intake_settings import intake_settings
 from routedesk.mail import BODY_TEXT_LIMIT, ParsedEmail, parse_email
 from routedesk.mail.processes import ParserPool
 from routedesk.models import (
@@ -306,7 +306,7 @@ class IntakeActivities:
         assert box is not None and email.from_address is not None
         sender = email.from_address
 
-        noise = noise_reason(email.headers, sender, content_type_of(email.headers), mailboxes)
+        noise = noise_reason(email.headers, sender, parsed.content_type, mailboxes, return_path=parsed.return_path)
         if noise is not None:
             return Decision("ignored", f"no case: {noise}", box)
 

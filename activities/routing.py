@@ -95,9 +95,7 @@ class RoutingActivities:
                 raise ApplicationError(
                     f"case {inp.case_id} is not in the case store", type="CaseMissing", non_retryable=True
                 )
-            ref = CaseRef(
-                case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
-            )
+            ref = CaseRef.of(case, round=inp.round)
         # A case this transaction created has no classify or route steps traced yet.
         self._classify(s, ref.case_id, ref.round, fresh=ref.created)
         decision, wake = self._route(s, ref.case_id, ref.round, fresh=ref.created)

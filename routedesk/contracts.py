@@ -10,7 +10,7 @@ the field).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field
 
@@ -81,7 +81,19 @@ class IntakeResult(BaseModel):
     recheck_after_seconds: float | None = None
 
 
+class CaseRowLike(Protocol):
+    """What :meth:`CaseRef.of` reads of a case row (routedesk.models.CaseRow), kept a protocol
+    so the contracts import nothing from the store."""
+
+    id: int | None
+    number: str | None
+    contact_id: str | None
+    round: int
+
+
 class CaseRef(BaseModel):
+    """A case as the workflow sees it: IDs and routing attributes, made from its row by :meth:`of`."""
+
     case_id: int
     case_number: str
     contact_id: str | None = None
@@ -89,6 +101,28 @@ class CaseRef(BaseModel):
     round: int = 1
     previous_agent: str | None = None  # a reopened case goes to its previous owner first
     acknowledge: bool = False  # the mailbox sends an acknowledgement for new cases
+
+    @classmethod
+    def of(
+        cls,
+        case: CaseRowLike,
+        *,
+        created: bool = False,
+        round: int | None = None,
+        previous_agent: str | None = None,
+        acknowledge: bool = False,
+    ) -> CaseRef:
+        """The reference to a stored case row (its round unless another is named)."""
+        assert case.id is not None and case.number is not None
+        return cls(
+            case_id=case.id,
+            case_number=case.number,
+            contact_id=case.contact_id,
+            created=created,
+            round=case.round if round is None else round,
+            previous_agent=previous_agent,
+            acknowledge=acknowledge,
+        )
 
 
 class RouteCaseInput(BaseModel):
