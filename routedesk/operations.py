@@ -29,7 +29,7 @@ from temporalio.service import RPCError
 from routedesk import settings
 from routedesk.contracts import TERMINAL_STAGES, EmailRoutingInput, RoutingOutcome, RoutingStatus, Stage
 from routedesk.store import Reprocess, Store
-from workflows.email_routing import EmailRoutingWorkflow
+from workflows.email_routing import REJECTED, EmailRoutingWorkflow
 
 
 @dataclass(frozen=True)
@@ -138,5 +138,5 @@ async def _closed_status(handle: WorkflowHandle[Any, RoutingOutcome]) -> Routing
         cause = err.cause
         reason = getattr(cause, "message", None) or str(cause)
         # Rejections recorded before 2026-12-02 failed the workflow; since, they complete.
-        stage = Stage.REJECTED if getattr(cause, "type", None) == "EmailRejected" else Stage.FAILED
+        stage = Stage.REJECTED if getattr(cause, "type", None) == REJECTED else Stage.FAILED
         return RoutingStatus(stage=stage, email_id=0, reason=reason)
