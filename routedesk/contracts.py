@@ -49,6 +49,35 @@ class Stage(StrEnum):
     FAILED = "failed"  # the workflow failed (a fault, not a business outcome)
 
 
+class Status(StrEnum):
+    """The one status vocabulary people see: the CLI, the HTTP API and the docs (README
+    *Status vocabulary*). The workflow's ``Stage`` (the ``RoutingStage`` search attribute)
+    uses the same words; a case's status is derived from its row and live offer in
+    ``routedesk.operations.case_status``, an email's from its intake decision and its case."""
+
+    RECEIVED = "received"  # stored; routing (intake, classification, queue) under way
+    OFFERED = "offered"  # an agent holds the live offer
+    WAITING_FOR_AGENT = "waiting_for_agent"  # in a queue; routing looks for an agent
+    UNASSIGNED = "unassigned"  # left in the queue for a pick or a supervisor
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+    HELD = "held"  # an email kept until released (unverified mailbox, rate limit)
+    IGNORED = "ignored"  # an email dropped by loop or noise protection
+    REJECTED = "rejected"  # an email routing cannot use (no sender, no routing address)
+    THREADED = "threaded"  # an email that joined an existing case as a reply
+
+
+# The statuses a case can have (the others are an email's that opened no case).
+CASE_STATUSES = (
+    Status.RECEIVED,
+    Status.OFFERED,
+    Status.WAITING_FOR_AGENT,
+    Status.UNASSIGNED,
+    Status.ASSIGNED,
+    Status.RESOLVED,
+)
+
+
 # Stages after which a routing workflow opens no case of its own.
 TERMINAL_STAGES = frozenset({Stage.REJECTED, Stage.IGNORED, Stage.HELD, Stage.THREADED, Stage.FAILED})
 

@@ -326,3 +326,33 @@ class ImapPositionRow(SQLModel, table=True):
     previous_uidvalidity: int | None = None
     uidvalidity_changed_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --- people: users of the CLI and the HTTP API, and their tokens -----------------------------
+
+
+class UserRow(SQLModel, table=True):
+    """Someone who acts through the API (or the CLI with a token): role and, for an agent,
+    the agent they are."""
+
+    __tablename__ = "user"
+    name: str = Field(primary_key=True)
+    role: str  # agent | supervisor | admin
+    agent_id: str | None = None  # agents only: the agent this user is
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A bearer token, stored as its SHA-256 only (the token is shown once, at creation).
+
+    ``lookup`` (the hash's first 12 hex digits) finds the candidates by index; the whole
+    hash is then compared in constant time.
+    """
+
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    user_name: str = Field(index=True)
+    lookup: str = Field(index=True)
+    token_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
