@@ -32,7 +32,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from routedesk import config_diff, rules, settings
-from routedesk.config import load_config
+from routedesk.config import RoutingConfig, load_config
 from routedesk.contracts import TERMINAL_STAGES, EmailRoutingInput, RoutingOutcome, RoutingStatus, Stage
 from routedesk.models import CaseRow, ConfigVersionRow, EmailRow, RuntimeEditRow, utcnow
 from routedesk.store import LoadResult, Reprocess, Store, StoreRefusal
@@ -242,10 +242,12 @@ def parse_since(text: str) -> timedelta:
     return timedelta(**{_SINCE_UNITS[m.group(2)]: int(m.group(1))})
 
 
-def load_config_file(store: Store, path: str | Path, *, by: str | None = None) -> LoadResult:
-    """Validate the file and load it as a new config version (no new version when its content
-    is the version in force's)."""
-    cfg = load_config(path)
+def load_config_file(
+    store: Store, path: str | Path, *, by: str | None = None, cfg: RoutingConfig | None = None
+) -> LoadResult:
+    """Validate the file (unless ``cfg`` is its validated content) and load it as a new config
+    version (no new version when its content is the version in force's)."""
+    cfg = cfg or load_config(path)
     return store.load_config(cfg, by=by, source=str(Path(path).resolve()))
 
 

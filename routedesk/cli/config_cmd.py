@@ -35,8 +35,9 @@ def load(
     overrides are listed."""
     from routedesk import operations
 
+    cfg = load_config(file)  # a bad file is refused before the store is touched
     store = Store().init()  # creates the tables on first use
-    result = operations.load_config_file(store, file, by=by)
+    result = operations.load_config_file(store, file, by=by, cfg=cfg)
     for line in result.report(str(file)):
         console.print(line, markup=False)
     console.print(f"case store {store.db.address}", markup=False)
