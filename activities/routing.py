@@ -131,9 +131,15 @@ class RoutingActivities:
         be woken."""
         step = f"r{round_}:route"
         case, email = _load(s, case_id)
-        ws = self.store.workstream(case.workstream_id)
+        defs = self.store.definitions()
+        ws = defs.workstream(case.workstream_id)
         queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
         rule = next((h.rule for h in hits if h.matched), "fallback")
+        if defs.version:
+            # The rule that decided names the config version it came from: after a live
+            # reload, the trace shows which rules routed this case.
+            decided = next(h for h in hits if h.matched)
+            decided.detail += f" (config v{defs.version})"
         contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
         plan = AssignmentPlan(
             preferred_enabled=ws.preferred_agents.enabled,

@@ -88,6 +88,36 @@ class ContactEmailRow(SQLModel, table=True):
     contact_id: str = Field(index=True)
 
 
+class ConfigVersionRow(SQLModel, table=True):
+    """One loaded routing configuration: every load that changed the content is a new number.
+
+    Processes compare the highest number with the one their cached definitions were built
+    from (``Store.definitions``), so a load takes effect everywhere without a restart.
+    """
+
+    __tablename__ = "config_version"
+    number: int = Field(primary_key=True)  # 1, 2, ...: the highest is in force
+    loaded_at: datetime = Field(default_factory=utcnow)
+    loaded_by: str  # the OS user, or who the caller names
+    source: str | None = None  # the file it was read from
+    content_hash: str = Field(index=True)  # sha256 of the canonical JSON of the validated config
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class RuntimeEditRow(SQLModel, table=True):
+    """A change made while the service runs to something the config file also declares
+    (a contact's preferred agents, an agent's presence): who set what, when, so a later load
+    keeps it or lists it as overridden instead of reverting it silently."""
+
+    __tablename__ = "runtime_edit"
+    kind: str = Field(primary_key=True)  # contact.preferred_agents | agent.presence
+    key: str = Field(primary_key=True)  # the contact or agent id
+    value: Any = Field(sa_column=Column(JSON, nullable=False))
+    set_at: datetime = Field(default_factory=utcnow)
+    set_by: str
+    config_version: int | None = None  # the version in force when it was set
+
+
 # --- runtime state ----------------------------------------------------------------------
 
 

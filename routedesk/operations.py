@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 
-from routedesk import ids, settings
+from routedesk import config_diff, ids, rules, settings
 from routedesk.auth import Actor, Forbidden, Role, require, require_agent_or
+from routedesk.config import RoutingConfig, load_config
 from routedesk.contracts import (
     CASE_STATUSES,
     TERMINAL_STAGES,
@@ -43,6 +46,7 @@ from routedesk.contracts import (
 from routedesk.models import (
     AgentRow,
     CaseRow,
+    ConfigVersionRow,
     EmailRow,
     ImapPositionRow,
     IntakeHoldRow,
@@ -51,10 +55,12 @@ from routedesk.models import (
     OfferRow,
     QueueMemberRow,
     QueueRow,
+    RuntimeEditRow,
     TraceRow,
     utcnow,
 )
 from routedesk.store import (
+    LoadResult,
     Reprocess,
     Store,
     StoreRefusal,
@@ -1122,3 +1128,226 @@ async def verify_mailbox(ctx: Context, actor: Actor, address: str) -> VerifyResu
     held = await asyncio.to_thread(held_emails, ctx.store, mailbox=address)
     done, gone = await _signal_release(ctx, [e.workflow_id for e in held if e.workflow_id])
     return VerifyResult(address=address, already_verified=was, released=done, gone=gone)
+
+
+# --- configuration: load, diff, history, what-if (routedesk config ...) ------------------------
+#
+# The routing config is versioned in the store (``config_version``): a load that changes the
+# content is a new number, which every running process picks up (Store.definitions).
+
+
+@dataclass(frozen=True)
+class ConfigPreview:
+    """What loading a file would do: its changes against the version in force, and the
+    runtime edits it would keep or override."""
+
+    current_version: int | None
+    unchanged: bool
+    changes: list[config_diff.Change]
+    kept: list[str]
+    conflicts: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current_version": self.current_version,
+            "unchanged": self.unchanged,
+            "changes": [c.as_dict() for c in self.changes],
+            "kept_runtime_edits": self.kept,
+            "overridden_runtime_edits": self.conflicts,
+        }
+
+
+@dataclass(frozen=True)
+class ConfigVersionInfo:
+    number: int
+    loaded_at: datetime
+    loaded_by: str
+    source: str | None
+    content_hash: str
+    summary: str  # the changes against the version before
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "loaded_at": self.loaded_at.isoformat(),
+            "loaded_by": self.loaded_by,
+            "source": self.source,
+            "content_hash": self.content_hash,
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class WhatIfExample:
+    case_number: str
+    old_queue: str | None
+    new_queue: str
+    old_priority: str
+    new_priority: str
+    rule: str  # the route-to-queue rule that decided (or "fallback")
+    priority_rule: str  # the last classification rule that set the priority (or "case_defaults")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class WhatIf:
+    since: datetime
+    emails: int = 0  # first emails of cases received since then
+    changed: int = 0  # a different queue or a different priority
+    queue_changed: int = 0
+    priority_changed: int = 0
+    unrouted: int = 0  # their routing address is not in the file: they would be rejected
+    examples: list[WhatIfExample] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["since"] = self.since.isoformat()
+        data["examples"] = [e.as_dict() for e in self.examples]
+        return data
+
+
+WHATIF_EXAMPLES = 10
+_SINCE = re.compile(r"(\d+)\s*([mhdw])")
+_SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str) -> timedelta:
+    """``30m``, ``12h``, ``7d``, ``2w`` -> a timedelta; :class:`StoreRefusal` for anything else."""
+    m = _SINCE.fullmatch(text.strip().lower())
+    if m is None or int(m.group(1)) <= 0:
+        raise StoreRefusal(f"--since takes a period like 30m, 12h, 7d or 2w, not {text!r}")
+    return timedelta(**{_SINCE_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def load_config_file(
+    store: Store, path: str | Path, *, by: str | None = None, cfg: RoutingConfig | None = None
+) -> LoadResult:
+    """Validate the file (unless ``cfg`` is its validated content) and load it as a new config
+    version (no new version when its content is the version in force's)."""
+    cfg = cfg or load_config(path)
+    return store.load_config(cfg, by=by, source=str(Path(path).resolve()))
+
+
+def _current_version(s: Session) -> ConfigVersionRow | None:
+    return s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number).desc()).limit(1)).first()
+
+
+def preview_config_file(store: Store, path: str | Path) -> ConfigPreview:
+    """What loading the file would change (nothing is written)."""
+    data = config_diff.config_json(load_config(path))
+    with store.db.read() as s:
+        current = _current_version(s)
+        edits = [
+            config_diff.Edit(e.kind, e.key, e.value, e.set_by, e.set_at.strftime("%Y-%m-%d %H:%M"))
+            for e in s.exec(select(RuntimeEditRow).order_by(col(RuntimeEditRow.kind), col(RuntimeEditRow.key)))
+        ]
+    previous = current.config if current is not None else None
+    if current is not None and current.content_hash == config_diff.content_hash(data):
+        return ConfigPreview(current.number, True, [], [], [])
+    rec = config_diff.reconcile(previous, data, edits)
+    return ConfigPreview(
+        current.number if current is not None else None,
+        False,
+        config_diff.diff(previous, data),
+        rec.kept,
+        rec.conflicts,
+    )
+
+
+def config_history(store: Store) -> list[ConfigVersionInfo]:
+    """Every stored version, oldest first, each with a summary of its changes."""
+    out: list[ConfigVersionInfo] = []
+    previous: dict[str, Any] | None = None
+    with store.db.read() as s:
+        for row in s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number))):
+            changes = config_diff.diff(previous, row.config)
+            out.append(
+                ConfigVersionInfo(
+                    row.number,
+                    row.loaded_at,
+                    row.loaded_by,
+                    row.source,
+                    row.content_hash,
+                    "first version" if previous is None else config_diff.summary(changes),
+                )
+            )
+            previous = row.config
+    return out
+
+
+def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
+    """Run the file's classification and route-to-queue rules (routedesk.rules, pure) over the
+    first emails of the cases received in the period, and count those whose queue or priority
+    would differ from their case's. Reads only: no workflow, no writes."""
+    cfg = load_config(path)
+    contacts = {e: c.id for c in cfg.contacts for e in c.emails}
+    result = WhatIf(since=utcnow() - since)
+    cols = (
+        EmailRow.subject,
+        EmailRow.body_text,
+        EmailRow.from_address,
+        EmailRow.from_name,
+        EmailRow.to,
+        EmailRow.cc,
+        EmailRow.headers,
+        CaseRow.number,
+        CaseRow.mailbox_address,
+        CaseRow.queue_id,
+        CaseRow.priority,
+    )
+    query = (
+        select(*cols)  # type: ignore[call-overload]  # sqlmodel types select() up to 4 columns
+        .join(CaseRow, col(CaseRow.source_email_id) == col(EmailRow.id))
+        .where(col(EmailRow.received_at) >= result.since)
+        .order_by(col(EmailRow.id))
+    )
+    with store.db.read() as s:
+        for subject, body, sender, sender_name, to, cc, headers, number, mailbox, queue, priority in s.exec(query):
+            result.emails += 1
+            box = cfg.mailbox(mailbox)
+            if box is None:
+                result.unrouted += 1
+                continue
+            ws = cfg.workstream(box.workstream)
+            default = box.case_defaults.priority.value
+            ctx = rules.RuleContext(
+                subject=subject or "",
+                body=body or "",
+                sender=sender or "",
+                sender_name=sender_name or "",
+                mailbox=mailbox,
+                to=list(to),
+                cc=list(cc),
+                contact=contacts.get((sender or "").lower(), ""),
+                priority=default,
+                headers=dict(headers),
+            )
+            attributes, class_hits = rules.classify(ws.classification_rules, ctx)
+            new_priority = str(attributes.get("priority", default))
+            new_queue, route_hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, ctx)
+            queue_differs, priority_differs = new_queue != queue, new_priority != priority
+            if not (queue_differs or priority_differs):
+                continue
+            result.changed += 1
+            result.queue_changed += queue_differs
+            result.priority_changed += priority_differs
+            if len(result.examples) < WHATIF_EXAMPLES:
+                setting = [
+                    h.rule
+                    for h, r in zip(class_hits, ws.classification_rules, strict=True)
+                    if h.matched and "priority" in r.set
+                ]
+                result.examples.append(
+                    WhatIfExample(
+                        number or "?",
+                        queue,
+                        new_queue,
+                        priority,
+                        new_priority,
+                        next(h.rule for h in route_hits if h.matched),
+                        setting[-1] if setting else "case_defaults",
+                    )
+                )
+    return result
