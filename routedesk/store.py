@@ -12,7 +12,7 @@ from typing import Any
 from sqlmodel import Session, SQLModel, col, delete, func, insert, select, update
 
 from routedesk import config_diff, ids
-from routedesk.config import Mailbox, RoutingConfig, RoutingSettings, Workstream
+from routedesk.config import IntakeSettings, Mailbox, RoutingConfig, RoutingSettings, Workstream
 from routedesk.db import CONFIG_LOCK, Database
 from routedesk.limits import cap_text
 from routedesk.models import (
@@ -308,6 +308,12 @@ class Store:
             {r.id: Workstream.model_validate(r.config) for r in streams},
         )
 
+    def intake_settings(self) -> IntakeSettings:
+        """The loaded config's ``intake`` section; defaults when none was loaded yet."""
+        with self.db.read() as s:
+            row = s.get(SettingRow, "intake")
+        return IntakeSettings.model_validate(row.value) if row is not None else IntakeSettings()
+
     def workstream(self, ws_id: str) -> Workstream:
         return self.definitions().workstream(ws_id)
 
@@ -500,6 +506,17 @@ class Store:
                 new=True,
             )
             return Reprocess(email_id, email.workflow_id, started=True, held=False)
+
+    def email_with_case_number(self, email_id: int) -> tuple[EmailRow, str | None] | None:
+        """An email and the number of its case (the one it opened or threads onto), if any."""
+        with self.db.read() as s:
+            email = s.get(EmailRow, email_id)
+            if email is None:
+                return None
+            case = s.get(CaseRow, email.case_id) if email.case_id else None
+            if case is None:
+                case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
+            return email, case.number if case else None
 
     def email(self, email_id: int) -> EmailRow | None:
         with self.db.read() as s:

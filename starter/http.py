@@ -31,11 +31,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlmodel import select
 from temporalio.client import Client
 
 from routedesk.health import Probe, add_health_routes
-from routedesk.models import CaseRow, EmailRow
 from routedesk.operations import Context
 from routedesk.store import Store
 from starter.api import api_router, install_error_handlers
@@ -207,20 +205,17 @@ def create_app(
             raise HTTPException(404, f"no email {email_id}")
 
         def read() -> EmailState | None:
-            with store.db.read() as s:
-                email = s.get(EmailRow, email_id)
-                if email is None:
-                    return None
-                case = s.get(CaseRow, email.case_id) if email.case_id else None
-                if case is None:
-                    case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
-                return EmailState(
-                    workflow_id=email.workflow_id or "",
-                    email_id=email_id,
-                    status=email.status,
-                    reason=email.reason,
-                    case_number=case.number if case else None,
-                )
+            found = store.email_with_case_number(email_id)
+            if found is None:
+                return None
+            email, case_number = found
+            return EmailState(
+                workflow_id=email.workflow_id or "",
+                email_id=email_id,
+                status=email.status,
+                reason=email.reason,
+                case_number=case_number,
+            )
 
         try:
             state = await asyncio.wait_for(asyncio.to_thread(read), submit_timeout)
