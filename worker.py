@@ -30,6 +30,7 @@ def build_worker(
     activities: Sequence[Callable[..., Any]] | None = None,
     executor: concurrent.futures.ThreadPoolExecutor | None = None,
     sandbox: bool | None = None,
+    id_prefix: str | None = None,
 ) -> Worker:
     """A worker for one task queue; ``activities`` lets tests substitute faulty ones.
 
@@ -47,7 +48,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue(),
         workflows=WORKFLOWS,
-        activities=list(activities if activities is not None else build_activities(store, client)),
+        activities=list(activities if activities is not None else build_activities(store, client, id_prefix=id_prefix)),
         activity_executor=executor or concurrent.futures.ThreadPoolExecutor(ACTIVITY_THREADS),
         max_concurrent_activities=ACTIVITY_THREADS,
         # Parked routing workflows (waiting for an agent or a resolve) beyond this are evicted

@@ -12,12 +12,16 @@ from activities.intake import IntakeActivities
 from activities.notify import NotifyActivities
 from activities.routing import RoutingActivities
 from activities.threads import ThreadActivities
-from routedesk.dispatch import Kicker
+from routedesk import settings
+from routedesk.assignment.wake import Kicker
 from routedesk.store import Store
 
 
-def build_activities(store: Store, client: Client) -> list[Callable[..., Any]]:
-    kicker = Kicker(client)  # one per worker: kicks for a queue coalesce across activities
+def build_activities(store: Store, client: Client, *, id_prefix: str | None = None) -> list[Callable[..., Any]]:
+    """The worker's activities. ``id_prefix`` (default ``ROUTEDESK_ID_PREFIX``) prefixes the
+    dispatcher workflow IDs they wake: the deployment's, a property of the worker."""
+    # One per worker: kicks for a queue coalesce across activities.
+    kicker = Kicker(client, settings.id_prefix() if id_prefix is None else id_prefix)
     routing = RoutingActivities(store, client, kicker)
     intake = IntakeActivities(store, routing)
     threads = ThreadActivities(store)

@@ -34,14 +34,7 @@ def open_case(s: Session, store: Store, email_id: int) -> CaseRef:
         )
     case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
     if case is not None:
-        assert case.id is not None and case.number is not None
-        return CaseRef(
-            case_id=case.id,
-            case_number=case.number,
-            contact_id=case.contact_id,
-            created=False,
-            round=case.round,
-        )
+        return CaseRef.of(case)
     box = mailboxes[email.mailbox_address]
     contact = store.contact_for(s, email.from_address)
     priority = Priority(box.case_defaults.priority)
@@ -82,10 +75,4 @@ def open_case(s: Session, store: Store, email_id: int) -> CaseRef:
         ],
         new=True,  # the case was just created
     )
-    return CaseRef(
-        case_id=case.id,
-        case_number=case.number,
-        contact_id=case.contact_id,
-        created=True,
-        acknowledge=box.acknowledgement.enabled,
-    )
+    return CaseRef.of(case, created=True, acknowledge=box.acknowledgement.enabled)

@@ -41,7 +41,7 @@ from routedesk.intake_policy import (
     sender_allowed,
     unauthorized_reason,
 )
-from routedesk.intake_settings import content_type_of, intake_settings
+from routedesk.intake_settings import intake_settings
 from routedesk.mail import BODY_TEXT_LIMIT, ParsedEmail, parse_email
 from routedesk.mail.processes import ParserPool
 from routedesk.models import (
@@ -171,7 +171,7 @@ class IntakeActivities:
             # A business outcome, not a fault: one line, no traceback.
             log.info("email %s rejected: %s", inp.email_id, result.reason)
         if wake and result.routed is not None and self.router is not None:
-            await self.router.wake(result.routed, inp.id_prefix)
+            await self.router.wake(result.routed)
         return result
 
     def _raw_to_evaluate(self, email_id: int) -> bytes | None:
@@ -207,7 +207,7 @@ class IntakeActivities:
             box = mailboxes.get(email.mailbox_address or "")
             routed, wake = None, False
             if email.status == "accepted" and self.router is not None:
-                routed, wake = self.router.route_in(s, RouteCaseInput(email_id=email_id, id_prefix=inp.id_prefix))
+                routed, wake = self.router.route_in(s, RouteCaseInput(email_id=email_id))
             result = IntakeResult(
                 email_id=email_id,
                 status=email.status,  # type: ignore[arg-type]
@@ -306,7 +306,7 @@ class IntakeActivities:
         assert box is not None and email.from_address is not None
         sender = email.from_address
 
-        noise = noise_reason(email.headers, sender, content_type_of(email.headers), mailboxes)
+        noise = noise_reason(email.headers, sender, parsed.content_type, mailboxes, return_path=parsed.return_path)
         if noise is not None:
             return Decision("ignored", f"no case: {noise}", box)
 

@@ -15,9 +15,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.assignment import arrival_offer, claim_wakes, offer_on_arrival
 from activities.cases import open_case
-from routedesk import dispatch, rules
+from routedesk import rules
+from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
+from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
 from routedesk.contracts import AssignmentPlan, CaseRef, OfferInfo, QueueDecision, RouteCaseInput, RoutedCase
 from routedesk.models import CaseRow, ContactRow, EmailRow, QueueRow, TraceRow, utcnow
@@ -53,10 +54,10 @@ def _hit_entries(stage: str, hits: list[rules.RuleHit]) -> list[TraceEntry]:
 
 
 class RoutingActivities:
-    def __init__(self, store: Store, client: Client | None = None, kicker: dispatch.Kicker | None = None) -> None:
+    def __init__(self, store: Store, client: Client | None = None, kicker: Kicker | None = None) -> None:
         self.store = store
         # Wakes queue dispatchers; optional for store-only use.
-        self.kicker = kicker or (dispatch.Kicker(client) if client is not None else None)
+        self.kicker = kicker or (Kicker(client) if client is not None else None)
 
     @activity.defn(name="route_case")
     async def route_case(self, inp: RouteCaseInput) -> RoutedCase:
@@ -71,15 +72,13 @@ class RoutingActivities:
         """
         routed, wake = await asyncio.to_thread(self._route_case, inp)
         if wake:
-            await self.wake(routed, inp.id_prefix)
+            await self.wake(routed)
         return routed
 
-    async def wake(self, routed: RoutedCase, id_prefix: str) -> None:
+    async def wake(self, routed: RoutedCase) -> None:
         """After the commit: ask the case's queue dispatcher for a pass."""
         if self.kicker is not None:
-            await self.kicker.kick(
-                [routed.decision.queue_id], task_queue=activity.info().task_queue, id_prefix=id_prefix
-            )
+            await self.kicker.kick([routed.decision.queue_id], task_queue=activity.info().task_queue)
 
     def _route_case(self, inp: RouteCaseInput) -> tuple[RoutedCase, bool]:
         with self.store.db.write() as s:
@@ -96,9 +95,7 @@ class RoutingActivities:
                 raise ApplicationError(
                     f"case {inp.case_id} is not in the case store", type="CaseMissing", non_retryable=True
                 )
-            ref = CaseRef(
-                case_id=case.id, case_number=case.number, contact_id=case.contact_id, created=False, round=inp.round
-            )
+            ref = CaseRef.of(case, round=inp.round)
         # A case this transaction created has no classify or route steps traced yet.
         self._classify(s, ref.case_id, ref.round, fresh=ref.created)
         decision, wake = self._route(s, ref.case_id, ref.round, fresh=ref.created)
@@ -134,9 +131,15 @@ class RoutingActivities:
         be woken."""
         step = f"r{round_}:route"
         case, email = _load(s, case_id)
-        ws = self.store.workstream(case.workstream_id)
+        defs = self.store.definitions()
+        ws = defs.workstream(case.workstream_id)
         queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
         rule = next((h.rule for h in hits if h.matched), "fallback")
+        if defs.version:
+            # The rule that decided names the config version it came from: after a live
+            # reload, the trace shows which rules routed this case.
+            decided = next(h for h in hits if h.matched)
+            decided.detail += f" (config v{defs.version})"
         contact = s.get(ContactRow, case.contact_id) if case.contact_id else None
         plan = AssignmentPlan(
             preferred_enabled=ws.preferred_agents.enabled,

@@ -268,12 +268,5 @@ class ThreadActivities:
                 step=step,
                 entries=[TraceEntry("threading", case.number, action, why)],
             )
-            ref = CaseRef(
-                case_id=case.id,
-                case_number=case.number,
-                contact_id=case.contact_id,
-                created=False,
-                round=case.round,
-                previous_agent=case.previous_agent_id if action == "reopen" else None,
-            )
+            ref = CaseRef.of(case, previous_agent=case.previous_agent_id if action == "reopen" else None)
             return ThreadDecision(action=action, case=ref, case_workflow_id=case.workflow_id, reason=why)  # type: ignore[arg-type]

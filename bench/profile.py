@@ -45,7 +45,7 @@ INCLUSIVE = [
     ("payload conversion", ("temporalio/converter.py", "temporalio/contrib/pydantic")),
     ("rule engine", ("routedesk/rules.py",)),
     ("MIME parsing", ("routedesk/mail/",)),
-    ("client RPCs from activities (kicks)", ("routedesk/dispatch.py",)),
+    ("client RPCs from activities (kicks)", ("routedesk/assignment/wake.py",)),
 ]
 
 

@@ -2,12 +2,15 @@
 
 Everything here travels through Temporal history, so it carries IDs and routing attributes,
 never an email body: the raw message stays in the case store and is passed by reference.
+The workflow-ID prefix of a deployment is the worker's (its activities wake dispatchers under
+it), not a field of these: inputs recorded with an ``id_prefix`` still load (pydantic ignores
+the field).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, Field
 
@@ -46,6 +49,35 @@ class Stage(StrEnum):
     FAILED = "failed"  # the workflow failed (a fault, not a business outcome)
 
 
+class Status(StrEnum):
+    """The one status vocabulary people see: the CLI, the HTTP API and the docs (README
+    *Status vocabulary*). The workflow's ``Stage`` (the ``RoutingStage`` search attribute)
+    uses the same words; a case's status is derived from its row and live offer in
+    ``routedesk.operations.case_status``, an email's from its intake decision and its case."""
+
+    RECEIVED = "received"  # stored; routing (intake, classification, queue) under way
+    OFFERED = "offered"  # an agent holds the live offer
+    WAITING_FOR_AGENT = "waiting_for_agent"  # in a queue; routing looks for an agent
+    UNASSIGNED = "unassigned"  # left in the queue for a pick or a supervisor
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+    HELD = "held"  # an email kept until released (unverified mailbox, rate limit)
+    IGNORED = "ignored"  # an email dropped by loop or noise protection
+    REJECTED = "rejected"  # an email routing cannot use (no sender, no routing address)
+    THREADED = "threaded"  # an email that joined an existing case as a reply
+
+
+# The statuses a case can have (the others are an email's that opened no case).
+CASE_STATUSES = (
+    Status.RECEIVED,
+    Status.OFFERED,
+    Status.WAITING_FOR_AGENT,
+    Status.UNASSIGNED,
+    Status.ASSIGNED,
+    Status.RESOLVED,
+)
+
+
 # Stages after which a routing workflow opens no case of its own.
 TERMINAL_STAGES = frozenset({Stage.REJECTED, Stage.IGNORED, Stage.HELD, Stage.THREADED, Stage.FAILED})
 
@@ -55,9 +87,6 @@ class EmailRoutingInput(BaseModel):
     when it is accepted, route its new case as well)."""
 
     email_id: int
-    # Prefixes every workflow ID this routing run derives (queue dispatchers), so several
-    # deployments or test runs can share one Temporal namespace.
-    id_prefix: str = ""
 
 
 IntakeRequest = EmailRoutingInput
@@ -81,7 +110,19 @@ class IntakeResult(BaseModel):
     recheck_after_seconds: float | None = None
 
 
+class CaseRowLike(Protocol):
+    """What :meth:`CaseRef.of` reads of a case row (routedesk.models.CaseRow), kept a protocol
+    so the contracts import nothing from the store."""
+
+    id: int | None
+    number: str | None
+    contact_id: str | None
+    round: int
+
+
 class CaseRef(BaseModel):
+    """A case as the workflow sees it: IDs and routing attributes, made from its row by :meth:`of`."""
+
     case_id: int
     case_number: str
     contact_id: str | None = None
@@ -89,6 +130,28 @@ class CaseRef(BaseModel):
     round: int = 1
     previous_agent: str | None = None  # a reopened case goes to its previous owner first
     acknowledge: bool = False  # the mailbox sends an acknowledgement for new cases
+
+    @classmethod
+    def of(
+        cls,
+        case: CaseRowLike,
+        *,
+        created: bool = False,
+        round: int | None = None,
+        previous_agent: str | None = None,
+        acknowledge: bool = False,
+    ) -> CaseRef:
+        """The reference to a stored case row (its round unless another is named)."""
+        assert case.id is not None and case.number is not None
+        return cls(
+            case_id=case.id,
+            case_number=case.number,
+            contact_id=case.contact_id,
+            created=created,
+            round=case.round if round is None else round,
+            previous_agent=previous_agent,
+            acknowledge=acknowledge,
+        )
 
 
 class RouteCaseInput(BaseModel):
@@ -98,7 +161,6 @@ class RouteCaseInput(BaseModel):
     email_id: int
     case_id: int | None = None
     round: int = 1
-    id_prefix: str = ""
 
 
 class QueueDecision(BaseModel):
@@ -184,7 +246,6 @@ class AnswerInput(BaseModel):
     outcome: Literal["accepted", "declined", "timed_out", "withdrawn"]
     reason: Text | None = None
     step: str
-    id_prefix: str = ""
 
 
 class AssignResult(BaseModel):
@@ -200,25 +261,21 @@ class DirectAssignInput(BaseModel):
     agent_id: str
     by: Literal["pick", "supervisor"]
     step: str
-    id_prefix: str = ""
 
 
 class DispatchRequest(BaseModel):
     case_id: int
     step: str
-    id_prefix: str = ""
 
 
 class CaseStepInput(BaseModel):
     case_id: int
     step: str
-    id_prefix: str = ""
     reason: Text | None = None
 
 
 class DispatcherInput(BaseModel):
     queue_id: str
-    id_prefix: str = ""
     sweep_interval_seconds: float = 60
     pending_kick: bool = True  # carried over continue-as-new so no kick is lost
     passes: int = 0

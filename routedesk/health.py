@@ -25,18 +25,20 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy import func
-from sqlmodel import select
+from sqlmodel import col, select
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from routedesk import metrics
 from routedesk import search_attributes as sa
 from routedesk.db import StoreEmpty, StoreUnavailable
-from routedesk.models import MailboxRow, SettingRow
+from routedesk.models import ImapPositionRow, MailboxRow, SettingRow
 from routedesk.store import Store
 
 CHECK_TIMEOUT = 3.0  # seconds per check: a probe must answer before the orchestrator gives up
 OK = "ok"
+# IMAP fetcher states that make the service not ready (starter/imap.py writes them).
+FAILING = ("login_failed", "error")
 
 
 class NotReady(Exception):
@@ -103,12 +105,31 @@ class Probe:
             raise NotReady(f"cannot list search attributes: {detail}") from None
         return OK
 
+    async def check_mailboxes(self) -> str:
+        """IMAP mailboxes whose fetcher cannot log in (or keeps failing) are not silently
+        retried forever: they make the service not ready, naming the mailbox and the error."""
+
+        def read() -> list[ImapPositionRow]:
+            with self.store.db.read() as s:
+                return list(s.exec(select(ImapPositionRow).where(col(ImapPositionRow.status).in_(FAILING))).all())
+
+        try:
+            failing = await asyncio.to_thread(read)
+        except Exception as exc:
+            raise NotReady(f"cannot read the mailboxes' state: {str(exc).splitlines()[0][:200]}") from None
+        if failing:
+            raise NotReady(
+                "; ".join(f"IMAP {r.mailbox_address} ({r.folder}): {r.status}: {r.last_error or '-'}" for r in failing)
+            )
+        return OK
+
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         checks: dict[str, Callable[[], Awaitable[str]]] = {
             "store": self.check_store,
             "temporal": self.check_temporal,
             "search_attributes": self.check_search_attributes,
             "config": self.check_config,
+            "mailboxes": self.check_mailboxes,
         }
 
         async def run(check: Callable[[], Awaitable[str]]) -> tuple[bool, str]:

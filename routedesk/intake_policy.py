@@ -174,11 +174,12 @@ def _first_token(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
-def is_null_return_path(headers: Mapping[str, str]) -> bool:
+def stored_return_path(headers: Mapping[str, str]) -> str | None:
+    """The Return-Path as the parser gives it (``""`` for the null sender ``<>``, None when
+    absent), from a stored email's headers: for checks made after intake, when only the row
+    is at hand."""
     value = headers.get("return-path")
-    if value is None:
-        return False
-    return value.strip().strip("<>").strip() == ""
+    return None if value is None else value.strip().strip("<>").strip()
 
 
 def noise_reason(
@@ -186,11 +187,14 @@ def noise_reason(
     sender: str | None,
     content_type: str,
     mailboxes: Mapping[str, Mailbox],
+    *,
+    return_path: str | None = None,
 ) -> str | None:
     """Why this email is automated mail that must never open a case (or get a reply).
 
-    ``headers`` are lowercased names to decoded values (``EmailRow.headers``). Checked in
-    this order so the reason names the most specific rule.
+    ``headers`` are lowercased names to decoded values (``EmailRow.headers``);
+    ``content_type`` and ``return_path`` are the parser's (``ParsedEmail``: ``""`` is the
+    null sender). Checked in this order so the reason names the most specific rule.
     """
     auto = headers.get("auto-submitted")
     if auto is not None and _first_token(auto) != "no":
@@ -212,7 +216,7 @@ def noise_reason(
         return f"{what} (multipart/report; report-type={kind})"
     if sender and sender.partition("@")[0] in BOUNCE_LOCAL_PARTS:
         return f"bounce or postmaster mail (from {sender})"
-    if is_null_return_path(headers):
+    if return_path == "":
         return "null sender (Return-Path: <>): bounces and auto-replies use it"
     if is_own_address(mailboxes, sender):
         return f"mail from our own routing address {sender}: a loop"
@@ -287,7 +291,7 @@ def ack_suppression_reason(
         return f"the email is {status}, not a new case"
     if not sender:
         return "no sender address"
-    noise = noise_reason(headers, sender, content_type, mailboxes)
+    noise = noise_reason(headers, sender, content_type, mailboxes, return_path=stored_return_path(headers))
     if noise:
         return noise
     if not sender_allowed(box.accept_from, sender):

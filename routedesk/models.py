@@ -88,6 +88,36 @@ class ContactEmailRow(SQLModel, table=True):
     contact_id: str = Field(index=True)
 
 
+class ConfigVersionRow(SQLModel, table=True):
+    """One loaded routing configuration: every load that changed the content is a new number.
+
+    Processes compare the highest number with the one their cached definitions were built
+    from (``Store.definitions``), so a load takes effect everywhere without a restart.
+    """
+
+    __tablename__ = "config_version"
+    number: int = Field(primary_key=True)  # 1, 2, ...: the highest is in force
+    loaded_at: datetime = Field(default_factory=utcnow)
+    loaded_by: str  # the OS user, or who the caller names
+    source: str | None = None  # the file it was read from
+    content_hash: str = Field(index=True)  # sha256 of the canonical JSON of the validated config
+    config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class RuntimeEditRow(SQLModel, table=True):
+    """A change made while the service runs to something the config file also declares
+    (a contact's preferred agents, an agent's presence): who set what, when, so a later load
+    keeps it or lists it as overridden instead of reverting it silently."""
+
+    __tablename__ = "runtime_edit"
+    kind: str = Field(primary_key=True)  # contact.preferred_agents | agent.presence
+    key: str = Field(primary_key=True)  # the contact or agent id
+    value: Any = Field(sa_column=Column(JSON, nullable=False))
+    set_at: datetime = Field(default_factory=utcnow)
+    set_by: str
+    config_version: int | None = None  # the version in force when it was set
+
+
 # --- runtime state ----------------------------------------------------------------------
 
 
@@ -326,3 +356,33 @@ class ImapPositionRow(SQLModel, table=True):
     previous_uidvalidity: int | None = None
     uidvalidity_changed_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --- people: users of the CLI and the HTTP API, and their tokens -----------------------------
+
+
+class UserRow(SQLModel, table=True):
+    """Someone who acts through the API (or the CLI with a token): role and, for an agent,
+    the agent they are."""
+
+    __tablename__ = "user"
+    name: str = Field(primary_key=True)
+    role: str  # agent | supervisor | admin
+    agent_id: str | None = None  # agents only: the agent this user is
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """A bearer token, stored as its SHA-256 only (the token is shown once, at creation).
+
+    ``lookup`` (the hash's first 12 hex digits) finds the candidates by index; the whole
+    hash is then compared in constant time.
+    """
+
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    user_name: str = Field(index=True)
+    lookup: str = Field(index=True)
+    token_hash: str
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None

@@ -1,35 +1,83 @@
-"""Operations on routing workflows: store an email and start (or find) its workflow,
-reprocess a decided email, wait for its case. Used by every intake channel, the CLI and
-integrations (also importable as ``starter.send``).
+"""The operations layer: everything a person or an integration does, in one place.
 
-The raw email is stored before the workflow starts and the workflow ID is derived from the
-message (Message-ID and content fingerprint), so the same email submitted twice, or ten
-times at once, through any channel, is one stored email, one workflow and one case.
+Used by the CLI, the HTTP API (starter/http.py) and every intake channel. Inputs and results
+are typed (pydantic models); every action takes an :class:`Actor` and its case trace entry
+names them ("... by alice (agent)"). Store reads and writes for these operations live here
+or in routedesk/store.py; calls into the routing workflow (updates, signals) live only here,
+by method reference, never as strings.
+
+Submitting mail: the raw email is stored before the workflow starts and the workflow ID is
+derived from the message (Message-ID and content fingerprint), so the same email submitted
+twice, or ten times at once, through any channel, is one stored email, one workflow and one
+case (also importable as ``starter.send``).
+
+Temporal's SDK is imported inside the functions that call it: the read-only views answer
+without loading it (CLI start-up).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
-from dataclasses import dataclass
-from typing import Any
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from temporalio.client import (
-    Client,
-    WorkflowExecutionStatus,
-    WorkflowFailureError,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
+from pydantic import BaseModel, Field
+from sqlmodel import Session, col, func, select
+
+from routedesk import config_diff, ids, rules, settings
+from routedesk.auth import Actor, Forbidden, Role, require, require_agent_or
+from routedesk.config import RoutingConfig, load_config
+from routedesk.contracts import (
+    CASE_STATUSES,
+    TERMINAL_STAGES,
+    AssignRequest,
+    RespondRequest,
+    RoutingStatus,
+    Stage,
+    Status,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from routedesk.models import (
+    AgentRow,
+    CaseRow,
+    ConfigVersionRow,
+    EmailRow,
+    ImapPositionRow,
+    IntakeHoldRow,
+    MailboxRow,
+    NotificationRow,
+    OfferRow,
+    QueueMemberRow,
+    QueueRow,
+    RuntimeEditRow,
+    TraceRow,
+    utcnow,
+)
+from routedesk.store import (
+    LoadResult,
+    Reprocess,
+    Store,
+    StoreRefusal,
+    TraceEntry,
+    add_trace,
+    as_dict,
+    clear_preferred_agents,
+    set_preferred_agents,
+    set_presence,
+)
 
-from routedesk import settings
-from routedesk.contracts import TERMINAL_STAGES, EmailRoutingInput, RoutingOutcome, RoutingStatus, Stage
-from routedesk.store import Reprocess, Store
-from workflows.email_routing import EmailRoutingWorkflow
+if TYPE_CHECKING:
+    from temporalio.client import Client, WorkflowHandle
+
+    from routedesk.contracts import RoutingOutcome
+
+__all__ = ["Actor", "Forbidden", "Role"]
 
 
 @dataclass(frozen=True)
@@ -50,13 +98,19 @@ async def submit_email(
     id_prefix: str | None = None,
 ) -> Submission:
     """Store ``raw`` durably, then start (or find) its routing workflow."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from routedesk.contracts import EmailRoutingInput
+    from workflows.email_routing import EmailRoutingWorkflow
+
     prefix = settings.id_prefix() if id_prefix is None else id_prefix
     saved = await asyncio.to_thread(store.save_raw_email, raw, source=source, envelope_to=envelope_to, id_prefix=prefix)
     # Running: attach to it. Closed: never start a second run for the same email.
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await client.start_workflow(
             EmailRoutingWorkflow.run,
-            EmailRoutingInput(email_id=saved.email_id, id_prefix=prefix),
+            EmailRoutingInput(email_id=saved.email_id),
             id=saved.workflow_id,
             task_queue=task_queue or settings.task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -73,7 +127,6 @@ async def reprocess_email(
     envelope_to: list[str] | None = None,
     by: str = "python",
     task_queue: str | None = None,
-    id_prefix: str | None = None,
 ) -> Reprocess:
     """Evaluate a rejected, ignored or held email again with the configuration as it is now
     (``envelope_to`` adds the routing address that only the envelope knew).
@@ -83,7 +136,12 @@ async def reprocess_email(
     call while that runs finds the same workflow, so it is still one case; an email that
     already has a case is refused with :class:`routedesk.store.StoreRefusal`.
     """
-    prefix = settings.id_prefix() if id_prefix is None else id_prefix
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from routedesk.contracts import EmailRoutingInput
+    from workflows.email_routing import EmailRoutingWorkflow
+
     plan = await asyncio.to_thread(store.prepare_reprocess, email_id, envelope_to=envelope_to or [], by=by)
     if plan.held:
         await client.get_workflow_handle_for(EmailRoutingWorkflow.run, plan.workflow_id).signal(
@@ -95,7 +153,7 @@ async def reprocess_email(
         with contextlib.suppress(WorkflowAlreadyStartedError):
             await client.start_workflow(
                 EmailRoutingWorkflow.run,
-                EmailRoutingInput(email_id=email_id, id_prefix=prefix),
+                EmailRoutingInput(email_id=email_id),
                 id=plan.workflow_id,
                 task_queue=task_queue or settings.task_queue(),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -110,6 +168,11 @@ async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0)
     A running workflow answers the ``routing_status`` query (which adds nothing to history,
     unlike an update); a closed one is read from its result or its failure.
     """
+    from temporalio.client import WorkflowExecutionStatus, WorkflowQueryFailedError
+    from temporalio.service import RPCError
+
+    from workflows.email_routing import EmailRoutingWorkflow
+
     handle = client.get_workflow_handle_for(EmailRoutingWorkflow.run, workflow_id)
     deadline = time.monotonic() + timeout
     delay = 0.02
@@ -134,11 +197,1157 @@ async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0)
 
 
 async def _closed_status(handle: WorkflowHandle[Any, RoutingOutcome]) -> RoutingStatus:
+    from temporalio.client import WorkflowFailureError
+
+    from workflows.email_routing import REJECTED
+
     try:
         return await handle.result()  # the workflow's last status
     except WorkflowFailureError as err:
         cause = err.cause
         reason = getattr(cause, "message", None) or str(cause)
         # Rejections recorded before 2026-12-02 failed the workflow; since, they complete.
-        stage = Stage.REJECTED if getattr(cause, "type", None) == "EmailRejected" else Stage.FAILED
+        stage = Stage.REJECTED if getattr(cause, "type", None) == REJECTED else Stage.FAILED
         return RoutingStatus(stage=stage, email_id=0, reason=reason)
+
+
+# === operations people and integrations perform ==========================================
+# (the configuration section, added separately, follows this one)
+
+
+class OperationError(Exception):
+    """A request the operation refuses, with one line the person can act on."""
+
+    status = 400
+
+
+class NotFound(OperationError):
+    status = 404
+
+
+class Invalid(OperationError):
+    """Wrong input: an unknown filter value, a malformed argument."""
+
+    status = 422
+
+
+class Refused(OperationError):
+    """The workflow or the store refused (no live offer, already assigned, ...)."""
+
+    status = 409
+
+
+@dataclass
+class Context:
+    """What operations run against: the store and (connected on first use) Temporal."""
+
+    store: Store
+    client: Client | None = None
+    task_queue: str | None = None
+    id_prefix: str | None = None
+    connect: Callable[[], Awaitable[Client]] | None = field(default=None, repr=False)
+
+    async def temporal(self) -> Client:
+        if self.client is None:
+            if self.connect is not None:
+                self.client = await self.connect()
+            else:
+                from routedesk.temporal import connect
+
+                self.client = await connect()
+        return self.client
+
+    @property
+    def queue(self) -> str:
+        return self.task_queue or settings.task_queue()
+
+    @property
+    def prefix(self) -> str:
+        return settings.id_prefix() if self.id_prefix is None else self.id_prefix
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+class ActionResult(BaseModel):
+    message: str
+    case: str | None = None
+
+
+class CaseSummary(BaseModel):
+    number: str
+    status: Status
+    queue_id: str | None
+    assigned_agent_id: str | None
+    priority: str
+    subject: str
+    contact_id: str | None
+    created_at: datetime
+    queued_at: datetime | None
+
+
+class OfferView(BaseModel):
+    offer_id: int
+    case: str
+    agent_id: str
+    kind: str  # preferred | queue
+    status: str  # live | accepted | declined | timed_out | withdrawn | refused
+    queue_id: str | None
+    subject: str
+    contact_id: str | None
+    priority: str
+    offered_at: datetime
+    deadline: datetime | None  # live offers: when it times out
+    seconds_left: float | None
+    reason: str | None = None
+
+
+class TraceView(BaseModel):
+    at: datetime
+    stage: str
+    subject: str
+    outcome: str
+    reason: str
+    round: int = 1
+
+
+class EmailText(BaseModel):
+    email_id: int
+    kind: str  # first | reply
+    received_at: datetime
+    from_address: str | None
+    from_name: str | None
+    subject: str | None
+    status: str
+    text: str
+
+
+class CaseDetail(BaseModel):
+    case: CaseSummary
+    origin: str
+    mailbox: str
+    attributes: dict[str, Any]
+    workflow_id: str | None
+    emails: list[EmailText]
+    offers: list[OfferView]
+    trace: list[TraceView]
+
+
+class AgentView(BaseModel):
+    id: str
+    name: str
+    presence: str
+    active: int
+    capacity: int
+    live_offer: OfferView | None
+    queues: list[str]
+
+
+class QueueView(BaseModel):
+    id: str
+    name: str
+    assignment_method: str
+    waiting: int  # in the queue, not assigned (offered ones included)
+    offered: int
+    by_priority: dict[str, int]
+    oldest_waiting_since: datetime | None
+    oldest_wait_seconds: float | None
+    eligible_now: list[str]  # members Available, with free capacity and no live offer
+    members: list[str]
+
+
+class QueueDetail(BaseModel):
+    queue: QueueView
+    items: list[CaseSummary]  # waiting items, best first (priority, then oldest)
+
+
+class EmailSummary(BaseModel):
+    email_id: int
+    source: str
+    status: str  # intake's decision: received, accepted, threaded, rejected, ignored, held
+    reason: str | None
+    sender: str | None
+    mailbox: str | None
+    subject: str | None
+    case_id: int | None
+    case_number: str | None
+    received_at: datetime
+    deliveries: int
+    last_delivered_at: datetime | None
+    reprocessed: int
+    workflow_id: str | None
+
+
+class EmailDetail(BaseModel):
+    email: dict[str, Any]
+    hold: dict[str, Any] | None
+    notifications: list[dict[str, Any]]
+    trace: list[dict[str, Any]]
+
+
+class HeldEmail(BaseModel):
+    email_id: int
+    received_at: datetime
+    sender: str | None
+    mailbox: str | None
+    subject: str | None
+    hold: str | None
+    reason: str | None
+    workflow_id: str | None
+
+
+class MailboxView(BaseModel):
+    address: str
+    name: str
+    workstream: str
+    verified: bool
+    allow_plus_addressing: bool
+    accept_from: list[str]
+    unauthorized_sender_action: str
+    acknowledgement: bool
+    held: int
+    imap: list[dict[str, Any]] | None
+
+
+class ReleaseResult(BaseModel):
+    released: list[int]
+    signalled: list[str]
+    gone: list[str]  # workflows no longer running
+
+
+class VerifyResult(BaseModel):
+    address: str
+    already_verified: bool
+    released: list[str]
+    gone: list[str]
+
+
+class PresenceResult(BaseModel):
+    agent_id: str
+    presence: str
+    queues: list[str]
+
+
+class PreferredResult(BaseModel):
+    contact_id: str
+    preferred_agents: list[str]
+
+
+class ReprocessResult(BaseModel):
+    email_id: int
+    workflow_id: str
+    status: RoutingStatus | None = None
+
+
+# --- the status vocabulary -----------------------------------------------------------------
+
+
+def case_status(case: CaseRow, *, live_offer: bool, left_unassigned: bool = False) -> Status:
+    """A case's status from its row and its live offer: the one place it is derived."""
+    if case.status == "resolved":
+        return Status.RESOLVED
+    if case.status == "assigned" or case.assigned_agent_id is not None:
+        return Status.ASSIGNED
+    if live_offer:
+        return Status.OFFERED
+    if case.status == "queued":
+        if not case.awaiting_dispatch and left_unassigned:
+            return Status.UNASSIGNED
+        return Status.WAITING_FOR_AGENT  # the queue's method or the preferred agents look
+    return Status.RECEIVED  # opened, still being classified and routed
+
+
+def parse_case_status(value: str) -> Status:
+    try:
+        status = Status(value.strip().lower())
+    except ValueError:
+        status = None
+    if status is None or status not in CASE_STATUSES:
+        raise Invalid(f"unknown case status {value!r}; valid: {', '.join(s.value for s in CASE_STATUSES)}")
+    return status
+
+
+def _statuses(s: Any, cases: Sequence[CaseRow]) -> dict[int, Status]:
+    ids_ = [c.id for c in cases if c.id is not None]
+    if not ids_:
+        return {}
+    live = set(s.exec(select(OfferRow.case_id).where(col(OfferRow.case_id).in_(ids_), OfferRow.status == "live")).all())
+    queued = [c.id for c in cases if c.status == "queued" and not c.awaiting_dispatch and c.id not in live]
+    unassigned: set[tuple[int, int]] = set()
+    if queued:
+        rows = s.exec(
+            select(TraceRow.case_id, TraceRow.round).where(
+                col(TraceRow.case_id).in_(queued), TraceRow.outcome == "unassigned"
+            )
+        ).all()
+        unassigned = {(cid, rnd) for cid, rnd in rows}
+    return {
+        c.id: case_status(c, live_offer=c.id in live, left_unassigned=(c.id, c.round) in unassigned)
+        for c in cases
+        if c.id is not None
+    }
+
+
+def _summary(c: CaseRow, status: Status) -> CaseSummary:
+    return CaseSummary(
+        number=c.number or ids.case_number(c.id or 0),
+        status=status,
+        queue_id=c.queue_id,
+        assigned_agent_id=c.assigned_agent_id,
+        priority=c.priority,
+        subject=c.subject,
+        contact_id=c.contact_id,
+        created_at=c.created_at,
+        queued_at=c.queued_at,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _offer_view(store: Store, o: OfferRow, case: CaseRow | None, now: datetime) -> OfferView:
+    deadline = None
+    left = None
+    if o.status == "live" and case is not None:
+        try:
+            timeout = store.workstream(case.workstream_id).offer_timeout_seconds
+        except KeyError:  # workstream removed by a later config: no deadline known
+            timeout = None
+        if timeout is not None:
+            deadline = _utc(o.created_at) + timedelta(seconds=timeout)
+            left = max(0.0, (deadline - now).total_seconds())
+    return OfferView(
+        offer_id=o.id or 0,
+        case=o.case_number,
+        agent_id=o.agent_id,
+        kind=o.kind,
+        status=o.status,
+        queue_id=o.queue_id or (case.queue_id if case else None),
+        subject=case.subject if case else "",
+        contact_id=case.contact_id if case else None,
+        priority=case.priority if case else "",
+        offered_at=_utc(o.created_at),
+        deadline=deadline,
+        seconds_left=left,
+        reason=o.reason,
+    )
+
+
+# --- cases ---------------------------------------------------------------------------------
+
+
+def find_case(store: Store, number: str) -> CaseRow:
+    case = store.case_by_number(number)
+    if case is None:
+        raise NotFound(f"no case {number}; `routedesk case list` shows them")
+    return case
+
+
+class CaseFilter(BaseModel):
+    agent: str | None = None
+    queue: str | None = None
+    status: str | None = None
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+def list_cases(store: Store, actor: Actor, flt: CaseFilter) -> list[CaseSummary]:
+    """Cases, newest first; unknown filter values are an error naming the valid ones."""
+    status = parse_case_status(flt.status) if flt.status else None
+    with store.db.read() as s:
+        if flt.queue is not None and s.get(QueueRow, flt.queue) is None:
+            known = s.exec(select(QueueRow.id).order_by(QueueRow.id)).all()
+            raise Invalid(f"unknown queue {flt.queue!r}; valid: {', '.join(known) or 'none loaded'}")
+        if flt.agent is not None and s.get(AgentRow, flt.agent) is None:
+            known = s.exec(select(AgentRow.id).order_by(AgentRow.id)).all()
+            raise Invalid(f"unknown agent {flt.agent!r}; valid: {', '.join(known) or 'none loaded'}")
+        q = select(CaseRow).order_by(col(CaseRow.id).desc())
+        if flt.queue:
+            q = q.where(CaseRow.queue_id == flt.queue)
+        if flt.agent:
+            q = q.where(CaseRow.assigned_agent_id == flt.agent)
+        if status is not None:
+            row_status = {
+                Status.RESOLVED: "resolved",
+                Status.ASSIGNED: "assigned",
+                Status.RECEIVED: "new",
+            }.get(status, "queued")
+            q = q.where(CaseRow.status == row_status)
+        out: list[CaseSummary] = []
+        offset = 0
+        # Derived statuses (offered, waiting, unassigned) share a row status: filter in pages.
+        while len(out) < flt.limit:
+            rows = list(s.exec(q.offset(offset).limit(flt.limit)).all())
+            if not rows:
+                break
+            offset += len(rows)
+            st = _statuses(s, rows)
+            out += [_summary(c, st[c.id or 0]) for c in rows if status is None or st[c.id or 0] == status]
+        return out[: flt.limit]
+
+
+def show_case(store: Store, actor: Actor, number: str) -> CaseDetail:
+    case = find_case(store, number)
+    now = utcnow()
+    with store.db.read() as s:
+        st = _statuses(s, [case])[case.id or 0]
+        offers = list(s.exec(select(OfferRow).where(OfferRow.case_id == case.id).order_by(col(OfferRow.id))).all())
+    trace = store.trace(case_id=case.id)
+    return CaseDetail(
+        case=_summary(case, st),
+        origin=case.origin,
+        mailbox=case.mailbox_address,
+        attributes=case.attributes,
+        workflow_id=case.workflow_id,
+        emails=case_emails(store, actor, number, case=case),
+        offers=[_offer_view(store, o, case, now) for o in offers],
+        trace=[
+            TraceView(at=t.at, stage=t.stage, subject=t.subject, outcome=t.outcome, reason=t.reason, round=t.round)
+            for t in trace
+        ],
+    )
+
+
+def case_emails(store: Store, actor: Actor, number: str, *, case: CaseRow | None = None) -> list[EmailText]:
+    """The case's first message and every customer reply, oldest first, with their text."""
+    case = case or find_case(store, number)
+    with store.db.read() as s:
+        rows = s.exec(
+            select(EmailRow)
+            .where((EmailRow.case_id == case.id) | (EmailRow.id == case.source_email_id))
+            .order_by(col(EmailRow.received_at), col(EmailRow.id))
+        ).all()
+        return [
+            EmailText(
+                email_id=e.id or 0,
+                kind="first" if e.id == case.source_email_id else "reply",
+                received_at=e.received_at,
+                from_address=e.from_address,
+                from_name=e.from_name,
+                subject=e.subject,
+                status=e.status,
+                text=e.body_text or "",
+            )
+            for e in rows
+        ]
+
+
+# --- agents and queues ---------------------------------------------------------------------
+
+
+def agent_offers(store: Store, actor: Actor, agent_id: str, *, include_closed: bool = False) -> list[OfferView]:
+    """The agent's live offer (at most one), or their latest 100 offers: one read."""
+    require_agent_or(actor, agent_id, "see the offers")
+    now = utcnow()
+    with store.db.read() as s:
+        if s.get(AgentRow, agent_id) is None:
+            raise NotFound(f"no agent {agent_id!r}; `routedesk agent list` shows them")
+        q = (
+            select(OfferRow, CaseRow)
+            .join(CaseRow, col(CaseRow.id) == col(OfferRow.case_id))
+            .where(OfferRow.agent_id == agent_id)
+            .order_by(col(OfferRow.id).desc())
+        )
+        if not include_closed:
+            q = q.where(OfferRow.status == "live")
+        rows = s.exec(q.limit(100)).all()
+    return [_offer_view(store, o, c, now) for o, c in rows]
+
+
+def list_agents(store: Store, actor: Actor) -> list[AgentView]:
+    now = utcnow()
+    with store.db.read() as s:
+        agents = list(s.exec(select(AgentRow).order_by(AgentRow.id)).all())
+        queues: dict[str, list[str]] = {}
+        for m in s.exec(select(QueueMemberRow).order_by(QueueMemberRow.queue_id)).all():
+            queues.setdefault(m.agent_id, []).append(m.queue_id)
+        live = {
+            o.agent_id: (o, c)
+            for o, c in s.exec(
+                select(OfferRow, CaseRow)
+                .join(CaseRow, col(CaseRow.id) == col(OfferRow.case_id))
+                .where(OfferRow.status == "live")
+            ).all()
+        }
+    return [
+        AgentView(
+            id=a.id,
+            name=a.name,
+            presence=a.presence,
+            active=a.active_count,
+            capacity=a.capacity,
+            live_offer=_offer_view(store, *live[a.id], now) if a.id in live else None,
+            queues=queues.get(a.id, []),
+        )
+        for a in agents
+    ]
+
+
+def _queue_views(store: Store, queue_ids: list[str] | None = None) -> list[tuple[QueueView, list[CaseSummary]]]:
+    now = utcnow()
+    with store.db.read() as s:
+        q = select(QueueRow).order_by(QueueRow.id)
+        if queue_ids is not None:
+            q = q.where(col(QueueRow.id).in_(queue_ids))
+        queues = list(s.exec(q).all())
+        waiting = list(
+            s.exec(
+                select(CaseRow)
+                .where(CaseRow.status == "queued", col(CaseRow.assigned_agent_id).is_(None))
+                .where(col(CaseRow.queue_id).in_([x.id for x in queues]))
+                .order_by(col(CaseRow.priority_rank), col(CaseRow.queued_at), col(CaseRow.id))
+            ).all()
+        )
+        statuses = _statuses(s, waiting)
+        members: dict[str, list[AgentRow]] = {}
+        for m, a in s.exec(
+            select(QueueMemberRow, AgentRow).join(AgentRow, col(AgentRow.id) == col(QueueMemberRow.agent_id))
+        ).all():
+            members.setdefault(m.queue_id, []).append(a)
+        offering = set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
+    out = []
+    for qr in queues:
+        items = [c for c in waiting if c.queue_id == qr.id]
+        by_priority: dict[str, int] = {}
+        for c in items:
+            by_priority[c.priority] = by_priority.get(c.priority, 0) + 1
+        since = min((_utc(c.queued_at) for c in items if c.queued_at), default=None)
+        agents = sorted(members.get(qr.id, []), key=lambda a: a.id)
+        view = QueueView(
+            id=qr.id,
+            name=qr.name,
+            assignment_method=qr.assignment_method,
+            waiting=len(items),
+            offered=sum(1 for c in items if statuses.get(c.id or 0) == Status.OFFERED),
+            by_priority=by_priority,
+            oldest_waiting_since=since,
+            oldest_wait_seconds=(now - since).total_seconds() if since else None,
+            eligible_now=[
+                a.id
+                for a in agents
+                if a.presence == "Available" and a.active_count < a.capacity and a.id not in offering
+            ],
+            members=[a.id for a in agents],
+        )
+        out.append((view, [_summary(c, statuses[c.id or 0]) for c in items]))
+    return out
+
+
+def list_queues(store: Store, actor: Actor) -> list[QueueView]:
+    return [v for v, _ in _queue_views(store)]
+
+
+def show_queue(store: Store, actor: Actor, queue_id: str) -> QueueDetail:
+    found = _queue_views(store, [queue_id])
+    if not found:
+        with store.db.read() as s:
+            known = s.exec(select(QueueRow.id).order_by(QueueRow.id)).all()
+        raise NotFound(f"no queue {queue_id!r}; valid: {', '.join(known) or 'none loaded'}")
+    view, items = found[0]
+    return QueueDetail(queue=view, items=items)
+
+
+# --- actions on a case (through its routing workflow) --------------------------------------
+
+
+def _trace_action(store: Store, case: CaseRow, actor: Actor, action: str, detail: str) -> None:
+    """The case trace names who did it; its own step, so it never collides with routing's."""
+    with store.db.write() as s:
+        fresh = s.get(CaseRow, case.id) or case
+        add_trace(
+            s,
+            email_id=fresh.source_email_id,
+            case_id=fresh.id,
+            round_=fresh.round,
+            step=f"op:{uuid.uuid4().hex}",
+            entries=[TraceEntry("operation", actor.user, action, f"{detail} by {actor.describe()}")],
+            new=True,
+        )
+
+
+async def _update(ctx: Context, case: CaseRow, call: Callable[[Any], Awaitable[Any]]) -> str:
+    """Run one update on the case's workflow; a refusal becomes :class:`Refused`."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    if not case.workflow_id:
+        raise Refused(f"{case.number} has no routing workflow")
+    client = await ctx.temporal()
+    handle = client.get_workflow_handle_for(EmailRoutingWorkflow.run, case.workflow_id)
+    try:
+        result: str = await call(handle)
+        return result
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        raise Refused(getattr(cause, "message", None) or str(cause)) from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Refused(f"{case.number}: its routing workflow {case.workflow_id} is not running") from None
+        raise OperationError(f"{case.number}: {exc.message}") from None
+
+
+def _require_agent(store: Store, agent_id: str) -> None:
+    with store.db.read() as s:
+        if s.get(AgentRow, agent_id) is None:
+            raise NotFound(f"no agent {agent_id!r}; `routedesk agent list` shows them")
+
+
+async def respond(
+    ctx: Context, actor: Actor, number: str, agent_id: str, decision: str, reason: str | None = None
+) -> ActionResult:
+    """Accept or decline the agent's live offer of the case (checked before it is recorded)."""
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    if decision not in ("accept", "decline"):
+        raise Invalid(f"decision must be accept or decline, not {decision!r}")
+    require_agent_or(actor, agent_id, f"{decision} offers")
+    case = find_case(ctx.store, number)
+    req = RespondRequest(agent_id=agent_id, decision=decision, reason=reason)  # type: ignore[arg-type]
+    result = await _update(ctx, case, lambda h: h.execute_update(EmailRoutingWorkflow.respond, req))
+    why = f": {reason}" if reason else ""
+    await asyncio.to_thread(_trace_action, ctx.store, case, actor, decision, f"{decision} for {agent_id}{why}")
+    return ActionResult(message=result, case=case.number)
+
+
+async def accept(ctx: Context, actor: Actor, number: str, agent_id: str) -> ActionResult:
+    return await respond(ctx, actor, number, agent_id, "accept")
+
+
+async def decline(ctx: Context, actor: Actor, number: str, agent_id: str, reason: str | None = None) -> ActionResult:
+    return await respond(ctx, actor, number, agent_id, "decline", reason)
+
+
+async def pick(ctx: Context, actor: Actor, number: str, agent_id: str) -> ActionResult:
+    """The agent takes the case from one of their queues."""
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    require_agent_or(actor, agent_id, "pick cases")
+    case = find_case(ctx.store, number)
+    if actor.role is Role.AGENT:
+        # Checked before the workflow sees it: an agent picks only into their own queues.
+        with ctx.store.db.read() as s:
+            member = s.get(QueueMemberRow, (case.queue_id or "", agent_id))
+        if member is None:
+            raise Forbidden(
+                f"{actor.describe()} may not pick {case.number}: {agent_id} is not in its queue {case.queue_id}"
+            )
+    req = AssignRequest(agent_id=agent_id)
+    result = await _update(ctx, case, lambda h: h.execute_update(EmailRoutingWorkflow.pick, req))
+    await asyncio.to_thread(_trace_action, ctx.store, case, actor, "pick", f"picked for {agent_id}")
+    return ActionResult(message=result, case=case.number)
+
+
+async def assign(ctx: Context, actor: Actor, number: str, agent_id: str) -> ActionResult:
+    """Supervisor: assign the case by hand (withdraws any live offer; capacity still holds)."""
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    require(actor, Role.SUPERVISOR, "assign cases")
+    case = find_case(ctx.store, number)
+    _require_agent(ctx.store, agent_id)
+    req = AssignRequest(agent_id=agent_id)
+    result = await _update(ctx, case, lambda h: h.execute_update(EmailRoutingWorkflow.assign, req))
+    await asyncio.to_thread(_trace_action, ctx.store, case, actor, "assign", f"assigned to {agent_id}")
+    return ActionResult(message=result, case=case.number)
+
+
+async def resolve(ctx: Context, actor: Actor, number: str) -> ActionResult:
+    """Close the case and release its agent's capacity. Its own agent may resolve it too."""
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    case = find_case(ctx.store, number)
+    if not (actor.at_least(Role.SUPERVISOR) or (actor.agent_id and actor.agent_id == case.assigned_agent_id)):
+        raise Forbidden(
+            f"{actor.describe()} may not resolve {case.number}: only its assigned agent or a supervisor may"
+        )
+    result = await _update(ctx, case, lambda h: h.execute_update(EmailRoutingWorkflow.resolve))
+    await asyncio.to_thread(_trace_action, ctx.store, case, actor, "resolve", "resolved")
+    return ActionResult(message=result, case=case.number)
+
+
+# --- agents, contacts ----------------------------------------------------------------------
+
+
+async def set_agent_presence(ctx: Context, actor: Actor, agent_id: str, presence: str) -> PresenceResult:
+    """Set presence; the agent's queues' dispatchers wake to offer waiting work."""
+    from routedesk.assignment import wake
+
+    require_agent_or(actor, agent_id, "set presence")
+    client = await ctx.temporal()  # before changing anything: fail without half a change
+    try:
+        queues = await asyncio.to_thread(set_presence, ctx.store, agent_id, presence)
+    except StoreRefusal as exc:
+        msg = str(exc)
+        raise (NotFound(msg) if msg.startswith("no agent") else Invalid(msg)) from None
+    await wake.kick(client, queues, task_queue=ctx.queue, id_prefix=ctx.prefix)
+    return PresenceResult(agent_id=agent_id, presence=presence.capitalize(), queues=queues)
+
+
+def set_preferred(store: Store, actor: Actor, contact_id: str, agent_ids: list[str]) -> PreferredResult:
+    require(actor, Role.SUPERVISOR, "set preferred agents")
+    try:
+        set_preferred_agents(store, contact_id, agent_ids)
+    except StoreRefusal as exc:
+        msg = str(exc)
+        raise (NotFound(msg) if msg.startswith("no contact") else Invalid(msg)) from None
+    return PreferredResult(contact_id=contact_id, preferred_agents=list(agent_ids))
+
+
+def clear_preferred(store: Store, actor: Actor, contact_id: str) -> PreferredResult:
+    require(actor, Role.SUPERVISOR, "clear preferred agents")
+    try:
+        clear_preferred_agents(store, contact_id)
+    except StoreRefusal as exc:
+        raise NotFound(str(exc)) from None
+    return PreferredResult(contact_id=contact_id, preferred_agents=[])
+
+
+# --- emails and mailboxes ------------------------------------------------------------------
+
+EMAIL_STATUSES = ("received", "accepted", "threaded", "rejected", "ignored", "held")
+
+
+def list_emails(store: Store, actor: Actor, *, status: str | None = None, limit: int = 50) -> list[EmailSummary]:
+    if status is not None and status not in EMAIL_STATUSES:
+        raise Invalid(f"unknown email status {status!r}; valid: {', '.join(EMAIL_STATUSES)}")
+    with store.db.read() as s:
+        q = select(EmailRow).order_by(col(EmailRow.id).desc()).limit(max(1, min(limit, 1000)))
+        if status:
+            q = q.where(EmailRow.status == status)
+        rows = list(s.exec(q).all())
+        case_ids = {e.case_id for e in rows if e.case_id}
+        numbers = dict(
+            s.exec(select(CaseRow.id, CaseRow.number).where(col(CaseRow.id).in_(case_ids))).all()  # type: ignore[arg-type]
+            if case_ids
+            else []
+        )
+    return [
+        EmailSummary(
+            email_id=e.id or 0,
+            source=e.source,
+            status=e.status,
+            reason=e.reason,
+            sender=e.from_address,
+            mailbox=e.mailbox_address,
+            subject=e.subject,
+            case_id=e.case_id,
+            case_number=numbers.get(e.case_id) if e.case_id else None,
+            received_at=e.received_at,
+            deliveries=e.deliveries,
+            last_delivered_at=e.last_delivered_at,
+            reprocessed=e.reprocessed,
+            workflow_id=e.workflow_id,
+        )
+        for e in rows
+    ]
+
+
+def show_email(store: Store, actor: Actor, email_id: int, *, raw_base64: bool = False) -> EmailDetail:
+    import base64
+    import hashlib
+
+    if not 1 <= email_id <= 2**63 - 1:
+        raise NotFound(f"no email {email_id}; `routedesk intake list` shows them")
+    with store.db.read() as s:
+        e = s.get(EmailRow, email_id)
+        if e is None:
+            raise NotFound(f"no email {email_id} in {store.db.address}")
+        notes = list(s.exec(select(NotificationRow).where(NotificationRow.email_id == email_id)).all())
+        hold = s.get(IntakeHoldRow, email_id)
+    trace = store.trace(email_id=email_id)
+    # The raw bytes are often not UTF-8: never as text; base64 on request.
+    data: dict[str, Any] = e.model_dump(mode="json", exclude={"raw"})
+    data["raw_size"] = len(e.raw)
+    data["raw_sha256"] = hashlib.sha256(e.raw).hexdigest()
+    if raw_base64:
+        data["raw_base64"] = base64.b64encode(e.raw).decode("ascii")
+    return EmailDetail(
+        email=data,
+        hold=as_dict(hold) if hold else None,
+        notifications=[as_dict(n) for n in notes],
+        trace=[as_dict(t) for t in trace],
+    )
+
+
+def held_emails(store: Store, actor: Actor | None = None, *, mailbox: str | None = None) -> list[HeldEmail]:
+    with store.db.read() as s:
+        q = select(EmailRow).where(EmailRow.status == "held").order_by(col(EmailRow.id))
+        if mailbox is not None:
+            q = q.where(EmailRow.mailbox_address == mailbox)
+        out = []
+        for e in s.exec(q).all():
+            h = s.get(IntakeHoldRow, e.id)
+            out.append(
+                HeldEmail(
+                    email_id=e.id or 0,
+                    received_at=e.received_at,
+                    sender=e.from_address,
+                    mailbox=e.mailbox_address,
+                    subject=e.subject,
+                    hold=h.kind if h else None,
+                    reason=e.reason,
+                    workflow_id=e.workflow_id,
+                )
+            )
+        return out
+
+
+async def _signal_release(ctx: Context, workflow_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Send ``release`` to each workflow; returns (signalled, no longer running)."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    client = await ctx.temporal()
+    done: list[str] = []
+    gone: list[str] = []
+    for wf_id in workflow_ids:
+        try:
+            await client.get_workflow_handle_for(EmailRoutingWorkflow.run, wf_id).signal(EmailRoutingWorkflow.release)
+            done.append(wf_id)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise OperationError(f"cannot signal workflow {wf_id}: {exc.message}") from None
+            gone.append(wf_id)
+    return done, gone
+
+
+class ReleaseRequest(BaseModel):
+    email_ids: list[int] = Field(default_factory=list)
+    sender: str | None = None
+    all: bool = False
+
+
+async def release_emails(ctx: Context, actor: Actor, req: ReleaseRequest) -> ReleaseResult:
+    """Release held emails by hand: they are routed even if over the rate limit."""
+    require(actor, Role.SUPERVISOR, "release held mail")
+    if not req.email_ids and not req.sender and not req.all:
+        raise Invalid("name email ids, a sender or all")
+    await ctx.temporal()  # before changing anything: fail without half a release
+    held = await asyncio.to_thread(held_emails, ctx.store)
+    sender = (req.sender or "").strip().lower()
+    chosen = [e for e in held if req.all or e.email_id in req.email_ids or (sender and (e.sender or "") == sender)]
+    missing = sorted(set(req.email_ids) - {e.email_id for e in chosen})
+    if missing:
+        raise NotFound(f"not held: email {', '.join(map(str, missing))}")
+    by = f"{actor.describe()} (release)"
+
+    def mark() -> None:
+        with ctx.store.db.write() as s:
+            for e in chosen:
+                hold = s.get(IntakeHoldRow, e.email_id)
+                if hold is not None:
+                    hold.released_at, hold.released_by = utcnow(), by
+                    s.add(hold)
+
+    await asyncio.to_thread(mark)
+    done, gone = await _signal_release(ctx, [e.workflow_id for e in chosen if e.workflow_id])
+    return ReleaseResult(released=[e.email_id for e in chosen], signalled=done, gone=gone)
+
+
+async def reprocess(
+    ctx: Context, actor: Actor, email_id: int, *, envelope_to: list[str] | None = None, wait: float = 0
+) -> ReprocessResult:
+    """Evaluate a rejected, ignored or held email again with the configuration as it is now."""
+    require(actor, Role.SUPERVISOR, "reprocess mail")
+    client = await ctx.temporal()  # before changing anything
+    try:
+        plan = await reprocess_email(
+            client,
+            ctx.store,
+            email_id,
+            envelope_to=envelope_to,
+            by=f"{actor.describe()} (reprocess)",
+            task_queue=ctx.queue,
+        )
+    except StoreRefusal as exc:
+        msg = str(exc)
+        raise (NotFound(msg) if msg.startswith("no email") else Refused(msg)) from None
+    status = await wait_for_case(client, plan.workflow_id, timeout=wait) if wait > 0 else None
+    return ReprocessResult(email_id=email_id, workflow_id=plan.workflow_id, status=status)
+
+
+def list_mailboxes(store: Store, actor: Actor) -> list[MailboxView]:
+    """Routing addresses in config order, with their intake options and held mail."""
+    from routedesk.config import Mailbox
+
+    with store.db.read() as s:
+        rows = list(s.exec(select(MailboxRow).order_by(col(MailboxRow.position))).all())
+        held = dict(
+            s.exec(  # type: ignore[arg-type]
+                select(EmailRow.mailbox_address, func.count())
+                .where(EmailRow.status == "held")
+                .group_by(col(EmailRow.mailbox_address))
+            ).all()
+        )
+        imap: dict[str, list[ImapPositionRow]] = {}
+        for pos in s.exec(select(ImapPositionRow).order_by(col(ImapPositionRow.folder))).all():
+            imap.setdefault(pos.mailbox_address, []).append(pos)
+    out = []
+    for r in rows:
+        box = Mailbox.model_validate(r.config)
+        out.append(
+            MailboxView(
+                address=r.address,
+                name=r.name,
+                workstream=r.workstream_id,
+                verified=r.verified,
+                allow_plus_addressing=box.allow_plus_addressing,
+                accept_from=list(box.accept_from),
+                unauthorized_sender_action=str(box.unauthorized_sender_action),
+                acknowledgement=box.acknowledgement.enabled,
+                held=held.get(r.address, 0),
+                imap=[as_dict(p) for p in imap.get(r.address, [])] if box.imap else None,
+            )
+        )
+    return out
+
+
+async def verify_mailbox(ctx: Context, actor: Actor, address: str) -> VerifyResult:
+    """Mark ADDRESS verified and release the emails held for it."""
+    require(actor, Role.ADMIN, "verify mailboxes")
+    address = address.strip().lower()
+    await ctx.temporal()  # before changing anything: fail without half a verify
+
+    def mark() -> bool:
+        with ctx.store.db.write() as s:
+            row = s.get(MailboxRow, address)
+            if row is None:
+                raise NotFound(f"no routing address {address} in {ctx.store.db.address}")
+            was = row.verified
+            row.verified = True
+            s.add(row)
+            return was
+
+    was = await asyncio.to_thread(mark)
+    # Held emails are looked up after the commit: an email evaluated concurrently either saw
+    # the mailbox verified or is already stored as held and found here.
+    held = await asyncio.to_thread(held_emails, ctx.store, mailbox=address)
+    done, gone = await _signal_release(ctx, [e.workflow_id for e in held if e.workflow_id])
+    return VerifyResult(address=address, already_verified=was, released=done, gone=gone)
+
+
+# --- configuration: load, diff, history, what-if (routedesk config ...) ------------------------
+#
+# The routing config is versioned in the store (``config_version``): a load that changes the
+# content is a new number, which every running process picks up (Store.definitions).
+
+
+@dataclass(frozen=True)
+class ConfigPreview:
+    """What loading a file would do: its changes against the version in force, and the
+    runtime edits it would keep or override."""
+
+    current_version: int | None
+    unchanged: bool
+    changes: list[config_diff.Change]
+    kept: list[str]
+    conflicts: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "current_version": self.current_version,
+            "unchanged": self.unchanged,
+            "changes": [c.as_dict() for c in self.changes],
+            "kept_runtime_edits": self.kept,
+            "overridden_runtime_edits": self.conflicts,
+        }
+
+
+@dataclass(frozen=True)
+class ConfigVersionInfo:
+    number: int
+    loaded_at: datetime
+    loaded_by: str
+    source: str | None
+    content_hash: str
+    summary: str  # the changes against the version before
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "loaded_at": self.loaded_at.isoformat(),
+            "loaded_by": self.loaded_by,
+            "source": self.source,
+            "content_hash": self.content_hash,
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class WhatIfExample:
+    case_number: str
+    old_queue: str | None
+    new_queue: str
+    old_priority: str
+    new_priority: str
+    rule: str  # the route-to-queue rule that decided (or "fallback")
+    priority_rule: str  # the last classification rule that set the priority (or "case_defaults")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class WhatIf:
+    since: datetime
+    emails: int = 0  # first emails of cases received since then
+    changed: int = 0  # a different queue or a different priority
+    queue_changed: int = 0
+    priority_changed: int = 0
+    unrouted: int = 0  # their routing address is not in the file: they would be rejected
+    examples: list[WhatIfExample] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["since"] = self.since.isoformat()
+        data["examples"] = [e.as_dict() for e in self.examples]
+        return data
+
+
+WHATIF_EXAMPLES = 10
+_SINCE = re.compile(r"(\d+)\s*([mhdw])")
+_SINCE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str) -> timedelta:
+    """``30m``, ``12h``, ``7d``, ``2w`` -> a timedelta; :class:`StoreRefusal` for anything else."""
+    m = _SINCE.fullmatch(text.strip().lower())
+    if m is None or int(m.group(1)) <= 0:
+        raise StoreRefusal(f"--since takes a period like 30m, 12h, 7d or 2w, not {text!r}")
+    return timedelta(**{_SINCE_UNITS[m.group(2)]: int(m.group(1))})
+
+
+def load_config_file(
+    store: Store, path: str | Path, *, by: str | None = None, cfg: RoutingConfig | None = None
+) -> LoadResult:
+    """Validate the file (unless ``cfg`` is its validated content) and load it as a new config
+    version (no new version when its content is the version in force's)."""
+    cfg = cfg or load_config(path)
+    return store.load_config(cfg, by=by, source=str(Path(path).resolve()))
+
+
+def _current_version(s: Session) -> ConfigVersionRow | None:
+    return s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number).desc()).limit(1)).first()
+
+
+def preview_config_file(store: Store, path: str | Path) -> ConfigPreview:
+    """What loading the file would change (nothing is written)."""
+    data = config_diff.config_json(load_config(path))
+    with store.db.read() as s:
+        current = _current_version(s)
+        edits = [
+            config_diff.Edit(e.kind, e.key, e.value, e.set_by, e.set_at.strftime("%Y-%m-%d %H:%M"))
+            for e in s.exec(select(RuntimeEditRow).order_by(col(RuntimeEditRow.kind), col(RuntimeEditRow.key)))
+        ]
+    previous = current.config if current is not None else None
+    if current is not None and current.content_hash == config_diff.content_hash(data):
+        return ConfigPreview(current.number, True, [], [], [])
+    rec = config_diff.reconcile(previous, data, edits)
+    return ConfigPreview(
+        current.number if current is not None else None,
+        False,
+        config_diff.diff(previous, data),
+        rec.kept,
+        rec.conflicts,
+    )
+
+
+def config_history(store: Store) -> list[ConfigVersionInfo]:
+    """Every stored version, oldest first, each with a summary of its changes."""
+    out: list[ConfigVersionInfo] = []
+    previous: dict[str, Any] | None = None
+    with store.db.read() as s:
+        for row in s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number))):
+            changes = config_diff.diff(previous, row.config)
+            out.append(
+                ConfigVersionInfo(
+                    row.number,
+                    row.loaded_at,
+                    row.loaded_by,
+                    row.source,
+                    row.content_hash,
+                    "first version" if previous is None else config_diff.summary(changes),
+                )
+            )
+            previous = row.config
+    return out
+
+
+def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
+    """Run the file's classification and route-to-queue rules (routedesk.rules, pure) over the
+    first emails of the cases received in the period, and count those whose queue or priority
+    would differ from their case's. Reads only: no workflow, no writes."""
+    cfg = load_config(path)
+    contacts = {e: c.id for c in cfg.contacts for e in c.emails}
+    result = WhatIf(since=utcnow() - since)
+    cols = (
+        EmailRow.subject,
+        EmailRow.body_text,
+        EmailRow.from_address,
+        EmailRow.from_name,
+        EmailRow.to,
+        EmailRow.cc,
+        EmailRow.headers,
+        CaseRow.number,
+        CaseRow.mailbox_address,
+        CaseRow.queue_id,
+        CaseRow.priority,
+    )
+    query = (
+        select(*cols)  # type: ignore[call-overload]  # sqlmodel types select() up to 4 columns
+        .join(CaseRow, col(CaseRow.source_email_id) == col(EmailRow.id))
+        .where(col(EmailRow.received_at) >= result.since)
+        .order_by(col(EmailRow.id))
+    )
+    with store.db.read() as s:
+        for subject, body, sender, sender_name, to, cc, headers, number, mailbox, queue, priority in s.exec(query):
+            result.emails += 1
+            box = cfg.mailbox(mailbox)
+            if box is None:
+                result.unrouted += 1
+                continue
+            ws = cfg.workstream(box.workstream)
+            default = box.case_defaults.priority.value
+            ctx = rules.RuleContext(
+                subject=subject or "",
+                body=body or "",
+                sender=sender or "",
+                sender_name=sender_name or "",
+                mailbox=mailbox,
+                to=list(to),
+                cc=list(cc),
+                contact=contacts.get((sender or "").lower(), ""),
+                priority=default,
+                headers=dict(headers),
+            )
+            attributes, class_hits = rules.classify(ws.classification_rules, ctx)
+            new_priority = str(attributes.get("priority", default))
+            new_queue, route_hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, ctx)
+            queue_differs, priority_differs = new_queue != queue, new_priority != priority
+            if not (queue_differs or priority_differs):
+                continue
+            result.changed += 1
+            result.queue_changed += queue_differs
+            result.priority_changed += priority_differs
+            if len(result.examples) < WHATIF_EXAMPLES:
+                setting = [
+                    h.rule
+                    for h, r in zip(class_hits, ws.classification_rules, strict=True)
+                    if h.matched and "priority" in r.set
+                ]
+                result.examples.append(
+                    WhatIfExample(
+                        number or "?",
+                        queue,
+                        new_queue,
+                        priority,
+                        new_priority,
+                        next(h.rule for h in route_hits if h.matched),
+                        setting[-1] if setting else "case_defaults",
+                    )
+                )
+    return result

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import Session, SQLModel, col, delete, insert, select, update
+from sqlmodel import Session, SQLModel, col, delete, func, insert, select, update
 
-from routedesk import ids
-from routedesk.config import Mailbox, RoutingConfig, RoutingSettings, Workstream
+from routedesk import config_diff, ids
+from routedesk.config import IntakeSettings, Mailbox, RoutingConfig, RoutingSettings, Workstream
 from routedesk.db import CONFIG_LOCK, Database
 from routedesk.limits import cap_text
 from routedesk.models import (
     AgentRow,
     CaseRow,
+    ConfigVersionRow,
     ContactEmailRow,
     ContactRow,
     EmailRow,
     MailboxRow,
     QueueMemberRow,
     QueueRow,
+    RuntimeEditRow,
     SettingRow,
     TraceRow,
     WorkstreamRow,
@@ -61,6 +65,56 @@ TRACE_SUBJECT_LIMIT = 200  # characters of the rule, candidate or address a trac
 COLLISIONS_NAMED = 5
 
 
+# How often a process asks the store for the number of the config version in force (one
+# primary-key lookup): a config loaded anywhere reaches every worker and intake process within
+# this long after their next use of the definitions, with no restart.
+VERSION_CHECK_SECONDS = 1.0
+
+
+def os_user() -> str:
+    """Who runs this process, for "loaded by" and runtime edits when the caller names nobody."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's numeric user)
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The mailboxes and workstreams of one config version (0: a store loaded before
+    versions were recorded, read from the tables)."""
+
+    version: int
+    mailboxes: dict[str, Mailbox]  # config order
+    workstreams: dict[str, Workstream]
+
+    def workstream(self, ws_id: str) -> Workstream:
+        try:
+            return self.workstreams[ws_id]
+        except KeyError:
+            raise KeyError(f"unknown workstream {ws_id!r} in config version {self.version}") from None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    version: int  # the version in force after the load
+    changed: bool  # False: same content as the version in force; nothing was written
+    previous: int | None  # the version in force before (None: the first load)
+    changes: list[config_diff.Change] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # runtime edits the file does not contradict
+    conflicts: list[str] = field(default_factory=list)  # runtime edits the file overrides
+
+    def report(self, source: str) -> list[str]:
+        """What ``make run`` and ``config load`` print: the version, then every runtime edit
+        kept or overridden (nothing is reverted silently)."""
+        if not self.changed:
+            return [f"{source}: unchanged (config version {self.version} has the same content); nothing loaded"]
+        lines = [f"{source}: loaded as config version {self.version} ({config_diff.summary(self.changes)})"]
+        lines += [f"  kept runtime edit: {k}" for k in self.kept]
+        lines += [f"  overridden by the file: {c}" for c in self.conflicts]
+        return lines
+
+
 def insert_ignoring_conflict(s: Session, table: type[SQLModel], conflict: list[str], **values: Any) -> Any:
     """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` on SQLite and PostgreSQL: for rows that
     may already exist, so a concurrent writer's row is found, not a unique violation raised."""
@@ -80,8 +134,10 @@ class Store:
     def __init__(self, db: Database | str | None = None) -> None:
         self.db = db if isinstance(db, Database) else Database(db)
         self._cache_lock = threading.Lock()
-        self._workstreams: dict[str, Workstream] = {}
-        self._mailboxes: dict[str, Mailbox] | None = None
+        # The definitions of the version last seen, and when the store was last asked which
+        # version is in force (monotonic; checked at most every VERSION_CHECK_SECONDS).
+        self._defs: Definitions | None = None
+        self._checked_at = 0.0
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -89,13 +145,27 @@ class Store:
         self.db.create_all()
         return self
 
-    def load_config(self, cfg: RoutingConfig) -> None:
-        """Replace the definitions with ``cfg``; runtime state (presence, capacity in use,
-        verifications done by hand) of agents and mailboxes that remain is kept."""
+    def load_config(self, cfg: RoutingConfig, *, by: str | None = None, source: str | None = None) -> LoadResult:
+        """Store ``cfg`` as a new numbered version and replace the definitions with it, unless
+        its content hash is the version in force's (then nothing is written: ``changed`` is
+        False). Runtime state (presence, capacity in use, verifications done by hand) of agents
+        and mailboxes that remain is kept; runtime edits of preferred agents survive unless
+        the file changed that value (:func:`routedesk.config_diff.reconcile`)."""
+        data = config_diff.config_json(cfg)
+        digest = config_diff.content_hash(data)
         with self.db.write() as s:
             # Two loads at once (two processes starting, or `config load` beside `make run`)
             # would both delete and both insert the same keys: the second fails on them.
             self.db.advisory_lock(s, CONFIG_LOCK)
+            current = s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number).desc()).limit(1)).first()
+            if current is not None and current.content_hash == digest:
+                return LoadResult(current.number, False, current.number)
+            edits = [
+                config_diff.Edit(e.kind, e.key, e.value, e.set_by, e.set_at.strftime("%Y-%m-%d %H:%M"))
+                for e in s.exec(select(RuntimeEditRow).order_by(col(RuntimeEditRow.kind), col(RuntimeEditRow.key)))
+            ]
+            previous = current.config if current is not None else None
+            rec = config_diff.reconcile(previous, data, edits)
             # Agents first, in id order, as every other transaction that locks several takes
             # them (see activities/assignment.py): a load never deadlocks with an assignment.
             old_agents = {
@@ -170,40 +240,91 @@ class Store:
             s.merge(SettingRow(key="routing", value=cfg.routing.model_dump(mode="json")))
             s.merge(SettingRow(key="intake", value=cfg.intake.model_dump(mode="json")))
             for c in cfg.contacts:
-                s.add(ContactRow(id=c.id, name=c.name, preferred_agents=list(c.preferred_agents)))
+                preferred = rec.keep.get((config_diff.PREFERRED, c.id), c.preferred_agents)
+                s.add(ContactRow(id=c.id, name=c.name, preferred_agents=list(preferred)))
                 for e in c.emails:
                     s.add(ContactEmailRow(email=e, contact_id=c.id))
-        with self._cache_lock:
-            self._workstreams.clear()
-            self._mailboxes = None
+            for kind, key in rec.drop:
+                s.exec(delete(RuntimeEditRow).where(col(RuntimeEditRow.kind) == kind, col(RuntimeEditRow.key) == key))  # type: ignore[call-overload]
+            number = (current.number if current is not None else 0) + 1
+            s.add(
+                ConfigVersionRow(
+                    number=number, loaded_by=by or os_user(), source=source, content_hash=digest, config=data
+                )
+            )
+        self.forget_cached_definitions()
+        return LoadResult(
+            number,
+            True,
+            current.number if current is not None else None,
+            config_diff.diff(previous, data),
+            rec.kept,
+            rec.conflicts,
+        )
 
     # --- cached definitions --------------------------------------------------------------
 
-    def workstream(self, ws_id: str) -> Workstream:
+    def definitions(self, max_age: float = VERSION_CHECK_SECONDS) -> Definitions:
+        """The mailboxes and workstreams of the config version in force, cached per version.
+
+        Every process keeps them for as long as the version number stays the same: when the
+        last check is older than ``max_age`` seconds it asks the store for the highest number
+        (a primary-key lookup) and rebuilds them when that changed, so a config loaded by any
+        process takes effect here without a restart.
+        """
+        now = time.monotonic()
         with self._cache_lock:
-            cached = self._workstreams.get(ws_id)
-        if cached is not None:
-            return cached
+            defs = self._defs
+            if defs is not None and now - self._checked_at < max_age:
+                return defs
+            self._checked_at = now  # one thread asks; the others use the definitions they have
         with self.db.read() as s:
-            row = s.get(WorkstreamRow, ws_id)
-            if row is None:
-                raise KeyError(f"unknown workstream {ws_id!r}")
-            ws = Workstream.model_validate(row.config)
+            number = s.exec(select(func.max(ConfigVersionRow.number))).one()
+            if defs is not None and number is not None and defs.version == number:
+                return defs
+            fresh = self._read_definitions(s, number)
         with self._cache_lock:
-            self._workstreams[ws_id] = ws
-        return ws
+            if self._defs is None or self._defs.version <= fresh.version:
+                self._defs = fresh
+        return fresh
+
+    @staticmethod
+    def _read_definitions(s: Session, number: int | None) -> Definitions:
+        if number is not None:
+            row = s.get(ConfigVersionRow, number)
+            assert row is not None  # versions are never deleted
+            cfg = row.config
+            return Definitions(
+                number,
+                {m.address: m for m in (Mailbox.model_validate(m) for m in cfg["mailboxes"])},
+                {w.id: w for w in (Workstream.model_validate(w) for w in cfg["workstreams"])},
+            )
+        # A store loaded before versions were recorded: its tables are the definitions.
+        boxes = s.exec(select(MailboxRow).order_by(col(MailboxRow.position))).all()
+        streams = s.exec(select(WorkstreamRow)).all()
+        return Definitions(
+            0,
+            {r.address: Mailbox.model_validate(r.config) for r in boxes},
+            {r.id: Workstream.model_validate(r.config) for r in streams},
+        )
+
+    def intake_settings(self) -> IntakeSettings:
+        """The loaded config's ``intake`` section; defaults when none was loaded yet."""
+        with self.db.read() as s:
+            row = s.get(SettingRow, "intake")
+        return IntakeSettings.model_validate(row.value) if row is not None else IntakeSettings()
+
+    def workstream(self, ws_id: str) -> Workstream:
+        return self.definitions().workstream(ws_id)
 
     def mailboxes(self) -> dict[str, Mailbox]:
-        """Routing addresses in config order (dicts keep insertion order)."""
-        with self._cache_lock:
-            if self._mailboxes is not None:
-                return self._mailboxes
-        with self.db.read() as s:
-            rows = s.exec(select(MailboxRow).order_by(col(MailboxRow.position))).all()
-            boxes = {r.address: Mailbox.model_validate(r.config) for r in rows}
-        with self._cache_lock:
-            self._mailboxes = boxes
-        return boxes
+        """Routing addresses in config order (dicts keep insertion order).
+
+        Always checks the version number: intake calls this once per email before deciding,
+        so an email that arrives after a load is decided, and then routed, by that load (the
+        SMTP intake accepts by the store's current mailboxes; the worker must not reject it).
+        """
+        return self.definitions(max_age=0).mailboxes
 
     def routing_settings(self) -> RoutingSettings:
         with self.db.read() as s:
@@ -212,8 +333,8 @@ class Store:
 
     def forget_cached_definitions(self) -> None:
         with self._cache_lock:
-            self._workstreams.clear()
-            self._mailboxes = None
+            self._defs = None
+            self._checked_at = 0.0
 
     # --- emails --------------------------------------------------------------------------
 
@@ -386,6 +507,17 @@ class Store:
             )
             return Reprocess(email_id, email.workflow_id, started=True, held=False)
 
+    def email_with_case_number(self, email_id: int) -> tuple[EmailRow, str | None] | None:
+        """An email and the number of its case (the one it opened or threads onto), if any."""
+        with self.db.read() as s:
+            email = s.get(EmailRow, email_id)
+            if email is None:
+                return None
+            case = s.get(CaseRow, email.case_id) if email.case_id else None
+            if case is None:
+                case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
+            return email, case.number if case else None
+
     def email(self, email_id: int) -> EmailRow | None:
         with self.db.read() as s:
             return s.get(EmailRow, email_id)
@@ -420,7 +552,16 @@ class StoreRefusal(Exception):
     """A request the store refuses for a reason the user can act on."""
 
 
-def set_presence(store: Store, agent_id: str, presence: str) -> list[str]:
+def record_runtime_edit(s: Session, kind: str, key: str, value: Any, by: str | None) -> None:
+    """Remember who changed a value the config file also declares (inside the caller's
+    transaction, which holds the row's lock): the next load keeps it or lists it."""
+    version = s.exec(select(func.max(ConfigVersionRow.number))).one()
+    s.merge(
+        RuntimeEditRow(kind=kind, key=key, value=value, set_at=utcnow(), set_by=by or os_user(), config_version=version)
+    )
+
+
+def set_presence(store: Store, agent_id: str, presence: str, *, by: str | None = None) -> list[str]:
     """Set an agent's presence; returns the agent's queues, whose dispatchers should wake."""
     from routedesk.config import Presence
 
@@ -436,10 +577,11 @@ def set_presence(store: Store, agent_id: str, presence: str) -> list[str]:
             raise StoreRefusal(f"no agent {agent_id!r}")
         agent.presence = value
         s.add(agent)
+        record_runtime_edit(s, config_diff.PRESENCE, agent_id, value, by)
         return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
 
 
-def set_preferred_agents(store: Store, contact_id: str, agent_ids: list[str]) -> None:
+def set_preferred_agents(store: Store, contact_id: str, agent_ids: list[str], *, by: str | None = None) -> None:
     """Replace a contact's ordered preferred agents: 1 to 3 existing agents, no repeats."""
     from routedesk.config import MAX_PREFERRED_AGENTS
 
@@ -458,15 +600,17 @@ def set_preferred_agents(store: Store, contact_id: str, agent_ids: list[str]) ->
             raise StoreRefusal(f"no agent {', '.join(map(repr, unknown))}")
         contact.preferred_agents = list(agent_ids)
         s.add(contact)
+        record_runtime_edit(s, config_diff.PREFERRED, contact_id, list(agent_ids), by)
 
 
-def clear_preferred_agents(store: Store, contact_id: str) -> None:
+def clear_preferred_agents(store: Store, contact_id: str, *, by: str | None = None) -> None:
     with store.db.write() as s:
-        contact = s.get(ContactRow, contact_id)
+        contact = s.get(ContactRow, contact_id, with_for_update=True)
         if contact is None:
             raise StoreRefusal(f"no contact {contact_id!r}")
         contact.preferred_agents = []
         s.add(contact)
+        record_runtime_edit(s, config_diff.PREFERRED, contact_id, [], by)
 
 
 def add_trace(

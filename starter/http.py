@@ -9,8 +9,9 @@
 - ``GET /v1/emails/{id}``: 404 for any id that names no email (huge or negative included).
 - Every answer of 400 or more is one INFO line (method, path, status), no traceback.
 
-The OpenAPI document is served at ``/openapi.json`` (and ``/docs``); ``/healthz``,
-``/readyz`` and ``/metrics`` are routedesk/health.py's.
+The same server serves the HTTP API, ``/api/v1/...`` (starter/api.py), with per-user tokens.
+The OpenAPI document of both is served at ``/openapi.json`` and browsable at ``/api/docs``;
+``/healthz``, ``/readyz`` and ``/metrics`` are routedesk/health.py's.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlmodel import select
 from temporalio.client import Client
 
 from routedesk.health import Probe, add_health_routes
-from routedesk.models import CaseRow, EmailRow
+from routedesk.operations import Context
 from routedesk.store import Store
+from starter.api import api_router, install_error_handlers
 from starter.bounded import BoundedSubmitter, log_submit_failure
 
 log = logging.getLogger("routedesk.http")
@@ -106,12 +107,19 @@ def create_app(
         raise ValueError("the HTTP intake needs a bearer token")
     submitter = BoundedSubmitter(client, store, timeout=submit_timeout, task_queue=task_queue, id_prefix=id_prefix)
     app = FastAPI(
-        title="routedesk intake",
+        title="routedesk",
         version="1",
-        description="Submit raw emails for routing. Every channel starts the same durable "
-        "workflow and is idempotent on the Message-ID.",
+        description="Submit raw emails for routing (`/v1/emails`, the intake token): every channel "
+        "starts the same durable workflow and is idempotent on the Message-ID. Operate routing "
+        "(`/api/v1/...`, a user's token from `routedesk token create NAME`).",
+        docs_url="/api/docs",
+        redoc_url=None,
     )
     app.add_middleware(LogRefusals)
+    app.state.stopping = False
+    ctx = Context(store=store, client=client, task_queue=task_queue, id_prefix=id_prefix)
+    install_error_handlers(app)
+    app.include_router(api_router(ctx, lambda: bool(app.state.stopping)))
     bearer = HTTPBearer(auto_error=False)
 
     # A plain default, not Annotated: with postponed annotations FastAPI cannot see `bearer`.
@@ -197,20 +205,17 @@ def create_app(
             raise HTTPException(404, f"no email {email_id}")
 
         def read() -> EmailState | None:
-            with store.db.read() as s:
-                email = s.get(EmailRow, email_id)
-                if email is None:
-                    return None
-                case = s.get(CaseRow, email.case_id) if email.case_id else None
-                if case is None:
-                    case = s.exec(select(CaseRow).where(CaseRow.source_email_id == email_id)).first()
-                return EmailState(
-                    workflow_id=email.workflow_id or "",
-                    email_id=email_id,
-                    status=email.status,
-                    reason=email.reason,
-                    case_number=case.number if case else None,
-                )
+            found = store.email_with_case_number(email_id)
+            if found is None:
+                return None
+            email, case_number = found
+            return EmailState(
+                workflow_id=email.workflow_id or "",
+                email_id=email_id,
+                status=email.status,
+                reason=email.reason,
+                case_number=case_number,
+            )
 
         try:
             state = await asyncio.wait_for(asyncio.to_thread(read), submit_timeout)
@@ -246,6 +251,10 @@ class HttpIntakeServer:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting; requests in flight get up to ``grace`` seconds to be answered."""
         self.server.config.timeout_graceful_shutdown = max(1, round(grace))
+        # Open event streams end at their next poll instead of holding the shutdown.
+        app = self.server.config.app
+        if hasattr(app, "state"):
+            app.state.stopping = True
         self.server.should_exit = True
         await self.task
 

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 from temporalio.client import Client
 
 from routedesk.config import ImapSettings, IntakeSettings, Mailbox, MoveTo
-from routedesk.models import ImapPositionRow, SettingRow, utcnow
+from routedesk.imap_positions import advance, open_position, record_error, set_status
 from routedesk.store import Store
 from starter.send import submit_email
 
@@ -341,56 +341,6 @@ def _uid_set(uids: list[int]) -> str:
     return ",".join(str(u) for u in uids)
 
 
-# --- the position in the case store --------------------------------------------------------
-
-
-def position(store: Store, address: str, folder: str) -> ImapPositionRow | None:
-    with store.db.read() as s:
-        return s.get(ImapPositionRow, (address, folder))
-
-
-def _row(s: Any, address: str, folder: str) -> ImapPositionRow:
-    row = s.get(ImapPositionRow, (address, folder))
-    return row if row is not None else ImapPositionRow(mailbox_address=address, folder=folder)
-
-
-def set_status(store: Store, address: str, folder: str, status: str, error: str | None = None) -> None:
-    with store.db.write() as s:
-        row = _row(s, address, folder)
-        row.status, row.updated_at = status, utcnow()
-        if error is not None:
-            row.last_error, row.last_error_at = error, row.updated_at
-        elif status in ("idle", "polling"):
-            row.last_ok_at = row.updated_at
-        s.add(row)
-
-
-def open_position(store: Store, address: str, folder: str, uidvalidity: int) -> tuple[int, int | None]:
-    """The last UID fetched under ``uidvalidity``; with the previous UIDVALIDITY when it changed."""
-    with store.db.write() as s:
-        row = _row(s, address, folder)
-        previous = None
-        if row.uidvalidity is not None and row.uidvalidity != uidvalidity:
-            previous = row.uidvalidity
-            row.previous_uidvalidity = previous
-            row.uidvalidity_changes += 1
-            row.uidvalidity_changed_at = utcnow()
-            row.last_uid = 0
-        row.uidvalidity, row.status, row.updated_at = uidvalidity, "fetching", utcnow()
-        s.add(row)
-        return row.last_uid, previous
-
-
-def advance(store: Store, address: str, folder: str, uidvalidity: int, uid: int, count: int) -> None:
-    with store.db.write() as s:
-        row = _row(s, address, folder)
-        if row.uidvalidity == uidvalidity:  # another fetcher may have seen a newer UIDVALIDITY
-            row.last_uid = max(row.last_uid, uid)
-            row.fetched += count
-            row.updated_at = utcnow()
-            s.add(row)
-
-
 # --- the fetcher ----------------------------------------------------------------------------
 
 
@@ -562,10 +512,7 @@ class ImapFetcher:
             f"({self.max_message_bytes}); left in the folder"
         )
         log.warning("IMAP intake for %s: %s", self.address, msg)
-        with self.store.db.write() as s:
-            row = _row(s, self.address, self.imap.folder)
-            row.last_error, row.last_error_at = msg, utcnow()
-            s.add(row)
+        record_error(self.store, self.address, self.imap.folder, msg)
 
 
 def _logout(conn: Connection) -> None:
@@ -629,9 +576,7 @@ async def serve_imap(store: Store, only: list[str] | None = None) -> int:
             f"no mailbox{which} has an imap section in the loaded config; add one and run routedesk config load FILE"
         )
     client = await temporal_connect()
-    with store.db.read() as s:
-        row = s.get(SettingRow, "intake")
-    intake = IntakeSettings.model_validate(row.value) if row is not None else IntakeSettings()
+    intake = store.intake_settings()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,8 +2,9 @@
 
 Starts (or reuses) the Temporal dev server with its UI and a history file under
 ``.routedesk/``, registers our search attributes, loads the routing config into the SQLite
-case store, and runs the worker and the intake channels (SMTP on 127.0.0.1:2525, HTTP on
-127.0.0.1:8088 by default) in this process.
+case store (a new config version only when the file's content changed since), and runs the
+worker and the intake channels (SMTP on 127.0.0.1:2525, HTTP on 127.0.0.1:8088 by default)
+in this process.
 
 SIGTERM or Ctrl-C stops it within ``STOP_DEADLINE`` seconds: the intake channels stop
 listening, finish the transactions in flight (an SMTP message whose store call is still
@@ -33,11 +34,11 @@ from temporalio.client import Client
 
 from routedesk import search_attributes as sa
 from routedesk import settings
-from routedesk.config import ConfigError, IntakeSettings, load_config
+from routedesk.config import ConfigError, IntakeSettings, RoutingConfig, load_config
 from routedesk.db import DEFAULT_DIR, StoreUnavailable
 from routedesk.health import HealthServer, Probe, start_health_server
 from routedesk.metrics import sdk_runtime
-from routedesk.store import Store
+from routedesk.store import LoadResult, Store
 from routedesk.temporal import TemporalUnavailable, connect
 from starter.http import HttpIntakeServer, start_http_intake
 from starter.imap import start_imap_intake
@@ -151,7 +152,7 @@ async def serve(config_path: Path, ui_port: int) -> int:
             await wait_for_server()
             client = await connect(runtime=runtime)
         store = Store().init()
-        store.load_config(cfg)
+        load_step(store, cfg, config_path)
 
         def banner(channels: IntakeChannels, health: HealthServer | None) -> str:
             return (
@@ -178,6 +179,16 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 server.wait(timeout=max(0.5, stopping.left() - 0.5))
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+def load_step(store: Store, cfg: RoutingConfig, config_path: Path) -> LoadResult:
+    """Load the file only when its content differs from the config version in force (a
+    restart with the same file changes nothing, so runtime edits stay); when it does, print
+    the runtime edits kept and the ones the file overrides."""
+    result = store.load_config(cfg, source=str(config_path.resolve()))
+    for line in result.report(str(config_path)):
+        print(line, flush=True)
+    return result
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlmodel import col, select
 from temporalio.client import Client
 
 from routedesk.config import Mailbox
 from routedesk.ids import MESSAGE_ID_SCAN_BYTES
 from routedesk.intake_policy import mailbox_for_address
 from routedesk.mail import first_header
-from routedesk.models import MailboxRow
 from routedesk.store import Store
 from starter.bounded import BoundedSubmitter, SubmitAbandoned, SubmitTimeout, failure_summary, log_submit_failure
 
@@ -43,10 +41,9 @@ log = logging.getLogger("routedesk.smtp")
 
 
 def routing_mailboxes(store: Store) -> dict[str, Mailbox]:
-    """Read fresh from the store: a config loaded by another process takes effect at once."""
-    with store.db.read() as s:
-        rows = s.exec(select(MailboxRow).order_by(col(MailboxRow.position))).all()
-        return {r.address: Mailbox.model_validate(r.config) for r in rows}
+    """The config version in force: a config loaded by another process takes effect at once
+    (:meth:`Store.mailboxes` checks the version number on every call)."""
+    return store.mailboxes()
 
 
 def with_return_path(raw: bytes, mail_from: str | None) -> bytes:

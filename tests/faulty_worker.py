@@ -13,6 +13,7 @@ from temporalio import activity
 from activities.intake import IntakeActivities
 from activities.routing import RoutingActivities
 from routedesk import settings
+from routedesk.assignment.wake import Kicker
 from routedesk.contracts import IntakeRequest, IntakeResult
 from routedesk.store import Store
 from routedesk.temporal import connect
@@ -31,7 +32,7 @@ class HangingIntakeActivities(IntakeActivities):
 async def main() -> None:
     client = await connect()
     store = Store()
-    hanging = HangingIntakeActivities(store, RoutingActivities(store, client))
+    hanging = HangingIntakeActivities(store, RoutingActivities(store, client, Kicker(client, settings.id_prefix())))
     acts = activities_with(store, client, hanging.parse_email)
     worker = build_worker(client, store, settings.task_queue(), activities=acts, sandbox=True)
     async with worker:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from routedesk.config import ImapSettings, RoutingConfig
+from routedesk.imap_positions import position
 from routedesk.models import ImapPositionRow
-from starter.imap import ImapFetcher, position
+from starter.imap import ImapFetcher
 from tests.intake_support import config_with, free_port
 from tests.support import Stack
 

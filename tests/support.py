@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from routedesk import dispatch
+from routedesk.assignment import wake
 from routedesk.config import RoutingConfig, load_config
 from routedesk.contracts import RespondRequest, RoutingOutcome, RoutingStatus
 from routedesk.models import AgentRow, CaseRow, EmailRow, OfferRow, TraceRow
@@ -96,7 +96,9 @@ class Stack:
     async def start_worker(self, activities: Sequence[Callable[..., Any]] | None = None, **kw: Any) -> Worker:
         # Sandboxed in tests: a non-deterministic call in a workflow fails here.
         kw.setdefault("sandbox", True)
-        worker = build_worker(self.client, self.store, self.task_queue, activities=activities, **kw)
+        worker = build_worker(
+            self.client, self.store, self.task_queue, activities=activities, id_prefix=self.id_prefix, **kw
+        )
         task = asyncio.create_task(worker.run())
         self.workers.append(worker)
         worker._rd_task = task  # type: ignore[attr-defined]
@@ -152,7 +154,7 @@ class Stack:
     async def set_presence(self, agent_id: str, presence: str) -> None:
         """What ``routedesk agent presence`` does: store it, then wake the agent's queues."""
         queues = set_presence(self.store, agent_id, presence)
-        await dispatch.kick(self.client, queues, task_queue=self.task_queue, id_prefix=self.id_prefix)
+        await wake.kick(self.client, queues, task_queue=self.task_queue, id_prefix=self.id_prefix)
 
     async def wait_offer(self, workflow_id: str, agent_id: str, timeout: float = 15.0) -> RoutingStatus:
         async def probe() -> RoutingStatus | None:
@@ -217,7 +219,9 @@ class Stack:
         return self.store.trace(case_id=case_id, email_id=email_id)
 
 
-def activities_with(store: Store, client: Client, *replacements: Callable[..., Any]) -> list[Callable[..., Any]]:
+def activities_with(
+    store: Store, client: Client, *replacements: Callable[..., Any], id_prefix: str | None = None
+) -> list[Callable[..., Any]]:
     """The worker's activities with some replaced by same-named ones (fault injection)."""
     from activities import build_activities
 
@@ -225,7 +229,7 @@ def activities_with(store: Store, client: Client, *replacements: Callable[..., A
         return fn.__temporal_activity_definition.name  # type: ignore[attr-defined,no-any-return]
 
     swap = {name(r): r for r in replacements}
-    return [swap.get(name(a), a) for a in build_activities(store, client)]
+    return [swap.get(name(a), a) for a in build_activities(store, client, id_prefix=id_prefix)]
 
 
 async def history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:

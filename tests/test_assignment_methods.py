@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from activities.assignment import AssignmentActivities
 from routedesk.assignment import Candidate, choose
+from routedesk.assignment.transactions import Assignments
 from routedesk.contracts import DispatchPass
 from routedesk.models import AgentRow, CaseRow, EmailRow, OfferRow, QueueMemberRow
 from routedesk.store import Store
@@ -80,8 +80,8 @@ def build_store(new_store_url: NewStoreUrl, method: str, items: int = 1) -> Stor
 
 
 def dispatch(store: Store, key: str = "run:0") -> list[Any]:
-    acts = AssignmentActivities(store, client=None)  # type: ignore[arg-type]  # the pass itself needs no client
-    result, _ = acts._dispatch(DispatchPass(queue_id="q", pass_key=key))
+    acts = Assignments(store)
+    result, _ = acts.dispatch(DispatchPass(queue_id="q", pass_key=key))
     return result.offers
 
 

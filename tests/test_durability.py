@@ -11,6 +11,7 @@ from temporalio import activity
 
 from activities.intake import IntakeActivities
 from activities.routing import RoutingActivities
+from routedesk.assignment.wake import Kicker
 from routedesk.contracts import IntakeRequest, IntakeResult
 from tests.cli import stack_env
 from tests.support import (
@@ -58,8 +59,9 @@ class FlakyIntakeActivities(IntakeActivities):
 
 async def test_transient_failure_is_retried_and_the_case_created_once(make_stack: Any) -> None:
     stack: Stack = await make_stack(start_worker=False)
-    flaky = FlakyIntakeActivities(stack.store, RoutingActivities(stack.store, stack.client))
-    acts = activities_with(stack.store, stack.client, flaky.parse_email)
+    kicker = Kicker(stack.client, stack.id_prefix)
+    flaky = FlakyIntakeActivities(stack.store, RoutingActivities(stack.store, stack.client, kicker))
+    acts = activities_with(stack.store, stack.client, flaky.parse_email, id_prefix=stack.id_prefix)
     await stack.start_worker(activities=acts)
     sub = await stack.submit(example_email("01-password-reset.eml"))
     result = await stack.queued(sub.workflow_id)

@@ -11,7 +11,7 @@ from sqlmodel import select
 from temporalio.client import Client
 
 from routedesk.health import Probe
-from routedesk.models import CaseRow
+from routedesk.models import CaseRow, ImapPositionRow
 from routedesk.store import Store
 from starter.http import create_app
 from tests.configs import agent, assignment_config
@@ -32,7 +32,7 @@ async def test_healthz_and_readyz_on_a_healthy_stack(stack: Stack) -> None:
         assert ready.status_code == 200, ready.text
         body = ready.json()
         assert body["ready"] is True and body["failing"] == []
-        assert set(body["checks"]) == {"store", "temporal", "search_attributes", "config"}
+        assert set(body["checks"]) == {"store", "temporal", "search_attributes", "config", "mailboxes"}
         assert body["checks"]["config"] == "ok (3 mailboxes)"
 
 
@@ -46,6 +46,24 @@ async def test_readyz_is_503_naming_the_store_when_it_cannot_be_reached(client: 
     assert body["ready"] is False and "store" in body["failing"] and "temporal" not in body["failing"]
     assert body["checks"]["store"].startswith(f"cannot reach the case store at sqlite:///{tmp_path}")
     assert body["checks"]["temporal"] == "ok" and body["checks"]["search_attributes"] == "ok"
+
+
+async def test_readyz_is_503_naming_an_imap_mailbox_whose_login_fails(stack: Stack) -> None:
+    with stack.store.db.write() as s:
+        s.add(
+            ImapPositionRow(
+                mailbox_address="support@acme.example",
+                folder="INBOX",
+                status="login_failed",
+                last_error="[AUTHENTICATIONFAILED] Authentication failed.",
+            )
+        )
+    async with http_for(stack.client, stack.store) as http:
+        ready = await http.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["failing"] == ["mailboxes"]
+    assert ready.json()["checks"]["mailboxes"] == (
+        "IMAP support@acme.example (INBOX): login_failed: [AUTHENTICATIONFAILED] Authentication failed."
+    )
 
 
 async def test_readyz_is_503_naming_the_config_when_none_is_loaded(client: Client, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from routedesk.intake_policy import (
     noise_reason,
     rate_limit_reason,
     sender_allowed,
+    stored_return_path,
 )
 from tests.intake_support import _EXAMPLE, config_with
 
@@ -88,7 +89,7 @@ def test_plus_addressing_only_where_the_mailbox_allows_it() -> None:
     ],
 )
 def test_each_loop_rule_names_itself(headers: dict[str, str], sender: str, ctype: str, expected: str) -> None:
-    reason = noise_reason(headers, sender, ctype, boxes())
+    reason = noise_reason(headers, sender, ctype, boxes(), return_path=stored_return_path(headers))
     assert reason is not None and expected in reason
 
 
@@ -103,7 +104,8 @@ def test_each_loop_rule_names_itself(headers: dict[str, str], sender: str, ctype
     ],
 )
 def test_human_mail_is_not_noise(headers: dict[str, str]) -> None:
-    assert noise_reason(headers, "jane@globex.example", "text/plain", boxes()) is None
+    return_path = stored_return_path(headers)
+    assert noise_reason(headers, "jane@globex.example", "text/plain", boxes(), return_path=return_path) is None
 
 
 # --- senders, rate limit, tokens --------------------------------------------------------------

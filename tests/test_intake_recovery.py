@@ -4,6 +4,7 @@ holds that end on their own, redeliveries of a rejected email counted."""
 from __future__ import annotations
 
 import smtplib
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -62,7 +63,7 @@ async def test_two_messages_with_one_message_id_are_two_emails_and_two_cases(sta
     )
 
 
-async def test_one_message_over_smtp_http_and_cli_is_one_email_and_one_case(stack: Stack) -> None:
+async def test_one_message_over_smtp_http_and_cli_is_one_email_and_one_case(stack: Stack, tmp_path: Path) -> None:
     for message_id in ("same-everywhere@customer.example", None):
         body = f"Printer jam ({message_id or 'no id'})"
         lines = ["From: Pat <pat@customer.example>", "To: support@acme.example", f"Subject: {body}"]
@@ -90,11 +91,9 @@ async def test_one_message_over_smtp_http_and_cli_is_one_email_and_one_case(stac
             assert res.status_code == 202 and res.json()["duplicate"] is True, res.text
         finally:
             await http.stop()
-        eml = stack.store.db.url  # the CLI reads a file: write the bare authored copy next to the store
-        path = eml.removeprefix("sqlite:///") + f".{len(stack.emails())}.eml"
-        with open(path, "wb") as f:
-            f.write(authored)
-        sent = await routedesk("send", path, "--json", env=stack_env(stack))
+        path = tmp_path / f"{len(stack.emails())}.eml"  # the CLI reads a file: the bare authored copy
+        path.write_bytes(authored)
+        sent = await routedesk("send", str(path), "--json", env=stack_env(stack))
         assert sent.code == 0, sent.err
         [email] = [e for e in stack.emails() if body.encode() in e.raw]
         assert email.id is not None and email.deliveries == 3

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from temporalio.api.enums.v1 import EventType
 
-from activities.assignment import WAKE_CLAIM_STALE, AssignmentActivities, claim_wakes
 from routedesk import ids
+from routedesk.assignment.transactions import Assignments
+from routedesk.assignment.wake import WAKE_CLAIM_STALE, Kicker, claim_wakes
 from routedesk.contracts import DispatchPass
-from routedesk.dispatch import Kicker
 from routedesk.models import QueueWakeRow, utcnow
 from routedesk.store import Store
 from tests.conftest import NewStoreUrl
@@ -69,8 +69,8 @@ def test_a_pending_wake_claim_spares_later_signals_until_its_pass_starts(new_sto
     with store.db.write() as s:
         # Both passes are still to come and will read this transaction's changes.
         assert claim_wakes(s, ["general"]) == []
-    activities = AssignmentActivities(store, None)
-    activities._dispatch(DispatchPass(queue_id="general", pass_key="run:0"))
+    activities = Assignments(store)
+    activities.dispatch(DispatchPass(queue_id="general", pass_key="run:0"))
     with store.db.write() as s:
         assert claim_wakes(s, ["general", "billing"]) == ["general"]  # that pass has started
         # A claim whose signal was lost (the worker died after the commit) goes stale.

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-import activities.assignment as assignment_module
-from activities.assignment import AssignmentActivities, claim_wakes
+import routedesk.assignment.transactions as assignment_module
+from routedesk.assignment.transactions import Assignments
+from routedesk.assignment.wake import claim_wakes
 from routedesk.contracts import AnswerInput, DispatchPass, DispatchRequest
 from routedesk.db import Database, UnsupportedStore, pool_settings
 from routedesk.models import AgentRow, CaseRow, EmailRow, MailboxRow, OfferRow, QueueMemberRow, utcnow
@@ -98,12 +99,12 @@ def test_a_pick_committed_while_the_dispatcher_looks_gets_no_phantom_offer(
     pg_store: Store, pool: concurrent.futures.ThreadPoolExecutor
 ) -> None:
     case_id = queued_case(pg_store)
-    acts = AssignmentActivities(pg_store, None)
+    acts = Assignments(pg_store)
     with pg_store.db.write() as s:
         # A pick holds the case: the dispatcher's pass starts meanwhile and reads the item.
         case = s.get(CaseRow, case_id, with_for_update=True)
         assert case is not None
-        dispatching = pool.submit(acts._dispatch, DispatchPass(queue_id="q", pass_key="run:0"))
+        dispatching = pool.submit(acts.dispatch, DispatchPass(queue_id="q", pass_key="run:0"))
         wait_until(lambda: dispatching.done() or lock_waiters(pg_store), "the pass to finish or wait for the case")
         case.status, case.assigned_agent_id, case.awaiting_dispatch = "assigned", "a2", False
         case.assigned_at = utcnow()
@@ -112,7 +113,7 @@ def test_a_pick_committed_while_the_dispatcher_looks_gets_no_phantom_offer(
 
     assert result.offers == []
     assert contended  # the pass asks for one more, which finds the case taken
-    again, _ = acts._dispatch(DispatchPass(queue_id="q", pass_key="run:1"))
+    again, _ = acts.dispatch(DispatchPass(queue_id="q", pass_key="run:1"))
     assert again.offers == []
     with pg_store.db.read() as s:
         live = s.exec(select(OfferRow).where(OfferRow.status == "live")).all()
@@ -153,7 +154,7 @@ def test_an_agent_freed_while_an_item_is_queued_wakes_the_dispatcher_once_either
 
     # The closing transaction pauses after its look for waiting items, before it commits.
     looked, go_on = threading.Event(), threading.Event()
-    original = assignment_module._queues_to_wake
+    original = assignment_module.queues_to_wake
 
     def look_then_pause(s: Any, queue_ids: Any) -> list[str]:
         found = original(s, queue_ids)
@@ -161,19 +162,19 @@ def test_an_agent_freed_while_an_item_is_queued_wakes_the_dispatcher_once_either
         assert go_on.wait(30)
         return found
 
-    monkeypatch.setattr(assignment_module, "_queues_to_wake", look_then_pause)
-    acts = AssignmentActivities(pg_store, None)
+    monkeypatch.setattr(assignment_module, "queues_to_wake", look_then_pause)
+    acts = Assignments(pg_store)
     closing = pool.submit(
-        acts._close_offer,
+        acts.close_offer,
         AnswerInput(case_id=offered, offer_id=offer_id, agent_id="a1", outcome="declined", step="r1:decline"),
     )
     assert looked.wait(30)
-    queueing = pool.submit(acts._enqueue, DispatchRequest(case_id=waiting, step="r1:enqueue"))
+    queueing = pool.submit(acts.enqueue, DispatchRequest(case_id=waiting, step="r1:enqueue"))
     wait_until(lambda: queueing.done() or lock_waiters(pg_store), "the queueing to finish or wait for a1")
     go_on.set()
-    woken_by_close, woken_by_queue = closing.result(timeout=30), queueing.result(timeout=30)
+    (_, woken_by_close), (_, woken_by_queue) = closing.result(timeout=30), queueing.result(timeout=30)
 
-    assert "q" in woken_by_close or woken_by_queue == "q", "nobody woke the dispatcher for the waiting item"
+    assert "q" in woken_by_close or "q" in woken_by_queue, "nobody woke the dispatcher for the waiting item"
 
 
 def test_claims_of_a_missing_wake_row_at_once_do_not_fail(

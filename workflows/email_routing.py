@@ -99,7 +99,6 @@ LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 class EmailRoutingWorkflow:
     def __init__(self) -> None:
         self._status = RoutingStatus(stage=Stage.RECEIVED, email_id=0)
-        self._prefix = ""
         self._round = 1
         self._steps = 0
         # Search attribute updates wait here until the workflow next blocks, so the stages a
@@ -214,7 +213,7 @@ class EmailRoutingWorkflow:
         assert case_id is not None
         await self._store(
             AssignmentActivities.resolve_case,
-            CaseStepInput(case_id=case_id, step=self._step("resolve"), id_prefix=self._prefix),
+            CaseStepInput(case_id=case_id, step=self._step("resolve")),
         )
         self._resolved = True
         self._advance(Stage.RESOLVED)
@@ -232,7 +231,6 @@ class EmailRoutingWorkflow:
     @workflow.run
     async def run(self, inp: EmailRoutingInput) -> RoutingOutcome:
         self._status.email_id = inp.email_id
-        self._prefix = inp.id_prefix
 
         intake = await self._intake(inp.email_id)
         while intake.status == IntakeStatus.HELD:
@@ -278,7 +276,7 @@ class EmailRoutingWorkflow:
             case = thread.case  # reopened: this workflow routes it again
             routed = await self._store(
                 RoutingActivities.route_case,
-                RouteCaseInput(email_id=inp.email_id, case_id=case.case_id, round=case.round, id_prefix=self._prefix),
+                RouteCaseInput(email_id=inp.email_id, case_id=case.case_id, round=case.round),
             )
         elif intake.status != IntakeStatus.ACCEPTED:
             # rejected, ignored: a recorded business outcome; the workflow completes.
@@ -292,9 +290,7 @@ class EmailRoutingWorkflow:
             if intake.routed is not None:
                 routed = intake.routed
             else:
-                routed = await self._store(
-                    RoutingActivities.route_case, RouteCaseInput(email_id=inp.email_id, id_prefix=self._prefix)
-                )
+                routed = await self._store(RoutingActivities.route_case, RouteCaseInput(email_id=inp.email_id))
             case = routed.case
 
         decision = routed.decision
@@ -354,7 +350,7 @@ class EmailRoutingWorkflow:
                 return
             await self._store(
                 AssignmentActivities.enqueue_for_dispatch,
-                DispatchRequest(case_id=case.case_id, step=self._step("enqueue"), id_prefix=self._prefix),
+                DispatchRequest(case_id=case.case_id, step=self._step("enqueue")),
             )
         self._advance(Stage.WAITING_FOR_AGENT)
         # One loop for every queue offer: the first may come in the routing step's (recorded)
@@ -435,7 +431,6 @@ class EmailRoutingWorkflow:
                 outcome=outcome,
                 reason=reason,
                 step=self._step(outcome),
-                id_prefix=self._prefix,
             )
 
         if answer is None:
@@ -464,7 +459,6 @@ class EmailRoutingWorkflow:
                 agent_id=agent_id,
                 by=by,
                 step=self._step(by),
-                id_prefix=self._prefix,
             ),
         )
         if not result.assigned:
@@ -508,9 +502,7 @@ class EmailRoutingWorkflow:
         Completed with outcome ``rejected``; results recorded before 2026-12-02 carry an
         ``EmailRejected`` failure instead, and replaying them fails the workflow as it did."""
         try:
-            return await self._store(
-                IntakeActivities.parse_email, IntakeRequest(email_id=email_id, id_prefix=self._prefix)
-            )
+            return await self._store(IntakeActivities.parse_email, IntakeRequest(email_id=email_id))
         except (ActivityError, ApplicationError) as err:
             # A local activity's ApplicationError arrives unwrapped, a regular one's as cause.
             cause = err.cause if isinstance(err, ActivityError) else err

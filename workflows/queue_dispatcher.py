@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from routedesk.assignment.wake import DISPATCHER_WORKFLOW, KICK_SIGNAL
     from routedesk.contracts import (
         AnswerInput,
         DispatchedOffer,
@@ -32,12 +33,12 @@ with workflow.unsafe.imports_passed_through():
 PASSES_PER_RUN = 500  # continue-as-new well before the history gets large
 
 
-@workflow.defn
+@workflow.defn(name=DISPATCHER_WORKFLOW)
 class QueueDispatcherWorkflow:
     def __init__(self) -> None:
         self._kicked = False
 
-    @workflow.signal
+    @workflow.signal(name=KICK_SIGNAL)
     def kick(self) -> None:
         self._kicked = True
 
@@ -71,19 +72,18 @@ class QueueDispatcherWorkflow:
             )
             passes += 1
             sweep_every = result.sweep_interval_seconds
-            await asyncio.gather(*(self._tell(o, inp.id_prefix) for o in result.offers))
+            await asyncio.gather(*(self._tell(o) for o in result.offers))
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
             DispatcherInput(
                 queue_id=inp.queue_id,
-                id_prefix=inp.id_prefix,
                 sweep_interval_seconds=sweep_every,
                 pending_kick=self._kicked,
                 passes=inp.passes + passes,
             )
         )
 
-    async def _tell(self, offer: DispatchedOffer, id_prefix: str) -> None:
+    async def _tell(self, offer: DispatchedOffer) -> None:
         workflow_id = offer.workflow_id
         try:
             await workflow.get_external_workflow_handle(workflow_id).signal("offer", offer.offer)
@@ -98,7 +98,6 @@ class QueueDispatcherWorkflow:
                     outcome="withdrawn",
                     reason=f"workflow {workflow_id} is not running",
                     step=f"withdraw-{offer.offer.offer_id}",
-                    id_prefix=id_prefix,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),

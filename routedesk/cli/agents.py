@@ -1,71 +1,56 @@
-"""``routedesk agent ...``: what agents do: answer offers, set presence, pick work."""
+"""``routedesk agent ...``: what agents do (answer offers, set presence, pick work) and the
+agents view."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import typer
 from rich.table import Table
-from sqlmodel import col, select
 
-from routedesk import dispatch, settings
-from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
-from routedesk.cli.workflow_calls import update_case
-from routedesk.contracts import AssignRequest, RespondRequest
-from routedesk.models import OfferRow
-from routedesk.store import StoreRefusal, as_dict, set_presence
-from routedesk.temporal import connect
-from workflows.email_routing import EmailRoutingWorkflow
+from routedesk import operations as ops
+from routedesk.cli.common import actor, console, context, dump, friendly, open_store, print_json, run
 
-app = typer.Typer(no_args_is_help=True, help="Agents: answer offers, set presence, pick work.")
+app = typer.Typer(no_args_is_help=True, help="Agents: answer offers, set presence, pick work, see who is free.")
 
 AGENT = typer.Option(..., "--agent", "-a", help="Agent id")
+
+
+def _hms(value: datetime | None) -> str:
+    return value.strftime("%H:%M:%S") if value else "-"
 
 
 @app.command("accept")
 @friendly
 def accept(case: str, agent: str = AGENT) -> None:
     """Accept the live offer of CASE (an Update: the answer is checked before it is recorded)."""
-    console.print(
-        run(update_case(case, EmailRoutingWorkflow.respond, RespondRequest(agent_id=agent, decision="accept")))
-    )
+    store = open_store()
+    console.print(run(ops.accept(context(store), actor(store), case, agent)).message, markup=False)
 
 
 @app.command("decline")
 @friendly
 def decline(case: str, agent: str = AGENT, reason: str | None = typer.Option(None, help="Why")) -> None:
     """Decline the live offer of CASE; it goes to the next agent."""
-    console.print(
-        run(
-            update_case(
-                case, EmailRoutingWorkflow.respond, RespondRequest(agent_id=agent, decision="decline", reason=reason)
-            )
-        )
-    )
+    store = open_store()
+    console.print(run(ops.decline(context(store), actor(store), case, agent, reason)).message, markup=False)
 
 
 @app.command("pick")
 @friendly
 def pick(case: str, agent: str = AGENT) -> None:
     """Take CASE from one of the agent's queues."""
-    console.print(run(update_case(case, EmailRoutingWorkflow.pick, AssignRequest(agent_id=agent))))
+    store = open_store()
+    console.print(run(ops.pick(context(store), actor(store), case, agent)).message, markup=False)
 
 
 @app.command("presence")
 @friendly
 def presence(agent: str, state: str = typer.Argument(..., help="Available, Busy, Away or Offline")) -> None:
     """Set the agent's presence; their queues' dispatchers wake to offer waiting work."""
-
-    async def go() -> list[str]:
-        store = open_store()
-        try:
-            queues = set_presence(store, agent, state)
-        except StoreRefusal as exc:
-            raise UserError(str(exc)) from None
-        client = await connect()
-        await dispatch.kick(client, queues, task_queue=settings.task_queue(), id_prefix=settings.id_prefix())
-        return queues
-
-    queues = run(go())
-    console.print(f"{agent} is now {state.capitalize()} (queues: {', '.join(queues) or 'none'})")
+    store = open_store()
+    res = run(ops.set_agent_presence(context(store), actor(store), agent, state))
+    console.print(f"{agent} is now {res.presence} (queues: {', '.join(res.queues) or 'none'})", markup=False)
 
 
 @app.command("offers")
@@ -75,29 +60,56 @@ def offers(
     all_offers: bool = typer.Option(False, "--all", help="Include closed offers"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """The agent's live offer (at most one), or every offer with --all."""
+    """The agent's live offer (at most one) with the time left to answer, or every offer with --all."""
     store = open_store()
-    with store.db.read() as s:
-        q = select(OfferRow).where(OfferRow.agent_id == agent).order_by(col(OfferRow.id).desc())
-        if not all_offers:
-            q = q.where(OfferRow.status == "live")
-        rows = list(s.exec(q.limit(100)).all())
+    rows = ops.agent_offers(store, actor(store), agent, include_closed=all_offers)
     if as_json:
-        print_json([as_dict(r) for r in rows])
+        print_json(dump(rows))
         return
     if not rows:
         console.print(f"{agent} holds no live offer")
         return
     table = Table()
-    for c in ("offer", "case", "kind", "status", "offered at", "reason"):
+    for c in ("offer", "case", "kind", "status", "queue", "priority", "contact", "subject", "offered", "left"):
         table.add_column(c)
     for r in rows:
         table.add_row(
-            str(r.id),
-            r.case_number,
+            str(r.offer_id),
+            r.case,
             r.kind,
             r.status,
-            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            r.reason or "",
+            r.queue_id or "-",
+            r.priority,
+            r.contact_id or "-",
+            r.subject[:40],
+            _hms(r.offered_at),
+            f"{r.seconds_left:.0f}s" if r.seconds_left is not None else (r.reason or "-"),
+        )
+    console.print(table)
+
+
+@app.command("list")
+@friendly
+def list_agents(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Agents: presence, work in progress / capacity, live offer, queues."""
+    store = open_store()
+    rows = ops.list_agents(store, actor(store))
+    if as_json:
+        print_json(dump(rows))
+        return
+    table = Table()
+    for c in ("agent", "name", "presence", "load", "live offer", "since", "deadline", "queues"):
+        table.add_column(c)
+    for a in rows:
+        o = a.live_offer
+        table.add_row(
+            a.id,
+            a.name,
+            a.presence,
+            f"{a.active}/{a.capacity}",
+            o.case if o else "-",
+            _hms(o.offered_at) if o else "-",
+            _hms(o.deadline) if o else "-",
+            ", ".join(a.queues) or "-",
         )
     console.print(table)

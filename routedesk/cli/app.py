@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from routedesk.cli import agents, cases, config_cmd, contacts, send, service
+from routedesk.cli import agents, cases, config_cmd, contacts, queues, send, service, users
 from routedesk.cli import db as db_cmd
 from routedesk.cli import intake as intake_cmd
 from routedesk.cli import mailbox as mailbox_cmd
@@ -17,6 +17,9 @@ app.command("send")(send.send)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(cases.app, name="case")
 app.add_typer(agents.app, name="agent")
+app.add_typer(queues.app, name="queue")
+app.add_typer(users.app, name="user")
+app.add_typer(users.token_app, name="token")
 app.add_typer(contacts.app, name="contact")
 app.add_typer(mailbox_cmd.app, name="mailbox")
 app.add_typer(intake_cmd.app, name="intake")

@@ -1,15 +1,13 @@
-"""``routedesk case show|list``."""
+"""``routedesk case list|show|emails|assign|resolve``."""
 
 from __future__ import annotations
 
 import typer
 from rich.table import Table
 
-from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
-from routedesk.cli.workflow_calls import update_case
-from routedesk.contracts import AssignRequest
-from routedesk.store import as_dict
-from workflows.email_routing import EmailRoutingWorkflow
+from routedesk import operations as ops
+from routedesk.cli.common import actor, console, context, dump, friendly, open_store, print_json, run
+from routedesk.contracts import CASE_STATUSES
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and manage cases.")
 
@@ -20,31 +18,40 @@ def show(
     case: str = typer.Argument(..., help="Case number, e.g. CASE-000123 or 123"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Print the case, its queue and its routing trace."""
+    """Print the case, its emails (with text), its offers and its routing trace."""
     store = open_store()
-    row = store.case_by_number(case)
-    if row is None:
-        raise UserError(f"no case {case} in {store.db.address}")
-    trace = store.trace(case_id=row.id)
+    d = ops.show_case(store, actor(store), case)
     if as_json:
-        print_json({"case": as_dict(row), "trace": [as_dict(t) for t in trace]})
+        print_json(dump(d))
         return
-    console.print(f"[bold]{row.number}[/bold]  {row.subject}")
+    c = d.case
+    console.print(f"[bold]{c.number}[/bold]  {c.subject}", soft_wrap=True)
     fields = [
-        ("status", row.status),
-        ("queue", row.queue_id or "-"),
-        ("assigned to", row.assigned_agent_id or "-"),
-        ("priority", row.priority),
-        ("origin", row.origin),
-        ("mailbox", row.mailbox_address),
-        ("contact", row.contact_id or "-"),
-        ("attributes", ", ".join(f"{k}={v}" for k, v in row.attributes.items()) or "-"),
-        ("workflow", row.workflow_id or "-"),
+        ("status", c.status.value),
+        ("queue", c.queue_id or "-"),
+        ("assigned to", c.assigned_agent_id or "-"),
+        ("priority", c.priority),
+        ("origin", d.origin),
+        ("mailbox", d.mailbox),
+        ("contact", c.contact_id or "-"),
+        ("attributes", ", ".join(f"{k}={v}" for k, v in d.attributes.items()) or "-"),
+        ("workflow", d.workflow_id or "-"),
     ]
     for k, v in fields:
         console.print(f"  {k:<12} {v}", markup=False)
+    _print_emails(d.emails)
+    if d.offers:
+        console.print("offers", style="bold")
+        for o in d.offers:
+            left = f", {o.seconds_left:.0f}s left" if o.seconds_left is not None else ""
+            console.print(
+                f"  {o.offered_at.strftime('%H:%M:%S')}  {o.agent_id:<12} {o.kind:<10} {o.status}{left}"
+                f"{': ' + o.reason if o.reason else ''}",
+                markup=False,
+                soft_wrap=True,
+            )
     console.print("routing trace", style="bold")
-    for t in trace:
+    for t in d.trace:
         console.print(
             f"  {t.at.strftime('%H:%M:%S.%f')[:-3]}  {t.stage:<15} {t.subject:<28} {t.outcome:<12} {t.reason}",
             markup=False,
@@ -52,40 +59,52 @@ def show(
         )
 
 
+def _print_emails(emails: list[ops.EmailText]) -> None:
+    console.print(f"emails ({len(emails)})", style="bold")
+    for e in emails:
+        who = f"{e.from_name} <{e.from_address}>" if e.from_name else (e.from_address or "-")
+        console.print(
+            f"  #{e.email_id} {e.kind:<5} {e.received_at.strftime('%Y-%m-%d %H:%M:%S')}  {who}  {e.subject or ''}",
+            markup=False,
+            soft_wrap=True,
+        )
+        for line in (e.text.strip() or "(no text)").splitlines():
+            console.print(f"      {line}", markup=False, soft_wrap=True)
+
+
+@app.command("emails")
+@friendly
+def emails(case: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The case's first email and every customer reply, with their text."""
+    store = open_store()
+    rows = ops.case_emails(store, actor(store), case)
+    if as_json:
+        print_json(dump(rows))
+        return
+    _print_emails(rows)
+
+
 @app.command("list")
 @friendly
 def list_cases(
+    agent: str | None = typer.Option(None, help="Assigned to this agent"),
     queue: str | None = typer.Option(None),
-    status: str | None = typer.Option(None),
+    status: str | None = typer.Option(None, help=", ".join(s.value for s in CASE_STATUSES)),
+    limit: int = typer.Option(200, min=1, max=1000),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List cases, newest first."""
-    from sqlmodel import col, select
-
-    from routedesk.models import CaseRow
-
     store = open_store()
-    with store.db.read() as s:
-        q = select(CaseRow).order_by(col(CaseRow.id).desc()).limit(200)
-        if queue:
-            q = q.where(CaseRow.queue_id == queue)
-        if status:
-            q = q.where(CaseRow.status == status)
-        rows = list(s.exec(q).all())
+    rows = ops.list_cases(store, actor(store), ops.CaseFilter(agent=agent, queue=queue, status=status, limit=limit))
     if as_json:
-        print_json([as_dict(r) for r in rows])
+        print_json(dump(rows))
         return
     table = Table()
     for c in ("case", "status", "queue", "agent", "priority", "subject"):
         table.add_column(c)
     for r in rows:
         table.add_row(
-            r.number or "-",
-            r.status,
-            r.queue_id or "-",
-            r.assigned_agent_id or "-",
-            r.priority,
-            r.subject[:60],
+            r.number, r.status.value, r.queue_id or "-", r.assigned_agent_id or "-", r.priority, r.subject[:60]
         )
     console.print(table)
 
@@ -94,11 +113,13 @@ def list_cases(
 @friendly
 def assign(case: str, agent: str = typer.Option(..., "--agent", "-a", help="Agent id")) -> None:
     """Supervisor: assign CASE to AGENT by hand (withdraws any live offer; capacity still holds)."""
-    console.print(run(update_case(case, EmailRoutingWorkflow.assign, AssignRequest(agent_id=agent))))
+    store = open_store()
+    console.print(run(ops.assign(context(store), actor(store), case, agent)).message, markup=False)
 
 
 @app.command("resolve")
 @friendly
 def resolve(case: str) -> None:
     """Close CASE and release its agent's capacity."""
-    console.print(run(update_case(case, EmailRoutingWorkflow.resolve)))
+    store = open_store()
+    console.print(run(ops.resolve(context(store), actor(store), case)).message, markup=False)

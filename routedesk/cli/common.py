@@ -1,9 +1,15 @@
-"""What every CLI command shares: one-line errors, the store, the Temporal client, output."""
+"""What every CLI command shares: one-line errors, the store, the actor, output.
+
+Commands call routedesk.operations; nothing here or in the other command modules reads or
+writes rows. Temporal's SDK is imported only by commands that talk to Temporal, so the
+read-only commands start quickly.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
@@ -12,16 +18,19 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
+from routedesk.auth import Actor, Forbidden, Unauthenticated, authenticate, local_admin
 from routedesk.config import ConfigError
 from routedesk.db import StoreEmpty, StoreUnavailable
+from routedesk.operations import Context, OperationError
 from routedesk.store import Store
-from routedesk.temporal import TemporalUnavailable
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+TOKEN_ENV = "ROUTEDESK_TOKEN"
 
 
 class UserError(Exception):
@@ -33,6 +42,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _temporal_unavailable(exc: Exception) -> bool:
+    # routedesk.temporal (and the SDK) is imported only by commands that connect: if it was
+    # never imported, this cannot be its exception.
+    mod = sys.modules.get("routedesk.temporal")
+    return mod is not None and isinstance(exc, mod.TemporalUnavailable)
+
+
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected failures into one line naming what was tried, never a traceback."""
 
@@ -40,12 +56,16 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (TemporalUnavailable, StoreUnavailable) as exc:
+        except StoreUnavailable as exc:
             fail(str(exc), code=2)
         except ConfigError as exc:
             fail(str(exc).replace("\n", "\n  "), code=1)
-        except (UserError, StoreEmpty) as exc:
+        except (UserError, StoreEmpty, OperationError, Forbidden, Unauthenticated) as exc:
             fail(str(exc), code=1)
+        except Exception as exc:
+            if _temporal_unavailable(exc):
+                fail(str(exc), code=2)
+            raise
 
     return wrapper
 
@@ -67,5 +87,23 @@ def open_store(*, create: bool = False) -> Store:
     return store
 
 
+def actor(store: Store) -> Actor:
+    """Who runs this command: the token's user with ROUTEDESK_TOKEN set, else the OS user as
+    an admin (whoever can open the store can change it anyway)."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return authenticate(store, token) if token else local_admin()
+
+
+def context(store: Store) -> Context:
+    return Context(store=store)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def dump(models: Any) -> Any:
+    """pydantic models (or lists of them) as JSON-able data."""
+    if isinstance(models, list):
+        return [m.model_dump(mode="json") for m in models]
+    return models.model_dump(mode="json")

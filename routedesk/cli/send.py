@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from routedesk.cli.common import UserError, console, friendly, open_store, print_json, run
-from routedesk.temporal import connect
 
 
 @friendly
@@ -19,6 +18,7 @@ def send(
 ) -> None:
     """Submit FILE for routing; the same email sent twice is one workflow and one case."""
     from routedesk.operations import submit_email, wait_for_case
+    from routedesk.temporal import connect
 
     try:
         raw = file.read_bytes()

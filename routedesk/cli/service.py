@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import typer
-from temporalio.client import Client
-from temporalio.service import RPCError
 
-from routedesk import search_attributes as sa
 from routedesk import settings
 from routedesk.cli.common import fail, friendly
-from routedesk.config import IntakeSettings
 from routedesk.db import StoreUnavailable
-from routedesk.intake_settings import intake_settings
-from routedesk.models import SettingRow
 from routedesk.store import Store
-from routedesk.temporal import TemporalUnavailable, connect, resolve_connection
+
+if TYPE_CHECKING:
+    from routedesk.config import IntakeSettings
+
+# Temporal's SDK (and everything importing it) is imported inside the commands that run it:
+# every other command starts without it.
 
 log = logging.getLogger("routedesk")
 
@@ -32,6 +32,8 @@ temporal_app = typer.Typer(no_args_is_help=True, help="Prepare a Temporal server
 
 
 def _describe_temporal() -> str:
+    from routedesk.temporal import resolve_connection
+
     conn = resolve_connection()
     how = conn.describe()
     return f"{conn.address} ({how})" if how else conn.address
@@ -46,8 +48,12 @@ async def _serve(
     **overrides: object,
 ) -> int:
     # starter holds the servers; imported here so that the rest of the CLI stays light.
+    from temporalio.service import RPCError
+
+    from routedesk import search_attributes as sa
     from routedesk.health import HealthServer
     from routedesk.metrics import sdk_runtime
+    from routedesk.temporal import TemporalUnavailable, connect
     from starter.run import IntakeChannels, Parts, StopDeadline, run_parts
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -96,6 +102,9 @@ async def _serve(
 
 
 def _stored_intake(store: Store, *, required: bool) -> IntakeSettings | None:
+    from routedesk.intake_settings import intake_settings
+    from routedesk.models import SettingRow
+
     with store.db.read() as s:
         if s.get(SettingRow, "intake") is None:
             if required:
@@ -147,7 +156,10 @@ def intake_http(host: str | None = HOST, port: int | None = PORT) -> None:
 
 
 async def _setup(check_only: bool) -> str:
-    client: Client = await connect()
+    from routedesk import search_attributes as sa
+    from routedesk.temporal import connect
+
+    client = await connect()
     address = settings.temporal_address()
     where = f"namespace {client.namespace} at {address}"
     if check_only:
@@ -165,6 +177,10 @@ def setup(
     check: bool = typer.Option(False, "--check", help="only check; exit 1 when something is missing"),
 ) -> None:
     """Register routedesk's search attributes on the namespace (idempotent), then check them."""
+    from temporalio.service import RPCError
+
+    from routedesk import search_attributes as sa
+
     try:
         print(asyncio.run(_setup(check)))
     except (sa.SearchAttributesMissing, sa.SearchAttributesRefused) as exc:

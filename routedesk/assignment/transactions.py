@@ -1,0 +1,722 @@
+"""Assignment transactions: offers, answers, picks, supervisor assignment, resolution, queue dispatch.
+
+Every decision is one transaction, and the store's constraints hold the invariants however
+many workflows, workers and machines run at once:
+- an agent never exceeds capacity: ``active_count`` is checked and raised in the same
+  transaction that assigns, with the agent's row locked;
+- an agent holds at most one live offer, a case has at most one: partial unique indexes,
+  and every transaction that makes an offer locks the agent's row before it looks for one;
+- a case is assigned at most once: assignment requires ``assigned_agent_id IS NULL`` on the
+  locked case row.
+On SQLite, ``BEGIN IMMEDIATE`` runs one writer at a time and the locks below are no-ops. On
+PostgreSQL writers run side by side, so the row locks matter, and they are always taken in
+one order: the case, then its offer, then agents in id order, then queue members, then
+wake claims. The dispatcher alone holds several cases; it locks its queue's agents first and
+skips a case another transaction holds (``SKIP LOCKED``) instead of waiting for it, so no
+two transactions wait for each other. Locking the agents also closes the lost wake-up: a
+transaction that frees an agent and one that queues an item both lock that agent before
+they look for the other's work, so the second to lock sees the first's change.
+Each activity carries an idempotency key (an offer's key, or a trace step) so a retry
+returns what the first attempt did instead of doing it again.
+
+These are the transactions; ``activities/assignment.py`` runs each in a thread as a
+Temporal activity and wakes the dispatchers it names after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+from temporalio.exceptions import ApplicationError
+
+from routedesk.assignment import strategy as assignment
+from routedesk.assignment.wake import claim_wakes, queues_to_wake
+from routedesk.config import Workstream
+from routedesk.contracts import (
+    AnswerInput,
+    AssignResult,
+    CaseStepInput,
+    DirectAssignInput,
+    DispatchedOffer,
+    DispatchPass,
+    DispatchRequest,
+    DispatchResult,
+    OfferAttempt,
+    OfferInfo,
+    PreferredOfferRequest,
+)
+from routedesk.models import (
+    AgentRow,
+    CaseRow,
+    OfferRow,
+    QueueMemberRow,
+    QueueRow,
+    QueueWakeRow,
+    TraceRow,
+    utcnow,
+)
+from routedesk.store import Store, TraceEntry, add_trace
+
+STAGE = "assignment"
+
+
+def _case(s: Session, case_id: int) -> CaseRow:
+    case = s.get(CaseRow, case_id, with_for_update=True, populate_existing=True)
+    if case is None:
+        raise ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
+    return case
+
+
+def _trace(s: Session, case: CaseRow, step: str, *entries: TraceEntry, new: bool = False) -> bool:
+    assert case.id is not None
+    return add_trace(
+        s,
+        email_id=case.source_email_id,
+        case_id=case.id,
+        round_=case.round,
+        step=step,
+        entries=list(entries),
+        new=new,
+    )
+
+
+def _step_reason(s: Session, case: CaseRow, step: str) -> str | None:
+    row = s.exec(select(TraceRow).where(TraceRow.email_id == case.source_email_id, TraceRow.step == step)).first()
+    return row.reason if row else None
+
+
+def _live_offer_of_agent(s: Session, agent_id: str) -> OfferRow | None:
+    return s.exec(select(OfferRow).where(OfferRow.agent_id == agent_id, OfferRow.status == "live")).first()
+
+
+def _live_offer_of_case(s: Session, case: CaseRow) -> OfferRow | None:
+    """The case's live offer, locked (the caller holds the case, so none can be added)."""
+    return s.exec(
+        select(OfferRow)
+        .where(OfferRow.case_id == case.id, OfferRow.status == "live")
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def lock_agents(s: Session, agent_ids: Iterable[str | None]) -> dict[str, AgentRow]:
+    """The agents among ``agent_ids`` that exist, locked in id order (see the module doc)."""
+    wanted = sorted({a for a in agent_ids if a})
+    if not wanted:
+        return {}
+    rows = s.exec(
+        select(AgentRow)
+        .where(col(AgentRow.id).in_(wanted))
+        .order_by(col(AgentRow.id))
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {a.id: a for a in rows}
+
+
+def _queues_of(s: Session, agent_id: str) -> list[str]:
+    return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
+
+
+def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
+    assert offer.id is not None
+    return OfferInfo(
+        offer_id=offer.id,
+        agent_id=offer.agent_id,
+        kind=offer.kind,  # type: ignore[arg-type]
+        timeout_seconds=ws.offer_timeout_seconds,
+    )
+
+
+def _new_offer(s: Session, case: CaseRow, agent_id: str, kind: str, key: str) -> OfferRow:
+    """Insert a live offer; the partial unique indexes refuse a second one per agent or case."""
+    assert case.id is not None and case.number is not None and case.workflow_id is not None
+    offer = OfferRow(
+        case_id=case.id,
+        case_number=case.number,
+        agent_id=agent_id,
+        queue_id=case.queue_id,
+        workflow_id=case.workflow_id,
+        kind=kind,
+        idempotency_key=key,
+    )
+    s.add(offer)
+    s.flush()
+    return offer
+
+
+def _assign(s: Session, case: CaseRow, agent: AgentRow, now: datetime) -> str | None:
+    """Assign ``case`` to ``agent`` inside the caller's transaction; a reason when refused."""
+    if case.assigned_agent_id is not None:
+        return f"case is already assigned to {case.assigned_agent_id}"
+    if case.status == "resolved":
+        return "case is resolved"
+    if agent.active_count >= agent.capacity:
+        return f"{agent.id} is at capacity ({agent.active_count}/{agent.capacity})"
+    agent.active_count += 1
+    agent.last_assigned_at = now
+    member = s.get(QueueMemberRow, (case.queue_id, agent.id)) if case.queue_id else None
+    if member is not None:
+        member.last_assigned_at = now
+        s.add(member)
+    case.assigned_agent_id = agent.id
+    case.assigned_at = now
+    case.status = "assigned"
+    case.awaiting_dispatch = False
+    s.add(agent)
+    s.add(case)
+    return None
+
+
+def _withdraw(s: Session, offer: OfferRow | None, reason: str, now: datetime) -> str | None:
+    """Close ``offer`` (the case's live offer, locked), if any; returns the agent who held it."""
+    if offer is None:
+        return None
+    offer.status, offer.reason, offer.closed_at = "withdrawn", reason, now
+    s.add(offer)
+    return offer.agent_id
+
+
+# --- the queue's assignment method, shared by dispatch passes and routing ----------------
+
+
+def queue_members(s: Session, queue_id: str) -> list[tuple[AgentRow, QueueMemberRow]]:
+    """The queue's members with their agent rows locked, in id order: whoever decides on
+    their eligibility holds them until commit (see the module doc)."""
+    return list(
+        s.exec(
+            select(AgentRow, QueueMemberRow)
+            .join(QueueMemberRow, col(QueueMemberRow.agent_id) == col(AgentRow.id))
+            .where(QueueMemberRow.queue_id == queue_id)
+            .order_by(col(AgentRow.id))
+            .with_for_update(of=AgentRow)
+            .execution_options(populate_existing=True)
+        ).all()
+    )
+
+
+def live_offer_agents(s: Session) -> set[str]:
+    return set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
+
+
+def _wait_step(case: CaseRow) -> str:
+    return f"r{case.round}:waiting:{len(case.excluded_agents)}"
+
+
+def _anyone_free(members: Iterable[tuple[AgentRow, QueueMemberRow]], offering: set[str]) -> bool:
+    return any(a.active_count < a.capacity and a.id not in offering and a.presence != "Offline" for a, _ in members)
+
+
+def _eligible(
+    case: CaseRow,
+    ws: Workstream,
+    members: Iterable[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+) -> tuple[list[assignment.Candidate], list[str]]:
+    required = set(case.attributes.get("skills") or [])
+    allowed = {p.value for p in ws.allowed_presences}
+    eligible: list[assignment.Candidate] = []
+    skipped: list[str] = []
+    for agent, member in members:
+        if agent.id in case.excluded_agents:
+            skipped.append(f"{agent.id} declined or timed out this round")
+        elif agent.presence not in allowed:
+            skipped.append(f"{agent.id} is {agent.presence}")
+        elif agent.active_count >= agent.capacity:
+            skipped.append(f"{agent.id} at capacity ({agent.active_count}/{agent.capacity})")
+        elif agent.id in offering:
+            skipped.append(f"{agent.id} holds a live offer")
+        elif not required <= set(agent.skills):
+            skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
+        else:
+            eligible.append(
+                assignment.Candidate(
+                    agent_id=agent.id,
+                    free_capacity=agent.capacity - agent.active_count,
+                    last_assigned_at=agent.last_assigned_at,
+                    queue_last_assigned_at=member.last_assigned_at,
+                    last_released_at=agent.last_released_at,
+                )
+            )
+    return eligible, skipped
+
+
+def eligible_or_note_wait(
+    s: Session,
+    store: Store,
+    queue: QueueRow,
+    case: CaseRow,
+    members: list[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+    *,
+    sweep_key: str | None = None,
+) -> tuple[list[assignment.Candidate], list[str], Workstream]:
+    """The members who may be offered ``case`` now; with none, why it waits is traced.
+
+    ``sweep_key`` is set on a sweep: a case that every eligible member declined or let time
+    out then starts a new round.
+    """
+    ws = store.workstream(case.workstream_id)
+    eligible, skipped = _eligible(case, ws, members, offering)
+    if not eligible and sweep_key is not None and case.excluded_agents:
+        case.excluded_agents = []
+        case.waiting_noted = None
+        _trace(
+            s,
+            case,
+            f"r{case.round}:new-round@{sweep_key}",
+            TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
+        )
+        eligible, skipped = _eligible(case, ws, members, offering)
+    if not eligible:
+        # Traced once per round and exclusion set, not on every pass.
+        step = _wait_step(case)
+        if case.waiting_noted != step:
+            _trace(
+                s,
+                case,
+                step,
+                TraceEntry(
+                    STAGE,
+                    queue.id,
+                    "waiting",
+                    "no eligible agent: " + ("; ".join(skipped) or "the queue has no members"),
+                ),
+            )
+            case.waiting_noted = step
+            s.add(case)
+    return eligible, skipped, ws
+
+
+def offer_or_note_wait(
+    s: Session,
+    store: Store,
+    queue: QueueRow,
+    case: CaseRow,
+    members: list[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+    key: str,
+    *,
+    sweep_key: str | None = None,
+) -> tuple[OfferRow | None, Workstream]:
+    """Offer one waiting item to the agent the queue's method picks, or trace why it waits.
+
+    ``offering`` (agents holding a live offer) is updated in place, so a pass over many
+    items never offers two of them to one agent.
+    """
+    eligible, skipped, ws = eligible_or_note_wait(s, store, queue, case, members, offering, sweep_key=sweep_key)
+    if not eligible:
+        return None, ws
+    best, why = assignment.choose(queue.assignment_method, eligible)
+    offer = _new_offer(s, case, best.agent_id, "queue", key)
+    case.awaiting_dispatch = False
+    s.add(case)
+    offering.add(best.agent_id)
+    detail = why + (f"; skipped {'; '.join(skipped)}" if skipped else "")
+    _trace(
+        s,
+        case,
+        f"r{case.round}:offer{offer.id}",
+        TraceEntry(STAGE, best.agent_id, "offered", f"{detail}; answer within {ws.offer_timeout_seconds:g}s"),
+        new=True,  # the offer was just made
+    )
+    return offer, ws
+
+
+def wake_for(s: Session, store: Store, queue: QueueRow, case: CaseRow) -> list[str]:
+    """The queue, if its dispatcher must be woken for ``case``, which now waits in it behind
+    other items; else nothing, and why it waits is traced.
+
+    A cycle decides in queue order, so it is needed only if somebody may take this case:
+    the other items waited already, and whatever made an agent free for them woke the
+    dispatcher then.
+    """
+    members = queue_members(s, queue.id)
+    eligible, _, _ = eligible_or_note_wait(s, store, queue, case, members, live_offer_agents(s))
+    return claim_wakes(s, [queue.id]) if eligible else []
+
+
+def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo | None, bool]:
+    """Run the queue's assignment method for a case that has just joined its queue.
+
+    Inside the routing transaction. When no other item waits in the queue, the dispatcher's
+    next cycle would look at this case alone and decide exactly this, so deciding here saves
+    a dispatcher wake-up, a cycle and a signal per email; with nobody eligible, why it waits
+    is traced. When items wait ahead of it, the dispatcher decides, in priority-then-age
+    order, if anybody may take this case (see :func:`wake_for`). Returns ``(offer, wake)``.
+    """
+    assert case.id is not None and case.queue_id is not None
+    queue = s.get(QueueRow, case.queue_id)
+    if queue is None:
+        return None, bool(claim_wakes(s, [case.queue_id]))
+    ahead = s.exec(
+        select(CaseRow.id)
+        .where(
+            CaseRow.queue_id == case.queue_id,
+            CaseRow.status == "queued",
+            col(CaseRow.awaiting_dispatch),
+            CaseRow.id != case.id,
+        )
+        .limit(1)
+    ).first()
+    if ahead is not None:
+        return None, bool(wake_for(s, store, queue, case))
+    members = queue_members(s, queue.id)
+    offering = live_offer_agents(s)
+    offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
+    return (_info(offer, ws) if offer is not None else None), False
+
+
+def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
+    """The offer :func:`offer_on_arrival` made for this case's round, for a retried routing."""
+    offer = s.exec(select(OfferRow).where(OfferRow.idempotency_key == f"{case.id}:r{case.round}:on-arrival")).first()
+    return _info(offer, store.workstream(case.workstream_id)) if offer is not None else None
+
+
+class Assignments:
+    """The assignment transactions over one store; each public method is one transaction.
+
+    Methods that change what a queue's dispatcher could decide return the queues whose
+    dispatcher must be woken after the commit (see :mod:`routedesk.assignment.wake`).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def offer_preferred(self, inp: PreferredOfferRequest) -> OfferAttempt:
+        """Offer to the first eligible agent among ``agent_id`` and then ``more``: a queue
+        member in an allowed presence. Each one skipped is traced with the reason.
+
+        As in Dynamics 365, capacity, skills and assignment rules are not checked for a
+        preferred agent; capacity is still enforced when the agent accepts.
+        """
+        key = f"{inp.case_id}:{inp.step}"
+        candidates = [inp.agent_id, *inp.more]
+        last = inp.position + len(candidates) - 1
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            ws = self.store.workstream(case.workstream_id)
+            done = s.exec(select(OfferRow).where(OfferRow.idempotency_key == key)).first()
+            if done is not None:  # a retry: the same offer
+                return OfferAttempt(offer=_info(done, ws), position=inp.position + candidates.index(done.agent_id))
+            previous = _step_reason(s, case, inp.step)
+            if previous is not None:  # a retry: everyone was skipped
+                return OfferAttempt(reason=previous, position=last)
+            # Locked before their live offers are looked for: a concurrent offer to one of
+            # them waits for this transaction, or this one sees it.
+            agents = lock_agents(s, candidates)
+            skipped: list[TraceEntry] = []
+            for i, agent_id in enumerate(candidates):
+                position = inp.position + i
+                label = (inp.label if i == 0 else None) or f"preferred agent #{position}"
+                reason = self._preferred_ineligible(s, case, ws, agents.get(agent_id), agent_id)
+                if reason is not None:
+                    skipped.append(TraceEntry(STAGE, agent_id, "skipped", f"{label}: {reason}"))
+                    continue
+                offer = _new_offer(s, case, agent_id, "preferred", key)
+                _trace(
+                    s,
+                    case,
+                    inp.step,
+                    *skipped,
+                    TraceEntry(
+                        STAGE,
+                        agent_id,
+                        "offered",
+                        f"{label}; capacity, skills and assignment rules skipped for preferred agents; "
+                        f"answer within {ws.offer_timeout_seconds:g}s",
+                    ),
+                )
+                return OfferAttempt(offer=_info(offer, ws), position=position)
+            _trace(s, case, inp.step, *skipped)
+            return OfferAttempt(reason=skipped[-1].reason if skipped else None, position=last)
+
+    def _preferred_ineligible(
+        self, s: Session, case: CaseRow, ws: Workstream, agent: AgentRow | None, agent_id: str
+    ) -> str | None:
+        if case.assigned_agent_id is not None:
+            return f"case is already assigned to {case.assigned_agent_id}"
+        if agent is None:
+            return "no such agent"
+        if s.get(QueueMemberRow, (case.queue_id, agent_id)) is None:
+            return f"not a member of queue {case.queue_id}"
+        if agent.presence not in ws.allowed_presences:
+            allowed = ", ".join(p.value for p in ws.allowed_presences)
+            return f"presence {agent.presence} is not allowed (workstream {ws.id} allows {allowed})"
+        held = _live_offer_of_agent(s, agent_id)
+        if held is not None:
+            return f"already holds a live offer ({held.case_number})"
+        return None
+
+    # --- answers -----------------------------------------------------------------------
+
+    def accept_offer(self, inp: AnswerInput) -> tuple[AssignResult, list[str]]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)  # the case before its offer (see the module doc)
+            offer = s.get(OfferRow, inp.offer_id, with_for_update=True, populate_existing=True)
+            if offer is None:
+                raise ApplicationError(f"offer {inp.offer_id} does not exist", type="OfferMissing", non_retryable=True)
+            if offer.status == "accepted":
+                return AssignResult(assigned=True, agent_id=offer.agent_id, reason="accepted"), []
+            if offer.status != "live":
+                return AssignResult(assigned=False, reason=f"the offer was {offer.status}"), []
+            now = utcnow()
+            agent = lock_agents(s, [offer.agent_id]).get(offer.agent_id)
+            refusal = "no such agent" if agent is None else _assign(s, case, agent, now)
+            offer.closed_at = now
+            if refusal is None:
+                offer.status = "accepted"
+                _trace(
+                    s,
+                    case,
+                    inp.step,
+                    TraceEntry(STAGE, offer.agent_id, "assigned", f"accepted the {offer.kind} offer"),
+                    new=True,  # the offer was live: no attempt has answered it yet
+                )
+            else:
+                offer.status, offer.reason = "refused", refusal
+                _trace(
+                    s,
+                    case,
+                    inp.step,
+                    TraceEntry(STAGE, offer.agent_id, "refused", f"accepted, but {refusal}"),
+                    new=True,
+                )
+                if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
+                    case.excluded_agents = [*case.excluded_agents, offer.agent_id]
+                    case.waiting_noted = None  # a new wait, traced again
+                    case.awaiting_dispatch = True
+                    s.add(case)
+            s.add(offer)
+            # The agent holds no offer any more: their queues may have work for them.
+            queues = queues_to_wake(s, [*_queues_of(s, offer.agent_id), case.queue_id])
+            if refusal is None:
+                return AssignResult(assigned=True, agent_id=offer.agent_id, reason="accepted"), queues
+            return AssignResult(assigned=False, reason=refusal), queues
+
+    def close_offer(self, inp: AnswerInput) -> tuple[None, list[str]]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)  # the case before its offer (see the module doc)
+            offer = s.get(OfferRow, inp.offer_id, with_for_update=True, populate_existing=True)
+            if offer is None or offer.status != "live":
+                return None, []
+            # The agent is free for other offers from this commit on: locked, so a
+            # transaction queueing an item for them either sees that or is seen below.
+            lock_agents(s, [offer.agent_id])
+            offer.status, offer.reason, offer.closed_at = inp.outcome, inp.reason, utcnow()
+            s.add(offer)
+            why = {
+                "declined": f"declined{': ' + inp.reason if inp.reason else ''}",
+                "timed_out": f"no answer within {self.store.workstream(case.workstream_id).offer_timeout_seconds:g}s",
+                "withdrawn": inp.reason or "withdrawn",
+            }.get(inp.outcome, inp.outcome)
+            _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, inp.outcome, why))
+            if inp.outcome in ("declined", "timed_out"):
+                # Not offered this case again this round, by the queue either.
+                case.excluded_agents = [*case.excluded_agents, offer.agent_id]
+                case.waiting_noted = None  # a new wait, traced again
+            if offer.kind == "queue" and case.assigned_agent_id is None and case.status == "queued":
+                case.awaiting_dispatch = True
+            s.add(case)
+            return None, queues_to_wake(s, [*_queues_of(s, offer.agent_id), case.queue_id])
+
+    # --- the queue ---------------------------------------------------------------------
+
+    def enqueue(self, inp: DispatchRequest) -> tuple[None, list[str]]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            if case.assigned_agent_id is not None or case.status != "queued":
+                return None, []
+            queue = s.get(QueueRow, case.queue_id) if case.queue_id else None
+            method = queue.assignment_method if queue else "?"
+            case.awaiting_dispatch = True
+            s.add(case)
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry(
+                    STAGE,
+                    case.queue_id or "-",
+                    "queued",
+                    f"waiting for the next best agent ({method})",
+                ),
+            )
+            if queue is None:
+                # A queue missing from the config: its dispatcher reports it; no queue, no wake.
+                return None, claim_wakes(s, [case.queue_id]) if case.queue_id else []
+            return None, wake_for(s, self.store, queue, case)
+
+    def leave_unassigned(self, inp: CaseStepInput) -> None:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry(
+                    STAGE,
+                    case.queue_id or "-",
+                    "unassigned",
+                    inp.reason or "left unassigned in the queue: waiting for a pick or a supervisor",
+                ),
+            )
+
+    def dispatch(self, inp: DispatchPass) -> tuple[DispatchResult, bool]:
+        """One assignment cycle for a queue: waiting items in priority-then-age order, each
+        offered to the agent the queue's method picks among eligible members. Also says
+        whether an item was skipped because another transaction held it."""
+        sweep_interval = self.store.routing_settings().sweep_interval_seconds
+        with self.store.db.write() as s:
+            made = s.exec(select(OfferRow).where(col(OfferRow.idempotency_key).startswith(f"{inp.pass_key}:"))).all()
+            if made:  # a retry of a pass that committed: report the same offers
+                return DispatchResult(
+                    offers=[self._dispatched(o) for o in made],
+                    sweep_interval_seconds=sweep_interval,
+                ), False
+            queue = s.get(QueueRow, inp.queue_id)
+            # The members' rows first, locked for the whole pass (see the module doc).
+            members = queue_members(s, inp.queue_id) if queue is not None else []
+            # This pass reads the store from here on: later changes must signal again.
+            s.connection().execute(delete(QueueWakeRow).where(col(QueueWakeRow.queue_id) == inp.queue_id))
+            if queue is None:
+                return DispatchResult(sweep_interval_seconds=sweep_interval), False
+            # Only the keys here: a backlog of thousands is walked as index rows, and a case
+            # is loaded only when it may be offered or its wait is not traced yet.
+            items = s.exec(
+                select(CaseRow.id, CaseRow.waiting_noted)
+                .where(
+                    CaseRow.queue_id == inp.queue_id,
+                    CaseRow.status == "queued",
+                    col(CaseRow.awaiting_dispatch),
+                )
+                .order_by(col(CaseRow.priority_rank).desc(), col(CaseRow.queued_at), col(CaseRow.id))
+            ).all()
+            if not items:
+                return DispatchResult(sweep_interval_seconds=sweep_interval), False
+            offering = live_offer_agents(s)
+            offers: list[DispatchedOffer] = []
+            waiting = 0
+            contended = False
+            anyone_free = _anyone_free(members, offering)
+            for case_id, noted in items:
+                if not anyone_free and noted is not None:
+                    # Nobody in the queue can take anything and this item's wait is traced
+                    # (``waiting_noted`` is cleared whenever its round or exclusions change).
+                    waiting += 1
+                    continue
+                # Locked, and read again: since the list above was read, a pick, a
+                # supervisor or an offer on arrival may have taken the item, and an offer
+                # made now would never be closed (a phantom offer). A case another
+                # transaction holds is skipped rather than waited for: this pass holds
+                # agents that transaction may need.
+                case = s.get(CaseRow, case_id, with_for_update={"skip_locked": True}, populate_existing=True)
+                if case is None:
+                    contended = True
+                    waiting += 1
+                    continue
+                if (
+                    case.status != "queued"
+                    or not case.awaiting_dispatch
+                    or case.assigned_agent_id is not None
+                    or case.queue_id != inp.queue_id
+                ):
+                    continue
+                offer, ws = offer_or_note_wait(
+                    s,
+                    self.store,
+                    queue,
+                    case,
+                    members,
+                    offering,
+                    f"{inp.pass_key}:{case.id}",
+                    sweep_key=inp.pass_key if inp.sweep else None,
+                )
+                if offer is None:
+                    waiting += 1
+                    continue
+                anyone_free = _anyone_free(members, offering)
+                offers.append(self._dispatched(offer, ws))
+            return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval), contended
+
+    def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
+        if ws is None:
+            with self.store.db.read() as s:
+                case = s.get(CaseRow, offer.case_id)
+                assert case is not None
+                ws = self.store.workstream(case.workstream_id)
+        return DispatchedOffer(case_id=offer.case_id, workflow_id=offer.workflow_id, offer=_info(offer, ws))
+
+    # --- picks, supervisors, resolution ----------------------------------------------
+
+    def assign_direct(self, inp: DirectAssignInput) -> tuple[AssignResult, list[str]]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            previous = _step_reason(s, case, inp.step)
+            if previous is not None:  # a retry
+                ok = case.assigned_agent_id == inp.agent_id
+                return AssignResult(assigned=ok, agent_id=case.assigned_agent_id, reason=previous), []
+            live = _live_offer_of_case(s, case)
+            agent = lock_agents(s, [inp.agent_id, live.agent_id if live else None]).get(inp.agent_id)
+            now = utcnow()
+            refusal: str | None
+            if agent is None:
+                refusal = f"no agent {inp.agent_id}"
+            elif inp.by == "pick" and s.get(QueueMemberRow, (case.queue_id, inp.agent_id)) is None:
+                refusal = f"{inp.agent_id} is not a member of queue {case.queue_id}"
+            else:
+                refusal = _assign(s, case, agent, now)
+            if refusal is not None:
+                # Not traced: a refused pick changes nothing, and the caller gets the reason.
+                return AssignResult(assigned=False, agent_id=case.assigned_agent_id, reason=refusal), []
+            withdrawn = _withdraw(s, live, f"assigned to {inp.agent_id} by {inp.by}", now)
+            what = "picked the case from the queue" if inp.by == "pick" else "assigned by a supervisor"
+            entries = [TraceEntry(STAGE, inp.agent_id, "assigned", what)]
+            if withdrawn:
+                entries.insert(
+                    0,
+                    TraceEntry(STAGE, withdrawn, "withdrawn", f"offer withdrawn: {what} to {inp.agent_id}"),
+                )
+            _trace(s, case, inp.step, *entries)
+            return AssignResult(assigned=True, agent_id=inp.agent_id, reason=what), (
+                queues_to_wake(s, _queues_of(s, withdrawn)) if withdrawn else []
+            )
+
+    def resolve(self, inp: CaseStepInput) -> tuple[None, list[str]]:
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            if case.status == "resolved":
+                return None, []
+            now = utcnow()
+            freed: list[str] = []
+            live = _live_offer_of_case(s, case)
+            owner = case.assigned_agent_id
+            agents = lock_agents(s, [owner, live.agent_id if live else None])
+            withdrawn = _withdraw(s, live, "case resolved", now)
+            if withdrawn:
+                freed += _queues_of(s, withdrawn)
+            if owner is not None:
+                agent = agents.get(owner)
+                if agent is not None:
+                    agent.active_count = max(0, agent.active_count - 1)
+                    agent.last_released_at = now
+                    s.add(agent)
+                    freed += _queues_of(s, owner)
+            case.status, case.resolved_at, case.awaiting_dispatch = "resolved", now, False
+            s.add(case)
+            _trace(
+                s,
+                case,
+                inp.step,
+                TraceEntry(
+                    "resolution",
+                    owner or "-",
+                    "resolved",
+                    f"{inp.reason or 'resolved'}" + (f"; {owner}'s capacity released" if owner else ""),
+                ),
+                new=True,  # the case was not resolved: no attempt has traced this
+            )
+            return None, queues_to_wake(s, freed)

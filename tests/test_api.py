@@ -1,0 +1,238 @@
+"""The HTTP API (/api/v1) over the operations layer: roles, tokens, errors, views, events."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from routedesk import auth
+from routedesk.models import OfferRow
+from starter.http import HttpIntakeServer, start_http_intake
+from tests.cli import routedesk, stack_env
+from tests.support import Stack, eventually, example_email, history_events, make_email
+
+
+@asynccontextmanager
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    server: HttpIntakeServer = await start_http_intake(
+        stack.client, stack.store, token="intake-token", port=0, task_queue=stack.task_queue, id_prefix=stack.id_prefix
+    )
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            yield http
+    finally:
+        await server.stop()
+
+
+def token_for(stack: Stack, name: str, role: str, agent: str | None = None) -> dict[str, str]:
+    auth.add_user(stack.store, name, role, agent)
+    return {"Authorization": f"Bearer {auth.create_token(stack.store, name)}"}
+
+
+async def test_each_role_is_allowed_and_refused_what_its_rules_say(stack: Stack) -> None:
+    alice = token_for(stack, "alice-user", "agent", "alice")
+    dave = token_for(stack, "dave-user", "agent", "dave")
+    boss = token_for(stack, "sam", "supervisor")
+    # Jane (Globex) prefers dave, then alice: the case is offered to dave first.
+    first = await stack.submit(example_email("03-key-account-outage.eml"))
+    await stack.wait_offer(first.workflow_id, "dave")
+    handle = stack.handle(first.workflow_id)
+    async with api(stack) as http:
+        # The agent's offers view: subject, contact, priority, queue and time left.
+        offers = (await http.get("/api/v1/agents/dave/offers", headers=dave)).json()
+        assert [(o["case"], o["queue_id"], o["contact_id"], o["priority"]) for o in offers] == [
+            ("CASE-000001", "vip", "globex-jane", "Urgent")
+        ]
+        assert offers[0]["subject"] and 0 < offers[0]["seconds_left"] <= 600
+
+        # Another agent's offer: 403, and nothing enters the workflow's history.
+        before = len(await history_events(handle))
+        res = await http.post("/api/v1/agents/dave/accept", json={"case": "CASE-000001"}, headers=alice)
+        assert res.status_code == 403 and "acts only for agent alice" in res.json()["error"]
+        assert len(await history_events(handle)) == before
+        assert (await http.get("/api/v1/agents/dave/offers", headers=alice)).status_code == 403
+
+        res = await http.post("/api/v1/agents/dave/accept", json={"case": "CASE-000001"}, headers=dave)
+        assert (res.status_code, res.json()["message"]) == (200, "assigned")
+        trace = stack.trace(case_id=stack.cases()[0].id)
+        assert [(t.subject, t.outcome, t.reason) for t in trace if t.stage == "operation"] == [
+            ("dave-user", "accept", "accept for dave by dave-user (agent)")
+        ]
+
+        # Presence: one's own, not another agent's.
+        res = await http.put("/api/v1/agents/dave/presence", json={"presence": "Away"}, headers=alice)
+        assert res.status_code == 403 and stack.agent("dave").presence == "Available"
+        res = await http.put("/api/v1/agents/alice/presence", json={"presence": "busy"}, headers=alice)
+        assert res.status_code == 200 and stack.agent("alice").presence == "Busy"
+        bad = await http.put("/api/v1/agents/alice/presence", json={"presence": "Asleep"}, headers=alice)
+        assert bad.status_code == 422 and "Available" in bad.json()["error"]
+
+        # Assign: a supervisor may, an agent may not (refused before the workflow sees it).
+        second = await stack.submit(make_email(subject="Question about opening hours"))
+        await stack.queued(second.workflow_id)
+        number = (await stack.status(second.workflow_id)).case_number
+        h2 = stack.handle(second.workflow_id)
+        before = len(await history_events(h2))
+        res = await http.post(f"/api/v1/cases/{number}/assign", json={"agent_id": "alice"}, headers=alice)
+        assert res.status_code == 403 and "supervisor" in res.json()["error"]
+        assert len(await history_events(h2)) == before
+        res = await http.post(f"/api/v1/cases/{number}/assign", json={"agent_id": "erin"}, headers=boss)
+        assert res.status_code == 200, res.text
+        shown = (await http.get(f"/api/v1/cases/{number}", headers=alice)).json()
+        assert (shown["case"]["status"], shown["case"]["assigned_agent_id"]) == ("assigned", "erin")
+        assert any(t["reason"] == "assigned to erin by sam (supervisor)" for t in shown["trace"])
+        assert shown["emails"][0]["kind"] == "first" and shown["emails"][0]["text"].startswith("Hi there")
+
+        # Tokens: a wrong or missing one is 401, as JSON.
+        wrong = await http.get("/api/v1/cases", headers={"Authorization": "Bearer rd_nope"})
+        assert wrong.status_code == 401 and "wrong bearer token" in wrong.json()["error"]
+        assert (await http.get("/api/v1/cases")).status_code == 401
+
+        # Unknown things: 404 and 422, never 500.
+        assert (await http.get("/api/v1/cases/CASE-999999", headers=boss)).status_code == 404
+        assert (await http.get("/api/v1/emails/99999999999999999999", headers=boss)).status_code == 404
+        assert (await http.get("/api/v1/emails/abc", headers=boss)).status_code == 422
+        assert (await http.post("/api/v1/cases/CASE-000001/assign", json={}, headers=boss)).status_code == 422
+
+
+async def test_invalid_filters_are_refused_naming_the_valid_values(stack: Stack) -> None:
+    tok = token_for(stack, "root", "admin")
+    async with api(stack) as http:
+        res = await http.get("/api/v1/cases", params={"status": "open"}, headers=tok)
+        assert res.status_code == 422 and "waiting_for_agent" in res.json()["error"]
+        res = await http.get("/api/v1/cases", params={"queue": "nosuch"}, headers=tok)
+        assert res.status_code == 422 and "general" in res.json()["error"]
+        res = await http.get("/api/v1/cases", params={"status": "waiting_for_agent"}, headers=tok)
+        assert res.status_code == 200 and res.json() == []
+    env = stack_env(stack)
+    bad = await routedesk("case", "list", "--status", "open", env=env)
+    assert bad.code == 1 and "unknown case status 'open'" in bad.err and "unassigned" in bad.err
+    bad = await routedesk("case", "list", "--queue", "nosuch", env=env)
+    assert bad.code == 1 and "unknown queue 'nosuch'" in bad.err and "vip" in bad.err
+    bad = await routedesk("case", "list", "--agent", "zed", env=env)
+    assert bad.code == 1 and "unknown agent 'zed'" in bad.err
+
+
+async def test_tokens_are_compared_in_constant_time_and_one_wrong_character_is_refused(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth.add_user(stack.store, "ann", "supervisor", None)
+    token = auth.create_token(stack.store, "ann")
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    assert auth.authenticate(stack.store, token).user == "ann"
+    assert calls, "the hash was not compared with hmac.compare_digest"
+    last = "A" if token[-1] != "A" else "B"
+    with pytest.raises(auth.Unauthenticated):
+        auth.authenticate(stack.store, token[:-1] + last)
+    # Only the hash is stored.
+    with stack.store.db.read() as s:
+        rows = s.exec(select(auth.ApiTokenRow)).all()
+    assert [r.token_hash for r in rows] == [auth.token_hash(token)] and token not in json.dumps(
+        [r.lookup for r in rows]
+    )
+
+
+async def test_agent_list_and_queue_show_match_the_store(stack: Stack) -> None:
+    # The 3 general agents offline: two cases wait; then bob comes back and holds one live
+    # offer (the other waits: bob holds an offer, the others are offline).
+    for agent in ("alice", "bob", "carol"):
+        await stack.set_presence(agent, "Offline")
+    subs = [await stack.submit(make_email(subject=f"Opening hours {i}")) for i in (1, 2)]
+    for sub in subs:
+        await stack.wait_stage(sub.workflow_id, "waiting_for_agent")
+    await stack.set_presence("bob", "Available")
+    # Either case may be the one offered (same priority, queued in the same instant).
+    await eventually(
+        lambda: [o for o in stack.offers() if o.agent_id == "bob" and o.status == "live"], what="bob's offer"
+    )
+    env = stack_env(stack)
+
+    shown = json.loads((await routedesk("queue", "show", "general", "--json", env=env)).out)
+    q = shown["queue"]
+    with stack.store.db.read() as s:
+        live = list(s.exec(select(OfferRow).where(OfferRow.status == "live")).all())
+    waiting = [c for c in stack.cases() if c.queue_id == "general" and c.status == "queued"]
+    assert (
+        (q["waiting"], q["offered"], q["assignment_method"])
+        == (len(waiting), len(live), "round_robin")
+        == (
+            2,
+            1,
+            "round_robin",
+        )
+    )
+    assert q["eligible_now"] == [] and q["members"] == ["alice", "bob", "carol"]
+    assert sum(q["by_priority"].values()) == 2 and q["oldest_wait_seconds"] >= 0
+    assert sorted(i["status"] for i in shown["items"]) == ["offered", "waiting_for_agent"]
+
+    agents = {a["id"]: a for a in json.loads((await routedesk("agent", "list", "--json", env=env)).out)}
+    assert {k: agents[k]["presence"] for k in ("alice", "bob", "carol")} == {
+        "alice": "Offline",
+        "bob": "Available",
+        "carol": "Offline",
+    }
+    assert agents["bob"]["live_offer"]["case"] == live[0].case_number
+    assert agents["bob"]["live_offer"]["deadline"] is not None
+    assert (agents["alice"]["live_offer"], agents["alice"]["active"], agents["alice"]["capacity"]) == (None, 0, 3)
+    assert agents["bob"]["queues"] == ["general", "sales"]
+    table = await routedesk("agent", "list", env=env)
+    assert table.code == 0 and "0/2" in table.out and live[0].case_number in table.out
+
+    listed = json.loads((await routedesk("case", "list", "--status", "offered", "--json", env=env)).out)
+    assert [c["number"] for c in listed] == [live[0].case_number]
+
+
+async def test_an_offer_made_while_the_event_stream_is_open_arrives_within_a_second(stack: Stack) -> None:
+    dave = token_for(stack, "dave-user", "agent", "dave")
+    async with api(stack) as http, http.stream("GET", "/api/v1/agents/dave/events", headers=dave) as stream:
+        assert stream.status_code == 200
+        lines = stream.aiter_lines()
+        assert (await anext(lines)).startswith(":")
+        sub = await stack.submit(example_email("03-key-account-outage.eml"))
+
+        async def next_offer() -> dict[str, Any]:
+            event = ""
+            async for line in lines:
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and event == "offer":
+                    return dict(json.loads(line[5:]))
+            raise AssertionError("stream ended")
+
+        task = asyncio.create_task(next_offer())
+        await stack.wait_offer(sub.workflow_id, "dave")
+        seen = time.monotonic()
+        offer = await asyncio.wait_for(task, timeout=1.0)
+        assert offer["case"] == "CASE-000001" and offer["agent_id"] == "dave"
+        assert time.monotonic() - seen < 1.0
+
+
+async def test_user_and_token_commands(stack: Stack) -> None:
+    env = stack_env(stack)
+    added = await routedesk("user", "add", "ann", "--role", "agent", "--agent", "alice", env=env)
+    assert added.code == 0, added.err
+    bad = await routedesk("user", "add", "bo", "--role", "boss", env=env)
+    assert bad.code == 1 and "agent, supervisor, admin" in bad.err
+    made = await routedesk("token", "create", "ann", env=env)
+    token = made.out.strip().splitlines()[-1]
+    assert made.code == 0 and token.startswith("rd_")
+    assert auth.authenticate(stack.store, token).agent_id == "alice"
+    # With the agent's token, the CLI acts as that agent.
+    refused = await routedesk("agent", "presence", "bob", "Away", env={**env, "ROUTEDESK_TOKEN": token})
+    assert refused.code == 1 and "acts only for agent alice" in refused.err
