@@ -257,8 +257,11 @@ async def test_store_locked_answers_451_within_the_bound_and_the_retry_is_one_em
 
 
 async def test_read_only_store_answers_451_never_5xx(stack: Stack) -> None:
-    path = stack.store.db.url.removeprefix("sqlite:///")
-    read_only = Store(f"sqlite:///file:{path}?mode=ro&uri=true")
+    if stack.store.db.is_postgres:  # every transaction of this store's sessions is read-only
+        read_only = Store(f"{stack.store.db.url}?options=-c%20default_transaction_read_only%3Don")
+    else:
+        path = stack.store.db.url.removeprefix("sqlite:///")
+        read_only = Store(f"sqlite:///file:{path}?mode=ro&uri=true")
     try:
         async with smtp_intake(stack, store=read_only) as server:
             code, text = await smtp_session(server, deliver_one(make_email(message_id="ro-1@customer.example")))

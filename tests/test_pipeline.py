@@ -80,7 +80,7 @@ async def test_fallback_queue_when_no_rule_matches(stack: Stack) -> None:
     assert [t.outcome for t in routing[:-1]] == ["not_matched"] * 4
     assert (routing[-1].subject, routing[-1].reason) == (
         "fallback",
-        "no route-to-queue rule matched -> general",
+        "no route-to-queue rule matched -> general (config v1)",
     )
 
 
