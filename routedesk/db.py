@@ -111,6 +111,7 @@ SUPPORTED = (
 
 # Keys of the transaction-level advisory locks on PostgreSQL (any 64-bit numbers, fixed).
 SCHEMA_LOCK = 0x726F757465_01  # creating or migrating the tables
+SQLITE_SCHEMA_ATTEMPTS = 5  # see Database.upgrade
 CONFIG_LOCK = 0x726F757465_02  # replacing the definitions from a routing config
 
 
@@ -246,7 +247,20 @@ class Database:
 
     def upgrade(self) -> tuple[str | None, str]:
         """``routedesk db upgrade``: migrate the store to head (an empty one is created at
-        head). Returns the revision before (None: empty) and after."""
+        head). Returns the revision before (None: empty) and after.
+
+        On SQLite, processes opening a store together can find it locked for a moment (the
+        first connection switches it to WAL, which needs the file to itself): tried again a
+        few times before giving up."""
+        for attempt in range(SQLITE_SCHEMA_ATTEMPTS):
+            try:
+                return self._upgrade_once()
+            except StoreUnavailable as exc:
+                if self.is_postgres or "database is locked" not in exc.detail or attempt == SQLITE_SCHEMA_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _upgrade_once(self) -> tuple[str | None, str]:
         with self._schema() as conn:
             before = migrations.current(conn)
             if before is None:
