@@ -14,16 +14,23 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from alembic import command
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from activities.replies import reply_subject
+from routedesk import migrations
 from routedesk import operations as ops
 from routedesk.auth import Actor, Forbidden, Role
 from routedesk.case_tokens import installation_secret, token_key
 from routedesk.config import Relay, RoutingConfig
+from routedesk.db import Database, supported_url
 from routedesk.models import CaseReplyRow, CaseRow, NotificationRow
+from routedesk.store import Store
 from tests.cli import routedesk, stack_env
 from tests.configs import agent, assignment_config
+from tests.conftest import NewStoreUrl
 from tests.intake_support import SmtpSink, free_port, notifications, settled, smtp_sink
 from tests.support import Stack, eventually, make_email
 from workflows.replies import SendReplyWorkflow
@@ -117,7 +124,9 @@ async def test_reply_is_from_the_mailbox_threaded_and_the_answer_threads_back(ma
         assert replies.count(("alice", "queued")) == 2 and replies.count(("alice", "sent")) == 2
         reasons = [t.reason for t in stack.trace(case_id=case.id) if t.stage == "reply"]
         assert any(r.startswith("reply by alice to kim@customer.example queued by alice-user (agent)") for r in reasons)
-        assert any(r.startswith("reply by alice: sent to kim@customer.example through 127.0.0.1:") for r in reasons), reasons
+        assert any(r.startswith("reply by alice: sent to kim@customer.example through 127.0.0.1:") for r in reasons), (
+            reasons
+        )
         assert [r.status for r in shown_replies(stack, case)] == ["sent", "sent"]
         detail = ops.show_case(stack.store, SUPERVISOR, case.number or "")
         assert [(r.agent_id, r.status, r.body) for r in detail.replies] == [
@@ -262,3 +271,51 @@ def test_reply_subject_has_one_re_and_the_token_once() -> None:
     assert reply_subject("RE: Aw: printer", tok) == f"Re: printer {tok}"
     assert reply_subject(f"{tok} Re: printer", tok) == f"Re: printer {tok}"
     assert reply_subject("", tok) == f"Re: (no subject) {tok}"
+
+
+def test_a_store_at_revision_3_upgrades_to_take_several_replies_to_one_email(new_store_url: NewStoreUrl) -> None:
+    """Before replies, ``notification`` had UNIQUE (kind, email_id): revision 0004 replaces it
+    (SQLite rebuilds the table) keeping the rows, and one automatic reply per kind and email
+    still holds."""
+    url = new_store_url("r3")
+    engine = create_engine(supported_url(url))
+    with engine.begin() as conn:
+        command.upgrade(migrations.config(conn), "0003")
+        conn.exec_driver_sql(
+            "INSERT INTO notification (kind, email_id, to_address, subject, message_id, status, attempts, created_at)"
+            " VALUES ('acknowledgement', 7, 'kim@customer.example', 's', 'ack.7.x@acme.example', 'sent', 1, "
+            "'2026-01-01 00:00:00')"
+        )
+        conn.exec_driver_sql(
+            'INSERT INTO "case" (number, source_email_id, status, subject, description, origin, priority, '
+            "priority_rank, mailbox_address, workstream_id, attributes, round, stage, created_at, "
+            "awaiting_dispatch, excluded_agents) VALUES ('CASE-000001', 7, 'assigned', 's', '', 'Email', "
+            "'Medium', 2, 'support@acme.example', 'ws', '{}', 1, 'assigned', '2026-01-01 00:00:00', false, '[]')"
+        )
+    engine.dispose()
+    db = Database(url)
+    assert db.upgrade() == ("0003", migrations.head())
+    db.dispose()
+
+    def note(kind: str, reply_id: int | None) -> NotificationRow:
+        return NotificationRow(
+            kind=kind, email_id=7, to_address="k@x", subject="s", message_id=f"m{reply_id}", reply_id=reply_id
+        )
+
+    store = Store(url).init()
+    with store.db.write() as s:
+        [kept] = s.exec(select(NotificationRow)).all()
+        assert (kept.kind, kept.message_id, kept.reply_id) == ("acknowledgement", "ack.7.x@acme.example", None)
+        [case] = s.exec(select(CaseRow)).all()
+        assert (case.number, case.last_agent_activity_at) == ("CASE-000001", None)
+        s.add(note("reply", 1))
+        s.add(note("reply", 2))
+    with pytest.raises(IntegrityError), store.db.write() as s:
+        s.add(note("acknowledgement", None))
+    with pytest.raises(IntegrityError), store.db.write() as s:
+        s.add(note("reply", 2))
+    with store.db.read() as s:
+        uniques = {u["name"] for u in inspect(s.connection()).get_unique_constraints("notification")}
+        assert "one_notification_per_email" not in uniques
+        assert len(s.exec(select(NotificationRow)).all()) == 3
+    store.db.dispose()
