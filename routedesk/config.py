@@ -369,6 +369,19 @@ class SmtpIntake(Strict):
     timeout_seconds: float = Field(default=300, gt=0)
     # Concurrent sessions beyond this get 421 at connect (the sender retries later).
     max_sessions: int = Field(default=100, ge=1)
+    # STARTTLS with this certificate (chain, PEM) and private key (PEM); both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Refuse mail before STARTTLS (530): a sender that cannot encrypt gets no plaintext path.
+    require_tls: bool = False
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> SmtpIntake:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both (PEM files) or neither")
+        if self.require_tls and not self.tls_cert:
+            raise ValueError("require_tls needs tls_cert and tls_key (the certificate STARTTLS presents)")
+        return self
 
 
 class HttpIntake(Strict):

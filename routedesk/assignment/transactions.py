@@ -58,7 +58,7 @@ from routedesk.models import (
     TraceRow,
     utcnow,
 )
-from routedesk.store import Store, TraceEntry, add_trace
+from routedesk.store import Store, TraceEntry, add_trace, touch_agent_activity
 
 STAGE = "assignment"
 
@@ -164,6 +164,7 @@ def _assign(s: Session, case: CaseRow, agent: AgentRow, now: datetime) -> str | 
         s.add(member)
     case.assigned_agent_id = agent.id
     case.assigned_at = now
+    touch_agent_activity(s, case, now)  # assigned (or accepted): the idle clock starts here
     case.status = "assigned"
     case.awaiting_dispatch = False
     s.add(agent)
