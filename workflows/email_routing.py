@@ -73,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         RoutingStatus,
         Stage,
         ThreadInput,
+        TransferInput,
     )
     from workflows.offer_inbox import Answer, Decision, OfferInbox, OfferResult
 
@@ -107,6 +108,9 @@ class EmailRoutingWorkflow:
         self._released = False
         self._inbox = OfferInbox()
         self._resolved = False
+        # Offers a transfer withdrew in the store (issue 18): one whose signal comes later is
+        # closed unrun.
+        self._withdrawn_offers: set[int] = set()
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -404,6 +408,9 @@ class EmailRoutingWorkflow:
         """Wait for the answer on a durable timer; True when the case got assigned."""
         case_id = self._status.case_id
         assert case_id is not None
+        if offer.offer_id in self._withdrawn_offers:  # a transfer withdrew it before it came
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
+            return False
         self._inbox.open(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
         self._status.live_offer = offer.agent_id
         self._advance(Stage.OFFERED)
@@ -413,7 +420,7 @@ class EmailRoutingWorkflow:
         )
         with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
             await self._wait(
-                lambda: self._inbox.is_answered(offer) or self._done(),
+                lambda: self._inbox.is_answered(offer) or self._done() or offer.offer_id in self._withdrawn_offers,
                 timeout=timedelta(seconds=offer.timeout_seconds),
             )
         answer = self._inbox.answer_to(offer)
@@ -422,6 +429,9 @@ class EmailRoutingWorkflow:
         if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
             self._inbox.close(offer, OfferResult.WITHDRAWN)
             return self._status.assigned_agent is not None
+        if offer.offer_id in self._withdrawn_offers:  # the case moved to another queue
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
+            return False
 
         def answer_input(outcome: Any, reason: str | None = None) -> AnswerInput:
             return AnswerInput(
@@ -468,6 +478,31 @@ class EmailRoutingWorkflow:
             )
         self._set_assigned(agent_id)
         return f"{self._status.case_number} assigned to {agent_id}"
+
+    # --- transfers between queues (issue 18) -------------------------------------------
+
+    async def _transfer(self, queue_id: str, reason: str) -> bool:
+        """Move the waiting case to ``queue_id`` (overflow, SLA actions); True when it moved.
+
+        The store withdraws a live offer (whose wait here then ends) and wakes the new
+        queue's dispatcher; the assignment loop keeps waiting for offers, which now come
+        from that dispatcher. Refused (False) when the case is assigned, resolved or in that
+        queue already.
+        """
+        case_id = self._status.case_id
+        if case_id is None or self._done():
+            return False
+        result = await self._store(
+            AssignmentActivities.transfer_to_queue,
+            TransferInput(case_id=case_id, queue_id=queue_id, step=self._step("transfer"), reason=reason),
+        )
+        if result.withdrawn_offer_id is not None:
+            self._withdrawn_offers.add(result.withdrawn_offer_id)
+        if result.transferred:
+            self._status.queue = queue_id
+            update = sa.ROUTING_QUEUE.value_set(queue_id)
+            self._pending_sa[update.key.name] = update
+        return result.transferred
 
     # --- helpers -----------------------------------------------------------------------
 
