@@ -26,12 +26,13 @@ Temporal activity and wakes the dispatchers it names after the commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
+from routedesk import time_routing
 from routedesk.assignment import strategy as assignment
 from routedesk.assignment.wake import claim_wakes, queues_to_wake
 from routedesk.config import Workstream
@@ -217,12 +218,18 @@ def _eligible(
     ws: Workstream,
     members: Iterable[tuple[AgentRow, QueueMemberRow]],
     offering: set[str],
+    defs: time_routing.TimeDefinitions | None = None,
 ) -> tuple[list[assignment.Candidate], list[str]]:
-    required = set(case.attributes.get("skills") or [])
+    # Required skills with levels (a name alone is level 1); agents' levels from the config.
+    required = time_routing.required_skills(case.attributes)
+    defs = defs or time_routing.TimeDefinitions(0)
     allowed = {p.value for p in ws.allowed_presences}
     eligible: list[assignment.Candidate] = []
     skipped: list[str] = []
+    distance: dict[str, int] = {}
     for agent, member in members:
+        has = time_routing.agent_skills(defs, agent.id, list(agent.skills))
+        lack = time_routing.lacks(required, has, ws.skill_match)
         if agent.id in case.excluded_agents:
             skipped.append(f"{agent.id} declined or timed out this round")
         elif agent.presence not in allowed:
@@ -231,9 +238,10 @@ def _eligible(
             skipped.append(f"{agent.id} at capacity ({agent.active_count}/{agent.capacity})")
         elif agent.id in offering:
             skipped.append(f"{agent.id} holds a live offer")
-        elif not required <= set(agent.skills):
-            skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
+        elif lack is not None:
+            skipped.append(f"{agent.id} {lack}")
         else:
+            distance[agent.id] = time_routing.skill_distance(required, has) or 0
             eligible.append(
                 assignment.Candidate(
                     agent_id=agent.id,
@@ -243,6 +251,14 @@ def _eligible(
                     last_released_at=agent.last_released_at,
                 )
             )
+    if ws.skill_match == "closest" and required and eligible:
+        # Closest match: the agents whose levels are nearest the required ones; the queue's
+        # method chooses among them.
+        best = min(distance[c.agent_id] for c in eligible)
+        for c in eligible:
+            if distance[c.agent_id] > best:
+                skipped.append(f"{c.agent_id} is a farther skill match (distance {distance[c.agent_id]} > {best})")
+        eligible = [c for c in eligible if distance[c.agent_id] == best]
     return eligible, skipped
 
 
@@ -262,7 +278,8 @@ def eligible_or_note_wait(
     out then starts a new round.
     """
     ws = store.workstream(case.workstream_id)
-    eligible, skipped = _eligible(case, ws, members, offering)
+    defs = time_routing.definitions(store)
+    eligible, skipped = _eligible(case, ws, members, offering, defs)
     if not eligible and sweep_key is not None and case.excluded_agents:
         case.excluded_agents = []
         case.waiting_noted = None
@@ -272,7 +289,7 @@ def eligible_or_note_wait(
             f"r{case.round}:new-round@{sweep_key}",
             TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
         )
-        eligible, skipped = _eligible(case, ws, members, offering)
+        eligible, skipped = _eligible(case, ws, members, offering, defs)
     if not eligible:
         # Traced once per round and exclusion set, not on every pass.
         step = _wait_step(case)
@@ -354,6 +371,9 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     queue = s.get(QueueRow, case.queue_id)
     if queue is None:
         return None, bool(claim_wakes(s, [case.queue_id]))
+    if _note_closed(s, store, case):
+        # Its dispatcher is woken to time its next pass to the opening.
+        return None, bool(claim_wakes(s, [case.queue_id]))
     ahead = s.exec(
         select(CaseRow.id)
         .where(
@@ -370,6 +390,27 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     offering = live_offer_agents(s)
     offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
     return (_info(offer, ws) if offer is not None else None), False
+
+
+def _note_closed(s: Session, store: Store, case: CaseRow) -> bool:
+    """True when the case's queue is closed and offers none until it opens (issue 18); the
+    wait is traced once."""
+    until = time_routing.closed_until(time_routing.definitions(store), case.queue_id, utcnow())
+    if until is None:
+        return False
+    step = f"{_wait_step(case)}:closed"
+    if case.waiting_noted != step:
+        _trace(
+            s,
+            case,
+            step,
+            TraceEntry(
+                STAGE, case.queue_id or "-", "waiting", f"queue closed: offered from {until:%Y-%m-%d %H:%M} UTC"
+            ),
+        )
+        case.waiting_noted = step
+        s.add(case)
+    return True
 
 
 def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
@@ -445,6 +486,9 @@ class Assignments:
             return "no such agent"
         if s.get(QueueMemberRow, (case.queue_id, agent_id)) is None:
             return f"not a member of queue {case.queue_id}"
+        until = time_routing.closed_until(time_routing.definitions(self.store), case.queue_id, utcnow())
+        if until is not None:
+            return f"queue {case.queue_id} is closed until {until:%Y-%m-%d %H:%M} UTC"
         if agent.presence not in ws.allowed_presences:
             allowed = ", ".join(p.value for p in ws.allowed_presences)
             return f"presence {agent.presence} is not allowed (workstream {ws.id} allows {allowed})"
@@ -586,6 +630,12 @@ class Assignments:
             s.connection().execute(delete(QueueWakeRow).where(col(QueueWakeRow.queue_id) == inp.queue_id))
             if queue is None:
                 return DispatchResult(sweep_interval_seconds=sweep_interval), False
+            until = time_routing.closed_until(time_routing.definitions(self.store), queue.id, utcnow())
+            if until is not None:
+                # Closed (issue 18): nothing is offered; the next pass comes at the opening
+                # at the latest.
+                wait = max(1.0, min(sweep_interval, (until - utcnow()).total_seconds()))
+                return DispatchResult(sweep_interval_seconds=wait), False
             # Only the keys here: a backlog of thousands is walked as index rows, and a case
             # is loaded only when it may be offered or its wait is not traced yet.
             items = s.exec(
@@ -750,11 +800,14 @@ class Assignments:
                         OfferRow.case_id == case.id, OfferRow.reason == f"transferred ({inp.step})"
                     )
                 ).first()
+                at = done.at if done.at.tzinfo else done.at.replace(tzinfo=UTC)
                 return TransferResult(
                     transferred=True,
                     queue_id=done.subject,
-                    from_queue=case.queue_id if case.queue_id != done.subject else None,
                     withdrawn_offer_id=withdrawn_id,
+                    in_queue_overflow=time_routing.in_queue_overflow(
+                        time_routing.definitions(self.store), done.subject, at
+                    ),
                 ), []
             refusal: str | None = None
             if case.status == "resolved":
@@ -792,5 +845,9 @@ class Assignments:
             wake = wake_for(s, self.store, target, case) if dispatching else []
             freed = queues_to_wake(s, _queues_of(s, withdrawn)) if withdrawn else []
             return TransferResult(
-                transferred=True, queue_id=target.id, from_queue=source, withdrawn_offer_id=withdrawn_id
+                transferred=True,
+                queue_id=target.id,
+                from_queue=source,
+                withdrawn_offer_id=withdrawn_id,
+                in_queue_overflow=time_routing.in_queue_overflow(time_routing.definitions(self.store), target.id, now),
             ), sorted({*wake, *freed})
