@@ -13,14 +13,15 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio.client import WorkflowHistory
+import pytest
+from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from routedesk import time_routing
 from routedesk.assignment.transactions import Assignments
 from routedesk.calendars import Calendar
-from routedesk.config import RoutingConfig, parse_config
+from routedesk.config import ConfigError, RoutingConfig, parse_config
 from routedesk.contracts import DispatchPass
 from tests.cli import stack_env
 from tests.configs import agent, assignment_config
@@ -266,6 +267,30 @@ async def test_waiting_longer_than_transfers_keeping_the_age(make_stack: Any) ->
     await record_and_replay("in_queue_overflow_transfer", history)
 
 
+async def test_an_overflow_transfer_withdraws_the_live_offer(make_stack: Any) -> None:
+    cfg = time_config(
+        [
+            queue("q", ["a1"], overflow=[transfer({"waiting_longer_than": "2s"}, "q2")]),
+            queue("q2", ["a2"]),
+        ],
+        [agent("a1"), agent("a2")],
+        offer_timeout_seconds=120,
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "a1")
+    # a1 sits on the offer; 2s later the item moves and the offer ends long before its 120s
+    status = await stack.wait_offer(wf, "a2", timeout=20)
+    case_id = status.case_id or 0
+    assert [(o.agent_id, o.status) for o in stack.offers(case_id)] == [("a1", "withdrawn"), ("a2", "live")]
+    trace = stack.assignment_trace(case_id)
+    assert trace[trace.index(("a1", "offered")) + 1 :][:2] == [("a1", "withdrawn"), ("q2", "transferred")]
+    # the withdrawn offer cannot be taken any more
+    with pytest.raises(WorkflowUpdateFailedError):
+        await stack.respond(wf, "a1", "accept")
+    assert await stack.respond(wf, "a2", "accept") == "assigned"
+
+
 async def test_no_timer_without_an_in_queue_rule_and_none_once_assigned(make_stack: Any) -> None:
     stack: Stack = await make_stack(in_queue_config("1h"))
     wf = await submit(stack)
@@ -345,3 +370,32 @@ def test_in_queue_overflow_in_business_time() -> None:
     assert (got.transfer_at, got.to_queue) == (datetime(2026, 12, 7, 10, 0, tzinfo=UTC), "q2")
     assert got.reason == "waited longer than 2h in business time in queue q"
     assert IN_QUEUE_OVERFLOW == "in-queue-overflow-2026-12-02"
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"operating_hours": "nope"}, "queues[0].operating_hours: unknown calendar 'nope'"),
+        ({"overflow": [transfer({"waiting_items_exceed": 3}, "nope")]}, "unknown queue 'nope'"),
+        ({"overflow": [transfer({"waiting_items_exceed": 3}, "q")]}, "cannot overflow to itself"),
+        ({"overflow": [transfer({"out_of_operating_hours": True}, "q2")]}, "needs operating_hours on the queue"),
+        (
+            {"overflow": [transfer({"waiting_items_exceed": 3, "waiting_longer_than": "1m"}, "q2")]},
+            "name one condition",
+        ),
+        ({"overflow": [transfer({"waiting_longer_than": "soon"}, "q2")]}, "not a duration"),
+        ({"overflow": [transfer({"waiting_longer_than": "0s"}, "q2")]}, "longer than zero"),
+        (
+            {"overflow": [{"when": {"waiting_longer_than": "1m"}, "action": {"assign_to_queue_anyway": True}}]},
+            "waiting_longer_than needs the action transfer_to_queue",
+        ),
+        (
+            {"overflow": [{"when": {"waiting_items_exceed": 1}, "action": {}}]},
+            "name one action",
+        ),
+    ],
+)
+def test_overflow_config_errors(patch: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        time_config([queue("q", []) | patch, queue("q2", [])], [])
+    assert message in str(err.value)
