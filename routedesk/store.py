@@ -229,7 +229,7 @@ class Store:
                             id=a.id,
                             name=a.name,
                             capacity=a.capacity,
-                            skills=a.skills,
+                            skills=list(a.skills),
                             presence=a.presence.value,
                         )
                     )
