@@ -30,14 +30,15 @@ from sqlalchemy import insert
 from sqlmodel import select
 
 from routedesk import auth
-from routedesk.config import ConsoleSettings
+from routedesk.config import ConsoleSettings, load_config
 from routedesk.console.app import ConsoleServer, start_console
 from routedesk.console.sessions import set_password
 from routedesk.models import CaseRow, ConsolePasswordRow, utcnow
 from routedesk.operations import Context
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 from tests.cli import stack_env
-from tests.support import ROOT, Stack, example_email, history_events
+from tests.conftest import MakeStack
+from tests.support import EXAMPLES, ROOT, Stack, eventually, example_email, history_events, make_email
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -80,6 +81,12 @@ class Console:
 async def console(stack: Stack) -> AsyncIterator[Console]:
     """The console and the SMTP intake on free ports, with users dave-user and alice-user
     (agents dave and alice) and sam (supervisor), each with PASSWORD."""
+    async with console_for(stack) as c:
+        yield c
+
+
+@asynccontextmanager
+async def console_for(stack: Stack) -> AsyncIterator[Console]:
     for name, role, agent in (
         ("dave-user", "agent", "dave"),
         ("alice-user", "agent", "alice"),
@@ -262,7 +269,11 @@ async def test_decline_with_a_reason_goes_to_the_next_preferred_agent(console: C
     boss_ctx, boss = await signed_in(browser, console, "sam")
     await boss.goto("/cases/CASE-000001")
     timeline = boss.locator("#trace-round-1")
-    await expect(timeline).to_contain_text("decline for dave by dave-user (agent): on a call with another key account")
+    await expect(timeline.locator("li", has_text="dave").filter(has_text="declined")).to_contain_text(
+        "on a call with another key account"
+    )
+    await expect(timeline).to_contain_text("offered preferred agent #2")
+    await expect(timeline).to_contain_text("decline for dave: on a call with another key account by dave-user (agent)")
     await expect(timeline).to_contain_text("accept for alice by alice-user (agent)")
     await expect(boss.locator("#case-agent")).to_have_text("alice")
     link = boss.get_by_role("link", name=re.compile(console.stack.id_prefix))
@@ -410,3 +421,59 @@ async def test_pages_stay_small_with_ten_thousand_waiting_items(console: Console
         assert set(pages["/cases"]).isdisjoint(pages["/cases?page=2&queue=general"])
         # Best first: the High ones (every third item, oldest first) lead the queue.
         assert pages["/queues/general"][:2] == [f"CASE-{base + 2:06d}", f"CASE-{base + 5:06d}"]
+
+
+# --- supervisor actions: search, assign, resolve, release, reprocess, mailboxes ---------------
+
+
+async def test_a_supervisor_searches_assigns_resolves_releases_and_reprocesses(make_stack: MakeStack) -> None:
+    cfg = load_config(EXAMPLES / "routing.yaml")
+    boxes = [
+        m.model_copy(update={"verified": False}) if m.address == "sales@acme.example" else m for m in cfg.mailboxes
+    ]
+    stack = await make_stack(cfg.model_copy(update={"mailboxes": boxes}))
+    for agent in ("alice", "bob", "carol"):
+        await stack.set_presence(agent, "Offline")
+    waiting = await stack.submit(make_email(subject="Question about opening hours", sender="pat@customer.example"))
+    await stack.wait_stage(waiting.workflow_id, "waiting_for_agent")
+    number = (await stack.status(waiting.workflow_id)).case_number
+    held = await stack.submit(make_email(subject="Quote please", to="sales@acme.example"))
+    rejected = await stack.submit(make_email(subject="Lost mail", to="nobody@elsewhere.example"))
+
+    def email_status(email_id: int) -> str:
+        return next(e.status for e in stack.emails() if e.id == email_id)
+
+    await eventually(lambda: email_status(held.email_id) == "held", what="the held email")
+    await eventually(lambda: email_status(rejected.email_id) == "rejected", what="the rejected email")
+
+    async with console_for(stack) as console, http_session(console, "sam") as (http, csrf):
+        for params in ({"subject": "opening"}, {"sender": "pat@customer"}, {"number": number}, {"queue": "general"}):
+            found = re.findall(r'data-case="(CASE-\d+)"', (await http.get("/cases", params=params)).text)
+            assert found == [number], params
+        assert (
+            re.findall(r'data-case="(CASE-\d+)"', (await http.get("/cases", params={"subject": "nothing"})).text) == []
+        )
+
+        res = await http.post(f"/cases/{number}/assign", data={"agent_id": "erin", "csrf_token": csrf})
+        assert res.status_code == 303, res.text
+        assert [(c.number, c.assigned_agent_id) for c in stack.cases() if c.number == number] == [(number, "erin")]
+        page = (await http.get(f"/cases/{number}")).text
+        assert "assigned to erin by sam (supervisor)" in page and f"/workflows/{waiting.workflow_id}" in page
+        res = await http.post(f"/cases/{number}/resolve", data={"csrf_token": csrf})
+        assert res.status_code == 303 and next(c.status for c in stack.cases() if c.number == number) == "resolved"
+
+        mail = (await http.get("/mail")).text
+        assert f'name="email_id" value="{held.email_id}"' in mail and f"/mail/{rejected.email_id}/reprocess" in mail
+        res = await http.post("/mail/release", data={"email_id": str(held.email_id), "csrf_token": csrf})
+        assert res.status_code == 303
+        await eventually(lambda: email_status(held.email_id) == "accepted", what="the released email's case")
+        res = await http.post(
+            f"/mail/{rejected.email_id}/reprocess",
+            data={"envelope_to": "support@acme.example", "csrf_token": csrf},
+        )
+        assert res.status_code == 303
+        await eventually(lambda: email_status(rejected.email_id) == "accepted", what="the reprocessed email's case")
+
+        boxes_page = (await http.get("/mailboxes")).text
+        row = re.search(r"sales@acme\.example.*?</tr>", boxes_page, re.S)
+        assert row and "<td>no</td>" in row.group(0)
