@@ -119,9 +119,26 @@ async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
             await b.close()
 
 
-async def signed_in(browser: Browser, console: Console, user: str, **kw: Any) -> tuple[BrowserContext, Page]:
+# A tab in the background (document.hidden) whose notifications are recorded as they are
+# shown: headless Chromium has no notification centre to look at.
+BACKGROUND_TAB = """
+Object.defineProperty(document, 'hidden', {get: () => true});
+window.__notified = [];
+const RealNotification = window.Notification;
+window.Notification = class extends RealNotification {
+  constructor(title, options) { super(title, options); window.__notified.push({title, body: options.body}); }
+};
+"""
+
+
+async def signed_in(
+    browser: Browser, console: Console, user: str, init_script: str | None = None, **kw: Any
+) -> tuple[BrowserContext, Page]:
     """A browser context of its own (own cookies) with ``user`` signed in."""
     context = await browser.new_context(base_url=console.url, **kw)
+    if init_script is not None:
+        await context.grant_permissions(["notifications"], origin=console.url)
+        await context.add_init_script(init_script)
     page = await context.new_page()
     await page.goto("/login")
     await page.get_by_label("User name").fill(user)
@@ -244,7 +261,8 @@ async def test_an_offer_is_pushed_within_a_second_of_the_smtp_250_and_accepting_
 
 async def test_decline_with_a_reason_goes_to_the_next_preferred_agent(console: Console, browser: Browser) -> None:
     dave_ctx, dave = await signed_in(browser, console, "dave-user")
-    alice_ctx, alice = await signed_in(browser, console, "alice-user")
+    # Alice's tab is in the background: the offer also raises a browser notification.
+    alice_ctx, alice = await signed_in(browser, console, "alice-user", init_script=BACKGROUND_TAB)
     await expect(alice.locator("body[data-live='1']")).to_have_count(1)
     await asyncio.to_thread(console.send_smtp, example_email("03-key-account-outage.eml"))
     await dave.locator("article.offer[data-offer='CASE-000001']").wait_for(timeout=10000)
@@ -259,6 +277,8 @@ async def test_decline_with_a_reason_goes_to_the_next_preferred_agent(console: C
 
     # Alice, next preferred agent of Jane, gets it pushed to her open page.
     await alice.locator("article.offer[data-offer='CASE-000001']").wait_for(timeout=10000)
+    notified = await alice.evaluate("window.__notified")
+    assert [n["title"] for n in notified] == ["New Urgent offer CASE-000001"] and "globex-jane" in notified[0]["body"]
     offers = [(o.agent_id, o.status, o.reason) for o in console.stack.offers()]
     assert offers[0][:2] == ("dave", "declined") and offers[0][2] and "another key account" in offers[0][2]
     assert offers[1][:2] == ("alice", "live")

@@ -243,7 +243,9 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             )
             resp.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login")
             return resp
-        done = RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
+        # Only a path of this site: "//host" and "/\\host" would leave it.
+        local = next.startswith("/") and not next.startswith(("//", "/\\"))
+        done = RedirectResponse(next if local else "/", status_code=303)
         done.set_cookie(
             SESSION_COOKIE,
             value,

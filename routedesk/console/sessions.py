@@ -104,6 +104,8 @@ def sign_in(store: Store, user: str, password: str, rules: ConsoleSettings) -> t
                 expires_at=now + timedelta(hours=rules.session_hours),
             )
             s.add(session)
+            # Expired sessions go here, where sessions are made: no sweeper needed.
+            s.exec(delete(ConsoleSessionRow).where(col(ConsoleSessionRow.expires_at) < now))  # type: ignore[call-overload]
             actor = Actor(user=person.name, role=Role(person.role), agent_id=person.agent_id)
             result = cookie, Session(actor, session.csrf_token, session.token_hash)
     if refusal is not None:
