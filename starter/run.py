@@ -271,7 +271,7 @@ async def run_parts(
             except IntakeChannelError as exc:
                 print(f"routedesk: {exc}", file=sys.stderr)
                 return 2
-            print(banner(channels, health) + imap.describe() + (web.describe() if web else ""), flush=True)
+            print(banner(channels, health) + (web.describe() if web else "") + imap.describe(), flush=True)
             await stop.wait()
         finally:
             log.info("stopping the intake channels")

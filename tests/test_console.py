@@ -255,6 +255,9 @@ async def test_an_offer_is_pushed_within_a_second_of_the_smtp_250_and_accepting_
     await agent.set_viewport_size({"width": 390, "height": 844})
     await agent.reload()
     assert await agent.evaluate("document.documentElement.scrollWidth") <= 390
+    await boss.set_viewport_size({"width": 390, "height": 844})
+    await boss.reload()
+    assert await boss.evaluate("document.documentElement.scrollWidth") <= 390
     await agent_ctx.close()
     await boss_ctx.close()
 

@@ -56,6 +56,8 @@ EVENT_POLL_SECONDS = 0.2
 HEARTBEAT_SECONDS = 15.0
 # The change marker is read every this many polls: boards need not be as quick as offers.
 BOARD_EVERY = 3
+# The session is checked again every this many polls (3 s).
+SESSION_EVERY = 15
 FIRST_LINES = 6
 PAGE_SIZE = 50
 RECENT = 15  # latest cases on the boards page
@@ -495,6 +497,12 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
                         marker = now
                         yield "event: board\ndata: {}\n\n"
                         idle = 0.0
+                if tick % SESSION_EVERY == 0 and tick:
+                    # Signed out (or expired) elsewhere: the stream ends with the session.
+                    cookie = request.cookies.get(SESSION_COOKIE, "")
+                    if await asyncio.to_thread(sessions.session_for, store, cookie) is None:
+                        yield "event: signed_out\ndata: {}\n\n"
+                        return
                 if idle >= HEARTBEAT_SECONDS:
                     yield ": keep-alive\n\n"
                     idle = 0.0

@@ -44,6 +44,7 @@
     source.addEventListener("offer_closed", () => document.body.dispatchEvent(new CustomEvent("offer")));
     source.addEventListener("board", () => document.body.dispatchEvent(new CustomEvent("board")));
     source.addEventListener("open", () => document.body.dataset.live = "1");
+    source.addEventListener("signed_out", () => { source.close(); window.location.assign("/login"); });
     window.addEventListener("beforeunload", () => source.close());
   }
 
