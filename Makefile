@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup engine imap-server lint typecheck check bench bench-backlog clean
+.PHONY: run test setup engine imap-server browser lint typecheck check bench bench-backlog clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,17 @@ engine:
 imap-server:
 	@scripts/dovecot.sh
 
+# Debian's Chromium for the console's browser tests (installed with apt-get when missing).
+browser:
+	@scripts/chromium.sh
+
 run: setup
 	$(BIN)/python -m starter.run --config $${ROUTEDESK_CONFIG:-examples/routing.yaml}
 
 # Every test that touches the case store runs on SQLite and on PostgreSQL: the suite starts a
 # throwaway cluster from Debian's postgresql package (installed here when missing), or uses
 # the server a PostgreSQL DATABASE_URL names.
-test: setup imap-server
+test: setup imap-server browser
 	@scripts/ensure-postgres.sh
 	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -574,6 +574,7 @@ class RoutingConfig(Strict):
     routing: RoutingSettings = RoutingSettings()
     intake: IntakeSettings = IntakeSettings()
     calendars: list[Calendar] = Field(default_factory=list)  # business calendars (issue 18)
+    console: ConsoleSettings = Field(default_factory=lambda: ConsoleSettings())
 
     def cross_check(self) -> list[tuple[str, str]]:
         """References between objects; pydantic checks each object alone."""
@@ -733,3 +734,23 @@ def load_config(path: str | Path) -> RoutingConfig:
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"not valid YAML: {exc}")], str(p)) from None
     return parse_config(data, str(p))
+
+
+# --- the console (routedesk/console): where it listens, sign-in rules --------------------------
+
+
+class ConsoleSettings(Strict):
+    """``console:`` in the file; ROUTEDESK_CONSOLE_HOST / _PORT / _TEMPORAL_UI_URL override it."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # The Temporal Web UI the case page links to; unset: http://127.0.0.1:<ROUTEDESK_UI_PORT>.
+    temporal_ui_url: str | None = None
+    # Sign-in: this many wrong passwords in a row lock the user out for lockout_minutes.
+    lockout_failures: int = Field(default=5, ge=1, le=100)
+    lockout_minutes: float = Field(default=15, gt=0)
+    session_hours: float = Field(default=12, gt=0)
+
+
+RoutingConfig.model_rebuild()

@@ -424,3 +424,30 @@ class CaseReplyRow(SQLModel, table=True):
     # An integration's idempotency key: the same request twice is one reply.
     request_key: str | None = Field(default=None, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- the console (routedesk/console): passwords and browser sessions ---------------------------
+
+
+class ConsolePasswordRow(SQLModel, table=True):
+    """A user's console password (an argon2id hash) and their failed sign-ins: after
+    ``console.lockout_failures`` in a row the user is locked out until ``locked_until``."""
+
+    __tablename__ = "console_password"
+    user_name: str = Field(primary_key=True)
+    password_hash: str
+    failures: int = 0
+    locked_until: datetime | None = None
+    changed_at: datetime = Field(default_factory=utcnow)
+
+
+class ConsoleSessionRow(SQLModel, table=True):
+    """A signed-in browser: the cookie's SHA-256 only (a stolen database gives no session),
+    and the session's CSRF token, which every form and htmx request sends back."""
+
+    __tablename__ = "console_session"
+    token_hash: str = Field(primary_key=True)
+    user_name: str = Field(index=True)
+    csrf_token: str
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime

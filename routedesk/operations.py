@@ -1519,3 +1519,127 @@ def case_replies(store: Store, actor: Actor, number: str, *, case: CaseRow | Non
 
 
 CaseDetail.model_rebuild()  # its replies field names CaseReplyView, defined in this later section
+
+
+# --- console views: paged search, paged queue items, case workflows, change marker ----------
+#
+# The console (routedesk/console) lists thousands of rows a page at a time: the paging and
+# the filters run in SQL, so a page costs the same with 10 or 10,000 waiting items.
+
+CONSOLE_PAGE_MAX = 200
+
+
+class CaseQuery(BaseModel):
+    """The console's case search: every field optional, text matched case-insensitively."""
+
+    number: str | None = None
+    sender: str | None = None  # the first email's From address (part of it)
+    subject: str | None = None  # part of the subject
+    queue: str | None = None
+    agent: str | None = None
+    status: str | None = None
+    page: int = Field(default=1, ge=1)
+    per_page: int = Field(default=50, ge=1, le=CONSOLE_PAGE_MAX)
+
+
+class CasePage(BaseModel):
+    items: list[CaseSummary]
+    total: int
+    page: int
+    pages: int
+    per_page: int
+
+
+def _page_of(s: Any, q: Any, page: int, per_page: int) -> tuple[list[CaseRow], int, int, int]:
+    total = int(s.exec(select(func.count()).select_from(q.order_by(None).subquery())).one())
+    pages = max(1, -(-total // per_page))
+    page = min(page, pages)
+    rows = list(s.exec(q.offset((page - 1) * per_page).limit(per_page)).all())
+    return rows, total, page, pages
+
+
+def search_cases(store: Store, actor: Actor, query: CaseQuery) -> CasePage:
+    """Cases matching the query, newest first, one page of them and the total."""
+    status = parse_case_status(query.status) if query.status else None
+    live = select(OfferRow.case_id).where(OfferRow.status == "live")
+    q = select(CaseRow).order_by(col(CaseRow.id).desc())
+    if query.number and query.number.strip():
+        number = query.number.strip().upper()
+        q = q.where(
+            CaseRow.number
+            == (number if number.startswith("CASE-") else ids.case_number(int(number) if number.isdigit() else 0))
+        )
+    if query.subject and query.subject.strip():
+        q = q.where(col(CaseRow.subject).ilike(f"%{query.subject.strip()}%"))
+    if query.sender and query.sender.strip():
+        senders = select(EmailRow.id).where(col(EmailRow.from_address).ilike(f"%{query.sender.strip().lower()}%"))
+        q = q.where(col(CaseRow.source_email_id).in_(senders))
+    if query.queue:
+        q = q.where(CaseRow.queue_id == query.queue)
+    if query.agent:
+        q = q.where(CaseRow.assigned_agent_id == query.agent)
+    if status is Status.RESOLVED:
+        q = q.where(CaseRow.status == "resolved")
+    elif status is Status.ASSIGNED:
+        q = q.where(CaseRow.status == "assigned")
+    elif status is Status.RECEIVED:
+        q = q.where(CaseRow.status == "new")
+    elif status is Status.OFFERED:
+        q = q.where(CaseRow.status == "queued", col(CaseRow.id).in_(live))
+    elif status is not None:  # waiting_for_agent, unassigned: in a queue, no live offer
+        q = q.where(CaseRow.status == "queued", col(CaseRow.id).not_in(live))
+    with store.db.read() as s:
+        rows, total, page, pages = _page_of(s, q, query.page, query.per_page)
+        st = _statuses(s, rows)
+    items = [_summary(c, st[c.id or 0]) for c in rows]
+    if status in (Status.WAITING_FOR_AGENT, Status.UNASSIGNED):
+        items = [i for i in items if i.status == status]
+    return CasePage(items=items, total=total, page=page, pages=pages, per_page=query.per_page)
+
+
+def queue_page(store: Store, actor: Actor, queue_id: str, page: int = 1, per_page: int = 50) -> CasePage:
+    """One page of a queue's waiting items, best first (priority, then oldest)."""
+    per_page = max(1, min(per_page, CONSOLE_PAGE_MAX))
+    with store.db.read() as s:
+        if s.get(QueueRow, queue_id) is None:
+            known = s.exec(select(QueueRow.id).order_by(QueueRow.id)).all()
+            raise NotFound(f"no queue {queue_id!r}; valid: {', '.join(known) or 'none loaded'}")
+        q = (
+            select(CaseRow)
+            .where(CaseRow.queue_id == queue_id, CaseRow.status == "queued", col(CaseRow.assigned_agent_id).is_(None))
+            .order_by(col(CaseRow.priority_rank), col(CaseRow.queued_at), col(CaseRow.id))
+        )
+        rows, total, page, pages = _page_of(s, q, max(1, page), per_page)
+        st = _statuses(s, rows)
+    return CasePage(
+        items=[_summary(c, st[c.id or 0]) for c in rows], total=total, page=page, pages=pages, per_page=per_page
+    )
+
+
+def case_workflows(store: Store, actor: Actor, number: str) -> list[str]:
+    """Every routing workflow of the case: its first email's and each reply's, oldest first."""
+    case = find_case(store, number)
+    with store.db.read() as s:
+        found = s.exec(
+            select(EmailRow.workflow_id)
+            .where((EmailRow.case_id == case.id) | (EmailRow.id == case.source_email_id))
+            .order_by(col(EmailRow.id))
+        ).all()
+    out = [case.workflow_id] if case.workflow_id else []
+    return out + [w for w in dict.fromkeys(found) if w and w not in out]
+
+
+def change_marker(store: Store) -> str:
+    """A short value that changes whenever a board would show something new: a trace entry
+    (every routing decision and every operation writes one), an offer made or ended, an
+    agent's presence or load, an email received or released. Four indexed reads."""
+    with store.db.read() as s:
+        trace = s.exec(select(func.max(TraceRow.id))).one()
+        offers = s.exec(select(func.max(OfferRow.id))).one()
+        live = list(s.exec(select(OfferRow.id).where(OfferRow.status == "live").order_by(col(OfferRow.id))).all())
+        agents = list(s.exec(select(AgentRow.id, AgentRow.presence, AgentRow.active_count).order_by(AgentRow.id)).all())
+        emails = s.exec(select(func.max(EmailRow.id))).one()
+        released = s.exec(
+            select(func.count()).select_from(IntakeHoldRow).where(col(IntakeHoldRow.released_at).is_not(None))
+        ).one()
+    return f"{trace}:{offers}:{live}:{agents}:{emails}:{released}"

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(16, ge=1, validation_alias=_env("ROUTEDESK_DB_POOL_SIZE"))
     db_max_overflow: int = Field(16, ge=0, validation_alias=_env("ROUTEDESK_DB_MAX_OVERFLOW"))
     db_pool_timeout: int = Field(30, ge=1, validation_alias=_env("ROUTEDESK_DB_POOL_TIMEOUT"))
+    # The console (routedesk/console); unset: the config file's console section.
+    console_host: str | None = Field(None, validation_alias=_env("ROUTEDESK_CONSOLE_HOST"))
+    console_port: int | None = Field(None, ge=0, le=65535, validation_alias=_env("ROUTEDESK_CONSOLE_PORT"))
+    console_temporal_ui_url: str | None = Field(None, validation_alias=_env("ROUTEDESK_CONSOLE_TEMPORAL_UI_URL"))
 
 
 class SettingInvalid(ValueError):

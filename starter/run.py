@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 
 from routedesk import search_attributes as sa
 from routedesk import settings
-from routedesk.config import ConfigError, IntakeSettings, RoutingConfig, load_config
+from routedesk.config import ConfigError, ConsoleSettings, IntakeSettings, RoutingConfig, load_config
 from routedesk.db import DEFAULT_DIR, StoreUnavailable
 from routedesk.health import HealthServer, Probe, start_health_server
 from routedesk.metrics import sdk_runtime
@@ -43,6 +44,9 @@ from routedesk.temporal import TemporalUnavailable, connect
 from starter.http import HttpIntakeServer, start_http_intake
 from starter.imap import start_imap_intake
 from starter.smtp import SmtpIntakeServer, SmtpTlsError, start_smtp_intake
+
+if TYPE_CHECKING:
+    from routedesk.console.app import ConsoleServer
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("routedesk")
@@ -166,8 +170,10 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 "Ctrl-C stops everything.\n"
             )
 
-        parts = Parts(worker=True, smtp=True, http=True, imap=True)
-        return await run_parts(client, store, cfg.intake, parts, stopping, banner, sdk_metrics_url=sdk_metrics_url)
+        parts = Parts(worker=True, smtp=True, http=True, imap=True, console=cfg.console.enabled)
+        return await run_parts(
+            client, store, cfg.intake, parts, stopping, banner, sdk_metrics_url=sdk_metrics_url, console=cfg.console
+        )
     except (TemporalUnavailable, StoreUnavailable, sa.SearchAttributesMissing, sa.SearchAttributesRefused) as exc:
         print(f"routedesk: {exc}", file=sys.stderr)
         return 2
@@ -202,6 +208,7 @@ class Parts:
     imap: bool = False  # a fetcher for every mailbox with an imap section
     health_port: int | None = None  # the worker's /healthz, /readyz, /metrics
     health_host: str = "127.0.0.1"
+    console: bool = False  # the browser console (routedesk/console), config section console:
 
 
 def stop_on_signals(stopping: StopDeadline) -> asyncio.Event:
@@ -227,6 +234,7 @@ async def run_parts(
     banner: Callable[[IntakeChannels, HealthServer | None], str],
     *,
     sdk_metrics_url: str | None = None,
+    console: ConsoleSettings | None = None,
 ) -> int:
     """Run the parts until SIGTERM or Ctrl-C, then stop them in order within the deadline.
 
@@ -247,6 +255,7 @@ async def run_parts(
             return 2
         imap = start_imap_intake(client, store, list(store.mailboxes().values()) if parts.imap else [], intake)
         health: HealthServer | None = None
+        web: ConsolePart | None = None
         try:
             if parts.health_port is not None:
                 try:
@@ -257,16 +266,51 @@ async def run_parts(
                         f"routedesk: cannot listen for health checks on {where}: {exc.strerror or exc}", file=sys.stderr
                     )
                     return 2
-            print(banner(channels, health) + imap.describe(), flush=True)
+            try:
+                web = await start_console_part(client, store, console if parts.console else None)
+            except IntakeChannelError as exc:
+                print(f"routedesk: {exc}", file=sys.stderr)
+                return 2
+            print(banner(channels, health) + (web.describe() if web else "") + imap.describe(), flush=True)
             await stop.wait()
         finally:
             log.info("stopping the intake channels")
             await asyncio.gather(imap.stop(CHANNEL_GRACE), channels.stop(CHANNEL_GRACE))
+            if web:
+                await web.stop()
             if health is not None:
                 await health.stop()
         if worker is not None:
             log.info("stopping the worker (running activities get %gs)", WORKER_GRACE)
     return 0
+
+
+@dataclass
+class ConsolePart:
+    server: ConsoleServer
+
+    def describe(self) -> str:
+        return f"  console       {self.server.url}  (sign in: routedesk user passwd NAME)\n"
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+
+async def start_console_part(client: Client, store: Store, cfg: ConsoleSettings | None) -> ConsolePart | None:
+    """The console when enabled (None when not); :class:`IntakeChannelError` when its port
+    cannot be had."""
+    if cfg is None:
+        return None
+    from routedesk.console.app import start_console
+    from routedesk.operations import Context
+
+    try:
+        server = await start_console(Context(store=store, client=client), cfg)
+    except OSError as exc:
+        s = settings.get_settings()
+        where = f"{s.console_host or cfg.host}:{s.console_port if s.console_port is not None else cfg.port}"
+        raise IntakeChannelError(f"cannot listen for the console on {where}: {exc.strerror or exc}") from None
+    return ConsolePart(server)
 
 
 class IntakeChannelError(Exception):

@@ -1,4 +1,5 @@
-"""``routedesk user add|list`` and ``routedesk token create``: who may use the HTTP API."""
+"""``routedesk user add|list|passwd`` and ``routedesk token create``: who may use the HTTP API
+and the console."""
 
 from __future__ import annotations
 
@@ -54,3 +55,30 @@ def create(name: str) -> None:
         raise UserError(str(exc)) from None
     console.print(f"token for {name} (shown once; only its hash is stored):", markup=False)
     print(token, flush=True)
+
+
+@app.command("passwd")
+@friendly
+def passwd(
+    name: str,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input"),
+) -> None:
+    """Set user NAME's console password (asked twice, or read from stdin); lifts a lock-out."""
+    import getpass
+    import sys
+
+    from routedesk.console.sessions import set_password
+
+    store = open_store(create=True)
+    auth.require(actor(store), auth.Role.ADMIN, "set passwords")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"console password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            raise UserError("the two passwords differ; nothing was changed")
+    try:
+        set_password(store, name, password)
+    except auth.AuthRefusal as exc:
+        raise UserError(str(exc)) from None
+    console.print(f"console password set for {name} (stored as an argon2 hash)", markup=False)

@@ -1,0 +1,1 @@
+"""The console: agents and supervisors in the browser (routedesk/console/app.py)."""

@@ -1,0 +1,502 @@
+"""The console in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+Each test runs the console (routedesk/console) on a free port against the test's stack (real
+Temporal, real store, real worker; mail arrives through the real SMTP intake). Playwright
+never downloads a browser: it launches /usr/bin/chromium (scripts/chromium.sh installs it).
+The run writes docs/console-agent.png and docs/console-supervisor.png (shown in the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from sqlalchemy import insert
+from sqlmodel import select
+
+from routedesk import auth
+from routedesk.config import ConsoleSettings, load_config
+from routedesk.console.app import ConsoleServer, start_console
+from routedesk.console.sessions import set_password
+from routedesk.models import CaseRow, ConsolePasswordRow, utcnow
+from routedesk.operations import Context
+from starter.smtp import SmtpIntakeServer, start_smtp_intake
+from tests.cli import stack_env
+from tests.conftest import MakeStack
+from tests.support import EXAMPLES, ROOT, Stack, eventually, example_email, history_events, make_email
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+DOCS = ROOT / "docs"
+
+
+@dataclass
+class Console:
+    stack: Stack
+    server: ConsoleServer
+    smtp: SmtpIntakeServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def send_smtp(self, raw: bytes) -> float:
+        """Send over SMTP; returns time.monotonic() of the server's 250 to DATA."""
+        with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=30) as s:
+            s.ehlo("test.example")
+            s.mail("jane@globex.example")
+            s.rcpt("support@acme.example")
+            code, _ = s.data(raw)
+            answered = time.monotonic()
+            assert code == 250
+        return answered
+
+
+@pytest_asyncio.fixture
+async def console(stack: Stack) -> AsyncIterator[Console]:
+    """The console and the SMTP intake on free ports, with users dave-user and alice-user
+    (agents dave and alice) and sam (supervisor), each with PASSWORD."""
+    async with console_for(stack) as c:
+        yield c
+
+
+@asynccontextmanager
+async def console_for(stack: Stack) -> AsyncIterator[Console]:
+    for name, role, agent in (
+        ("dave-user", "agent", "dave"),
+        ("alice-user", "agent", "alice"),
+        ("sam", "supervisor", None),
+    ):
+        auth.add_user(stack.store, name, role, agent)
+        set_password(stack.store, name, PASSWORD)
+    ctx = Context(store=stack.store, client=stack.client, task_queue=stack.task_queue, id_prefix=stack.id_prefix)
+    server = await start_console(ctx, ConsoleSettings(), host="127.0.0.1", port=0, ui_url="http://127.0.0.1:8233")
+    smtp = await start_smtp_intake(
+        stack.client, stack.store, port=0, task_queue=stack.task_queue, id_prefix=stack.id_prefix
+    )
+    try:
+        yield Console(stack, server, smtp)
+    finally:
+        await smtp.stop(1)
+        await server.stop(1)
+
+
+@pytest_asyncio.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless; Playwright gives it a fresh temporary profile."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/chromium.sh (apt-get install chromium)", pytrace=False)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+# A tab in the background (document.hidden) whose notifications are recorded as they are
+# shown: headless Chromium has no notification centre to look at.
+BACKGROUND_TAB = """
+Object.defineProperty(document, 'hidden', {get: () => true});
+window.__notified = [];
+const RealNotification = window.Notification;
+window.Notification = class extends RealNotification {
+  constructor(title, options) { super(title, options); window.__notified.push({title, body: options.body}); }
+};
+"""
+
+
+async def signed_in(
+    browser: Browser, console: Console, user: str, init_script: str | None = None, **kw: Any
+) -> tuple[BrowserContext, Page]:
+    """A browser context of its own (own cookies) with ``user`` signed in."""
+    context = await browser.new_context(base_url=console.url, **kw)
+    if init_script is not None:
+        await context.grant_permissions(["notifications"], origin=console.url)
+        await context.add_init_script(init_script)
+    page = await context.new_page()
+    await page.goto("/login")
+    await page.get_by_label("User name").fill(user)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(re.compile(r"/(agent|supervisor)"))
+    return context, page
+
+
+def writes_screenshots(request: pytest.FixtureRequest) -> bool:
+    """One variant writes the committed screenshots (the SQLite one)."""
+    return "sqlite" in request.node.name
+
+
+async def unlabelled_controls(page: Page) -> list[str]:
+    """Visible inputs, selects and buttons without a label, aria-label or text."""
+    result: list[str] = await page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+            .filter(el => el.offsetParent !== null)
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                          && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+            .map(el => el.outerHTML.slice(0, 80))"""
+    )
+    return result
+
+
+# --- sign-in ------------------------------------------------------------------------------
+
+
+async def test_sign_in_and_a_refused_sign_in(console: Console, browser: Browser) -> None:
+    context = await browser.new_context(base_url=console.url)
+    page = await context.new_page()
+    await page.goto("/agent/dave")
+    await expect(page).to_have_url(re.compile(r"/login\?next="))  # not signed in: sent to sign in
+    await page.get_by_label("User name").fill("dave-user")
+    await page.get_by_label("Password").fill("not the password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("wrong user name or password")
+    assert "rd_session" not in {c["name"] for c in await context.cookies()}
+
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(re.compile(r"/agent/dave$"))
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Dave")
+    cookie = next(c for c in await context.cookies() if c["name"] == "rd_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    # Only the cookie's hash is stored; the password is an argon2 hash.
+    with console.stack.store.db.read() as s:
+        row = s.get(ConsolePasswordRow, "dave-user")
+        assert row is not None and row.password_hash.startswith("$argon2id$") and PASSWORD not in row.password_hash
+        assert cookie["value"] not in str(s.exec(select(auth.UserRow)).all())
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await page.goto("/agent/dave")
+    await expect(page).to_have_url(re.compile(r"/login\?next="))
+    await context.close()
+
+
+# --- offers pushed, accepted, seen on the board ---------------------------------------------
+
+
+async def test_an_offer_is_pushed_within_a_second_of_the_smtp_250_and_accepting_shows_on_the_board(
+    console: Console, browser: Browser, request: pytest.FixtureRequest
+) -> None:
+    agent_ctx, agent = await signed_in(browser, console, "dave-user", viewport={"width": 1280, "height": 800})
+    boss_ctx, boss = await signed_in(browser, console, "sam", viewport={"width": 1280, "height": 800})
+    await expect(agent.locator("#no-offer")).to_be_visible()
+    await expect(boss.locator("#queues-board")).to_be_visible()
+    # Both pages have their event stream open before the mail arrives.
+    await expect(agent.locator("body[data-live='1']")).to_have_count(1)
+    await expect(boss.locator("body[data-live='1']")).to_have_count(1)
+    await boss.evaluate("window.__notReloaded = true")
+
+    # Jane (Globex) prefers dave: the case is offered to him.
+    answered = await asyncio.to_thread(console.send_smtp, example_email("03-key-account-outage.eml"))
+    offer = agent.locator("article.offer[data-offer='CASE-000001']")
+    await offer.wait_for(state="visible", timeout=5000)
+    shown = time.monotonic()
+    assert shown - answered < 1.0, f"the offer appeared {shown - answered:.2f}s after the SMTP 250"
+    # Subject, contact, priority, queue, first lines of the email and a countdown.
+    await expect(offer.locator(".subject")).to_have_text(re.compile(r"\S"))
+    await expect(offer).to_contain_text("globex-jane")
+    await expect(offer.locator(".prio")).to_have_text("Urgent")
+    await expect(offer).to_contain_text("vip")
+    body = console.stack.emails()[0].body_text or ""
+    await expect(offer.locator(".first-lines")).to_contain_text(body.strip().splitlines()[0].strip())
+    await expect(offer.locator(".countdown")).to_have_text(re.compile(r"^(1m \d\ds|\d+s)$"))
+    # The supervisor's agents board shows dave's live offer, without a reload.
+    await expect(boss.locator("tr[data-agent='dave']")).to_contain_text("CASE-000001")
+    assert await unlabelled_controls(agent) == []
+    if writes_screenshots(request):
+        await agent.screenshot(path=str(DOCS / "console-agent.png"), full_page=True)
+
+    # Keyboard: Accept has the focus; "a" accepts.
+    await expect(agent.locator("#accept")).to_be_focused()
+    await agent.keyboard.press("a")
+    await expect(agent.locator(".notice")).to_contain_text("CASE-000001 accepted")
+    await expect(agent.locator("details.mycase")).to_contain_text("CASE-000001")
+
+    # The board, open all along, shows the case assigned to dave.
+    row = boss.locator("#recent-cases tr[data-case='CASE-000001']")
+    await expect(row.locator(".status")).to_have_text("assigned")
+    await expect(row).to_contain_text("dave")
+    await expect(boss.locator("tr[data-agent='dave'] td.num")).to_have_text("1/3")
+    assert await boss.evaluate("window.__notReloaded === true")
+    assert await unlabelled_controls(boss) == []
+    if writes_screenshots(request):
+        await boss.screenshot(path=str(DOCS / "console-supervisor.png"), full_page=True)
+    case = console.stack.cases()[0]
+    assert (case.status, case.assigned_agent_id) == ("assigned", "dave")
+
+    # A phone-sized viewport: nothing wider than the screen.
+    await agent.set_viewport_size({"width": 390, "height": 844})
+    await agent.reload()
+    assert await agent.evaluate("document.documentElement.scrollWidth") <= 390
+    await boss.set_viewport_size({"width": 390, "height": 844})
+    await boss.reload()
+    assert await boss.evaluate("document.documentElement.scrollWidth") <= 390
+    await agent_ctx.close()
+    await boss_ctx.close()
+
+
+async def test_decline_with_a_reason_goes_to_the_next_preferred_agent(console: Console, browser: Browser) -> None:
+    dave_ctx, dave = await signed_in(browser, console, "dave-user")
+    # Alice's tab is in the background: the offer also raises a browser notification.
+    alice_ctx, alice = await signed_in(browser, console, "alice-user", init_script=BACKGROUND_TAB)
+    await expect(alice.locator("body[data-live='1']")).to_have_count(1)
+    await asyncio.to_thread(console.send_smtp, example_email("03-key-account-outage.eml"))
+    await dave.locator("article.offer[data-offer='CASE-000001']").wait_for(timeout=10000)
+
+    # Keyboard: "d" goes to the reason, Enter declines.
+    await dave.keyboard.press("d")
+    await expect(dave.get_by_label("Reason for declining")).to_be_focused()
+    await dave.keyboard.type("on a call with another key account")
+    await dave.keyboard.press("Enter")
+    await expect(dave.locator(".notice")).to_contain_text("CASE-000001 declined")
+    await expect(dave.locator("#no-offer")).to_be_visible()
+
+    # Alice, next preferred agent of Jane, gets it pushed to her open page.
+    await alice.locator("article.offer[data-offer='CASE-000001']").wait_for(timeout=10000)
+    notified = await alice.evaluate("window.__notified")
+    assert [n["title"] for n in notified] == ["New Urgent offer CASE-000001"] and "globex-jane" in notified[0]["body"]
+    offers = [(o.agent_id, o.status, o.reason) for o in console.stack.offers()]
+    assert offers[0][:2] == ("dave", "declined") and offers[0][2] and "another key account" in offers[0][2]
+    assert offers[1][:2] == ("alice", "live")
+    await alice.get_by_role("button", name=re.compile("^Accept")).click()
+    await expect(alice.locator(".notice")).to_contain_text("accepted")
+
+    # The case page explains it: the trace timeline names the decline, its reason, the next offer.
+    boss_ctx, boss = await signed_in(browser, console, "sam")
+    await boss.goto("/cases/CASE-000001")
+    timeline = boss.locator("#trace-round-1")
+    await expect(timeline.locator("li", has_text="dave").filter(has_text="declined")).to_contain_text(
+        "on a call with another key account"
+    )
+    await expect(timeline).to_contain_text("offered preferred agent #2")
+    await expect(timeline).to_contain_text("decline for dave: on a call with another key account by dave-user (agent)")
+    await expect(timeline).to_contain_text("accept for alice by alice-user (agent)")
+    await expect(boss.locator("#case-agent")).to_have_text("alice")
+    link = boss.get_by_role("link", name=re.compile(console.stack.id_prefix))
+    assert "/namespaces/default/workflows/" in (await link.first.get_attribute("href") or "")
+    for ctx in (dave_ctx, alice_ctx, boss_ctx):
+        await ctx.close()
+
+
+# --- refusals (no browser needed: the HTTP answers are what matters) -------------------------
+
+
+@asynccontextmanager
+async def http_session(
+    console: Console, user: str, password: str = PASSWORD
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """An HTTP client signed in as ``user`` and the session's CSRF token (from the page)."""
+    async with httpx.AsyncClient(base_url=console.url, timeout=30) as http:
+        yield await _sign_in(http, user, password)
+
+
+async def _sign_in(http: httpx.AsyncClient, user: str, password: str) -> tuple[httpx.AsyncClient, str]:
+    page = (await http.get("/login")).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    res = await http.post("/login", data={"username": user, "password": password, "csrf_token": token.group(1)})
+    assert res.status_code == 303, res.text
+    home = await http.get("/", follow_redirects=True)
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', home.text)
+    assert csrf and csrf.group(1)
+    return http, csrf.group(1)
+
+
+async def test_a_post_without_the_csrf_token_is_refused_with_403(console: Console) -> None:
+    async with http_session(console, "dave-user") as (http, csrf):
+        for data in ({"presence": "Away"}, {"presence": "Away", "csrf_token": "forged"}):
+            res = await http.post("/agent/dave/presence", data=data)
+            assert res.status_code == 403 and "CSRF" in res.text
+            assert console.stack.agent("dave").presence == "Available"
+        res = await http.post("/agent/dave/presence", data={"presence": "Away", "csrf_token": csrf})
+        assert res.status_code == 303 and console.stack.agent("dave").presence == "Away"
+        # htmx's way: the header.
+        res = await http.post("/agent/dave/presence", data={"presence": "Busy"}, headers={"X-CSRF-Token": csrf})
+        assert res.status_code == 303 and console.stack.agent("dave").presence == "Busy"
+        # The sign-in form too: without its token, no session.
+        async with httpx.AsyncClient(base_url=console.url) as fresh:
+            res = await fresh.post("/login", data={"username": "dave-user", "password": PASSWORD})
+            assert res.status_code == 403 and "rd_session" not in res.cookies
+
+
+async def test_an_agent_cannot_open_or_answer_another_agents_offer(console: Console) -> None:
+    sub = await console.stack.submit(example_email("03-key-account-outage.eml"))
+    await console.stack.wait_offer(sub.workflow_id, "dave")
+    handle = console.stack.handle(sub.workflow_id)
+    before = len(await history_events(handle))
+    async with http_session(console, "alice-user") as (http, csrf):
+        assert (await http.get("/agent/dave")).status_code == 403
+        assert (await http.get("/agent/dave/offer")).status_code == 403
+        assert (await http.get("/events", params={"agent": "dave"})).status_code == 403
+        for action in ("accept", "decline"):
+            res = await http.post(f"/agent/dave/{action}", data={"case": "CASE-000001", "csrf_token": csrf})
+            assert res.status_code == 403 and "acts only for agent alice" in res.text
+        assert (await http.get("/cases/CASE-000001")).status_code == 403  # not her case
+        assert (await http.get("/supervisor")).status_code == 403
+    assert len(await history_events(handle)) == before
+    assert [(o.agent_id, o.status) for o in console.stack.offers()] == [("dave", "live")]
+
+
+async def test_sign_in_locks_out_after_five_wrong_passwords(console: Console) -> None:
+    for _ in range(5):
+        async with httpx.AsyncClient(base_url=console.url) as http:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', (await http.get("/login")).text)
+            assert token
+            res = await http.post("/login", data={"username": "sam", "password": "guess", "csrf_token": token.group(1)})
+            assert res.status_code == 401 and "wrong user name or password" in res.text
+    async with httpx.AsyncClient(base_url=console.url) as http:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', (await http.get("/login")).text)
+        assert token
+        res = await http.post("/login", data={"username": "sam", "password": PASSWORD, "csrf_token": token.group(1)})
+        assert res.status_code == 401 and "locked out for 15 more minute" in res.text
+        assert "rd_session" not in res.cookies
+    with console.stack.store.db.read() as s:
+        row = s.get(ConsolePasswordRow, "sam")
+        assert row is not None and row.locked_until is not None
+        locked = row.locked_until if row.locked_until.tzinfo else row.locked_until.replace(tzinfo=utcnow().tzinfo)
+        assert timedelta(minutes=14) < locked - utcnow() <= timedelta(minutes=15)
+    # `routedesk user passwd` sets a new password and lifts the lock-out.
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "routedesk.cli.app", "user", "passwd", "sam", "--password-stdin"],
+        input="a brand new secret\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **stack_env(console.stack)},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    async with http_session(console, "sam", "a brand new secret") as (_, csrf):
+        assert csrf
+
+
+# --- 10,000 waiting items: pages stay small -------------------------------------------------
+
+
+async def test_pages_stay_small_with_ten_thousand_waiting_items(console: Console) -> None:
+    store = console.stack.store
+    now = utcnow()
+    n = 10_000
+    base = 1_000_000
+    with store.db.write() as s:
+        s.execute(
+            insert(CaseRow),
+            [
+                {
+                    "id": base + i,
+                    "number": f"CASE-{base + i:06d}",
+                    "source_email_id": base + i,
+                    "status": "queued",
+                    "subject": f"Backlog item {i}",
+                    "priority": ("Low", "Medium", "High")[i % 3],
+                    "priority_rank": (3, 2, 1)[i % 3],
+                    "mailbox_address": "support@acme.example",
+                    "workstream_id": "support-email",
+                    "queue_id": "general",
+                    "attributes": {},
+                    "excluded_agents": [],
+                    "created_at": now - timedelta(seconds=n - i),
+                    "queued_at": now - timedelta(seconds=n - i),
+                }
+                for i in range(n)
+            ],
+        )
+    async with http_session(console, "sam") as (http, _):
+        board = await http.get("/supervisor")
+        assert board.status_code == 200 and len(board.content) < 300_000
+        assert re.search(r'data-queue="general">.*?<td class="num">10000</td>', board.text, re.S)
+        pages = {}
+        for url in ("/queues/general", "/queues/general?page=2", "/cases", "/cases?page=2&queue=general"):
+            res = await http.get(url)
+            assert res.status_code == 200 and len(res.content) < 300_000, (url, len(res.content))
+            pages[url] = re.findall(r'data-case="(CASE-\d+)"', res.text)
+            assert len(pages[url]) == 50, url
+        assert "page 2 of 200" in (await http.get("/queues/general?page=2")).text
+        assert set(pages["/queues/general"]).isdisjoint(pages["/queues/general?page=2"])
+        assert set(pages["/cases"]).isdisjoint(pages["/cases?page=2&queue=general"])
+        # Best first: the High ones (every third item, oldest first) lead the queue.
+        assert pages["/queues/general"][:2] == [f"CASE-{base + 2:06d}", f"CASE-{base + 5:06d}"]
+
+
+# --- supervisor actions: search, assign, resolve, release, reprocess, mailboxes ---------------
+
+
+async def test_a_supervisor_searches_assigns_resolves_releases_and_reprocesses(make_stack: MakeStack) -> None:
+    cfg = load_config(EXAMPLES / "routing.yaml")
+    boxes = [
+        m.model_copy(update={"verified": False}) if m.address == "sales@acme.example" else m for m in cfg.mailboxes
+    ]
+    stack = await make_stack(cfg.model_copy(update={"mailboxes": boxes}))
+    for agent in ("alice", "bob", "carol"):
+        await stack.set_presence(agent, "Offline")
+    waiting = await stack.submit(make_email(subject="Question about opening hours", sender="pat@customer.example"))
+    await stack.wait_stage(waiting.workflow_id, "waiting_for_agent")
+    number = (await stack.status(waiting.workflow_id)).case_number
+    held = await stack.submit(make_email(subject="Quote please", to="sales@acme.example"))
+    rejected = await stack.submit(make_email(subject="Lost mail", to="nobody@elsewhere.example"))
+
+    def email_status(email_id: int) -> str:
+        return next(e.status for e in stack.emails() if e.id == email_id)
+
+    await eventually(lambda: email_status(held.email_id) == "held", what="the held email")
+    await eventually(lambda: email_status(rejected.email_id) == "rejected", what="the rejected email")
+
+    async with console_for(stack) as console, http_session(console, "sam") as (http, csrf):
+        for params in ({"subject": "opening"}, {"sender": "pat@customer"}, {"number": number}, {"queue": "general"}):
+            found = re.findall(r'data-case="(CASE-\d+)"', (await http.get("/cases", params=params)).text)
+            assert found == [number], params
+        assert (
+            re.findall(r'data-case="(CASE-\d+)"', (await http.get("/cases", params={"subject": "nothing"})).text) == []
+        )
+
+        res = await http.post(f"/cases/{number}/assign", data={"agent_id": "erin", "csrf_token": csrf})
+        assert res.status_code == 303, res.text
+        assert [(c.number, c.assigned_agent_id) for c in stack.cases() if c.number == number] == [(number, "erin")]
+        page = (await http.get(f"/cases/{number}")).text
+        assert "assigned to erin by sam (supervisor)" in page and f"/workflows/{waiting.workflow_id}" in page
+        res = await http.post(f"/cases/{number}/resolve", data={"csrf_token": csrf})
+        assert res.status_code == 303 and next(c.status for c in stack.cases() if c.number == number) == "resolved"
+
+        mail = (await http.get("/mail")).text
+        assert f'name="email_id" value="{held.email_id}"' in mail and f"/mail/{rejected.email_id}/reprocess" in mail
+        res = await http.post("/mail/release", data={"email_id": str(held.email_id), "csrf_token": csrf})
+        assert res.status_code == 303
+        await eventually(lambda: email_status(held.email_id) == "accepted", what="the released email's case")
+        res = await http.post(
+            f"/mail/{rejected.email_id}/reprocess",
+            data={"envelope_to": "support@acme.example", "csrf_token": csrf},
+        )
+        assert res.status_code == 303
+        await eventually(lambda: email_status(rejected.email_id) == "accepted", what="the reprocessed email's case")
+
+        boxes_page = (await http.get("/mailboxes")).text
+        row = re.search(r"sales@acme\.example.*?</tr>", boxes_page, re.S)
+        assert row and "<td>no</td>" in row.group(0)
