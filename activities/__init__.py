@@ -10,6 +10,7 @@ from temporalio.client import Client
 from activities.assignment import AssignmentActivities
 from activities.intake import IntakeActivities
 from activities.notify import NotifyActivities
+from activities.offer_notify import OfferNotifyActivities
 from activities.routing import RoutingActivities
 from activities.threads import ThreadActivities
 from routedesk import settings
@@ -39,4 +40,5 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         assign.dispatch_queue,
         assign.assign_direct,
         assign.resolve_case,
+        OfferNotifyActivities(store).notify_offer,
     ]

@@ -216,6 +216,9 @@ class OfferInfo(BaseModel):
     agent_id: str
     kind: Literal["preferred", "queue"]
     timeout_seconds: float
+    # The agent has a notification channel: the workflow sends the offer there (absent, and
+    # so False, in results recorded before 2026-12-02).
+    notify: bool = False
 
 
 class PreferredOfferRequest(BaseModel):
@@ -297,6 +300,9 @@ class DispatchResult(BaseModel):
     offers: list[DispatchedOffer] = Field(default_factory=list)
     waiting: int = 0
     sweep_interval_seconds: float = 60
+    # The soonest a starved item of the queue is due for a new round, from the end of the
+    # pass (none: no starved item): the dispatcher passes then, whatever the kicks.
+    retry_in_seconds: float | None = None
 
 
 # --- messages to the case workflow ---------------------------------------------------------

@@ -115,6 +115,8 @@ async def submit_email(
             task_queue=task_queue or settings.task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=routing_summary(saved.email_id, envelope_to),
+            static_details=ROUTING_DETAILS,
         )
     return Submission(saved.workflow_id, saved.email_id, saved.created)
 
@@ -158,6 +160,8 @@ async def reprocess_email(
                 task_queue=task_queue or settings.task_queue(),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=routing_summary(email_id, envelope_to, reprocess=True),
+                static_details=ROUTING_DETAILS,
             )
     return plan
 
@@ -1351,3 +1355,53 @@ def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
                     )
                 )
     return result
+
+
+# --- Temporal UI summaries of routing workflows; supervisor alerts (issue 17) ---------------------
+
+ROUTING_DETAILS = (
+    "Routes one inbound email to a case. The case number, mailbox and queue appear in this "
+    "workflow's current details once intake has parsed it; search with CaseNumber, RoutingQueue, "
+    "RoutingStage and AssignedAgent."
+)
+
+
+def routing_summary(email_id: int, envelope_to: list[str] | None, *, reprocess: bool = False) -> str:
+    """The static summary the Temporal UI lists: what is known when the workflow starts (the
+    email's id and the routing address it came to, never its content); the case number and
+    queue come later, in the workflow's current details."""
+    to = f" to {', '.join(envelope_to[:3])}" if envelope_to else ""
+    return f"{'Reprocess of email' if reprocess else 'Email'} #{email_id}{to}"
+
+
+class AlertView(BaseModel):
+    id: int
+    case_number: str
+    kind: str  # no_eligible_agent | waiting_too_long
+    detail: str
+    queue: str | None
+    round: int
+    created_at: datetime
+
+
+def list_alerts(store: Store, actor: Actor, *, limit: int = 200) -> list[AlertView]:
+    """Supervisor alerts, newest first (supervisors and admins)."""
+    from routedesk.models import AlertRow
+
+    require(actor, Role.SUPERVISOR, "list alerts")
+    with store.db.read() as s:
+        rows = s.exec(
+            select(AlertRow).order_by(col(AlertRow.created_at).desc(), col(AlertRow.id).desc()).limit(limit)
+        ).all()
+        return [
+            AlertView(
+                id=r.id or 0,
+                case_number=r.case_number,
+                kind=r.kind,
+                detail=r.detail,
+                queue=r.queue_id,
+                round=r.round,
+                created_at=_utc(r.created_at),
+            )
+            for r in rows
+        ]

@@ -306,4 +306,8 @@ def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:
     async def verify(address: str, actor: Actor = who) -> ops.VerifyResult:
         return await _act(ops.verify_mailbox(ctx, actor, address))  # type: ignore[no-any-return]
 
+    @r.get("/alerts", summary="Supervisor: alerts, newest first", tags=["alerts"])
+    async def alerts(actor: Actor = who) -> list[ops.AlertView]:
+        return await _call(ops.list_alerts, store, actor)
+
     return r

@@ -30,6 +30,9 @@ date is still open and the histories in tests/histories/ that exercise it are re
 - ``workflow.patched(EARLY_ANSWERS_BOUNDED)`` (2026-12-02): an answer that came before its
   offer applies only if it names that offer or is at most a few seconds old; histories
   recorded before applied any earlier answer of the agent.
+- ``workflow.patched(OFFER_NOTIFY)`` (2026-12-02): an offer to an agent with a notification
+  channel (``OfferInfo.notify``) starts ``notify_offer``; asked only for such offers, so
+  histories without channels (all recorded before) carry no marker.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.assignment import AssignmentActivities
     from activities.intake import IntakeActivities
     from activities.notify import NotifyActivities
+    from activities.offer_notify import NOTIFY_ATTEMPTS, OfferNotifyActivities
     from activities.routing import RoutingActivities
     from activities.threads import ThreadActivities
     from routedesk import search_attributes as sa
@@ -81,6 +85,7 @@ T = TypeVar("T")
 
 REJECTED = "EmailRejected"  # the failure type of rejections recorded before 2026-12-02
 EARLY_ANSWERS_BOUNDED = "early-answers-bounded-2026-12-02"
+OFFER_NOTIFY = "offer-notify-2026-12-02"
 
 # Case-store activities: short attempts, retried with backoff for as long as a day, because a
 # store outage must delay routing, never drop an email. Errors that no retry can fix are
@@ -107,6 +112,8 @@ class EmailRoutingWorkflow:
         self._released = False
         self._inbox = OfferInbox()
         self._resolved = False
+        self._details = ""  # what the Temporal UI shows as this workflow's current details
+        self._notices: list[workflow.ActivityHandle[None]] = []
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -305,6 +312,10 @@ class EmailRoutingWorkflow:
             sa.CONTACT_ID.value_set(case.contact_id or ""),
             sa.ROUTING_QUEUE.value_set(decision.queue_id),
         )
+        # The Temporal UI's current details (workflow metadata, not history): what the start's
+        # static summary could not know yet. Never the email's body.
+        self._details = f"{case.case_number} · mailbox {intake.mailbox or '-'} · queue {decision.queue_id}"
+        workflow.set_current_details(self._details)
         ack = None
         if case.created and case.acknowledge:
             # Not awaited before assignment: a slow or failing mail relay must not delay it.
@@ -322,6 +333,10 @@ class EmailRoutingWorkflow:
             # A final failure is recorded in the notification table; the case is unaffected.
             with contextlib.suppress(ActivityError):
                 await ack
+        for notice in self._notices:
+            # Recorded in the push_notification table either way; never the case's failure.
+            with contextlib.suppress(ActivityError):
+                await notice
         await self._wait(workflow.all_handlers_finished)
         return self._outcome()
 
@@ -407,8 +422,23 @@ class EmailRoutingWorkflow:
         self._inbox.open(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
         self._status.live_offer = offer.agent_id
         self._advance(Stage.OFFERED)
+        if offer.notify and workflow.patched(OFFER_NOTIFY):
+            # Not awaited: a slow webhook or relay never delays the offer's timer, and its
+            # final failure is recorded by the activity, not raised into the case.
+            self._notices.append(
+                workflow.start_activity_method(
+                    OfferNotifyActivities.notify_offer,
+                    offer.offer_id,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=NOTIFY_ATTEMPTS,
+                    ),
+                )
+            )
         workflow.set_current_details(
-            f"Offered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
+            f"{self._details}\nOffered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
             f"answer within {offer.timeout_seconds:g}s"
         )
         with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
@@ -418,7 +448,7 @@ class EmailRoutingWorkflow:
             )
         answer = self._inbox.answer_to(offer)
         self._status.live_offer = None
-        workflow.set_current_details("")
+        workflow.set_current_details(self._details)
         if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
             self._inbox.close(offer, OfferResult.WITHDRAWN)
             return self._status.assigned_agent is not None
@@ -490,7 +520,7 @@ class EmailRoutingWorkflow:
     def _set_assigned(self, agent_id: str) -> None:
         self._status.assigned_agent = agent_id
         self._advance(Stage.ASSIGNED, sa.ASSIGNED_AGENT.value_set(agent_id))
-        workflow.set_current_details(f"Assigned to {agent_id}")
+        workflow.set_current_details(f"{self._details}\nAssigned to {agent_id}")
 
     def _step(self, name: str) -> str:
         """A trace/idempotency key unique within this workflow, stable across replays."""
