@@ -37,6 +37,7 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         assign.close_offer,
         assign.enqueue_for_dispatch,
         assign.leave_unassigned,
+        assign.waiting_alert,
         assign.dispatch_queue,
         assign.assign_direct,
         assign.resolve_case,

@@ -82,6 +82,11 @@ class AssignmentActivities:
         """Hand the case to its queue's assignment method (the dispatcher)."""
         await self._then_wake(self.tx.enqueue, inp)
 
+    @activity.defn(name="waiting_alert")
+    async def waiting_alert(self, inp: CaseStepInput) -> None:
+        """Alert the supervisors that the case has waited too long (if it still waits)."""
+        await self._run(self.tx.waiting_alert, inp)
+
     @activity.defn(name="leave_unassigned")
     async def leave_unassigned(self, inp: CaseStepInput) -> None:
         await asyncio.to_thread(self.tx.leave_unassigned, inp)

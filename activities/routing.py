@@ -146,6 +146,7 @@ class RoutingActivities:
             preferred_agents=list(contact.preferred_agents) if contact else [],
             fallback=ws.preferred_agents.fallback,
             offer_timeout_seconds=ws.offer_timeout_seconds,
+            alert_waiting_after_seconds=ws.alert_waiting_longer_than,
         )
         straight_to_queue = not (plan.preferred_enabled and plan.preferred_agents) and not case.previous_agent_id
         entries = _hit_entries("queue_routing", hits)

@@ -209,6 +209,9 @@ class AssignmentPlan(BaseModel):
     preferred_agents: list[str] = Field(default_factory=list)
     fallback: Literal["next_best_agent", "leave_unassigned"] = "next_best_agent"
     offer_timeout_seconds: float = 60
+    # The workstream's alert_waiting_longer_than: a supervisor alert when the case is still
+    # unassigned this long after it was queued (absent in results recorded before 2026-12-02).
+    alert_waiting_after_seconds: float | None = None
 
 
 class OfferInfo(BaseModel):

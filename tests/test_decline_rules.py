@@ -349,3 +349,36 @@ async def test_routing_workflows_carry_a_summary_and_current_details(make_stack:
     ).stdout
     assert f"Email #{sub.email_id} to support@acme.example" in out
     assert "Secret body" not in out
+
+
+async def test_an_item_waiting_longer_than_configured_alerts_the_supervisors(make_stack: Any, sink: Sink) -> None:
+    cfg = config(
+        [agent("a1", presence="Offline")],
+        workstream={"alert_waiting_longer_than": "1s"},
+        supervisors={"webhook": f"{sink.url}/alerts"},
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack, "Nobody home")
+    status = await stack.queued(wf)
+    [alert] = await eventually(lambda: alerts(stack), what="the waiting alert")
+    assert (alert.kind, alert.case_number) == ("waiting_too_long", status.case_number)
+    assert alert.detail == "no agent took it within 1s of being queued in q (alert_waiting_longer_than)"
+    assert [t.outcome for t in stack.trace(case_id=status.case_id) if t.outcome == "alerted"] == ["alerted"]
+    [body] = await eventually(lambda: sink.bodies("/alerts"), what="the alert webhook")
+    assert (body["kind"], body["case_number"]) == ("waiting_too_long", status.case_number)
+    # Assigned afterwards: the workflow ends normally with its timer done.
+    await stack.set_presence("a1", "Available")
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+
+
+async def test_an_item_taken_in_time_raises_no_waiting_alert(make_stack: Any) -> None:
+    cfg = config([agent("a1")], workstream={"alert_waiting_longer_than": 1.5}, offer_timeout=30)
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+    await asyncio.sleep(2.0)  # bounded: past the alert time, which must not alert any more
+    assert alerts(stack) == []
+    history = await stack.handle(wf).fetch_history()
+    assert "waiting_alert" not in history.to_json()

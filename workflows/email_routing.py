@@ -33,10 +33,14 @@ date is still open and the histories in tests/histories/ that exercise it are re
 - ``workflow.patched(OFFER_NOTIFY)`` (2026-12-02): an offer to an agent with a notification
   channel (``OfferInfo.notify``) starts ``notify_offer``; asked only for such offers, so
   histories without channels (all recorded before) carry no marker.
+- ``workflow.patched(WAITING_ALERT)`` (2026-12-02): a case whose plan has
+  ``alert_waiting_after_seconds`` (never set before) starts a durable timer that alerts the
+  supervisors if it is still unassigned when it fires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -86,6 +90,7 @@ T = TypeVar("T")
 REJECTED = "EmailRejected"  # the failure type of rejections recorded before 2026-12-02
 EARLY_ANSWERS_BOUNDED = "early-answers-bounded-2026-12-02"
 OFFER_NOTIFY = "offer-notify-2026-12-02"
+WAITING_ALERT = "waiting-alert-2026-12-02"
 
 # Case-store activities: short attempts, retried with backoff for as long as a day, because a
 # store outage must delay routing, never drop an email. Errors that no retry can fix are
@@ -114,6 +119,7 @@ class EmailRoutingWorkflow:
         self._resolved = False
         self._details = ""  # what the Temporal UI shows as this workflow's current details
         self._notices: list[workflow.ActivityHandle[None]] = []
+        self._waiting_alert: asyncio.Task[None] | None = None
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -327,12 +333,17 @@ class EmailRoutingWorkflow:
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
             )
 
+        alert_after = decision.plan.alert_waiting_after_seconds if decision.plan else None
+        if alert_after is not None and workflow.patched(WAITING_ALERT):
+            self._waiting_alert = asyncio.create_task(self._alert_if_still_waiting(case.case_id, alert_after))
         await self._assign_case(case, decision)
         await self._wait(lambda: self._resolved)
         if ack is not None:
             # A final failure is recorded in the notification table; the case is unaffected.
             with contextlib.suppress(ActivityError):
                 await ack
+        if self._waiting_alert is not None:
+            await self._waiting_alert  # returns as soon as the case is done
         for notice in self._notices:
             # Recorded in the push_notification table either way; never the case's failure.
             with contextlib.suppress(ActivityError):
@@ -478,6 +489,24 @@ class EmailRoutingWorkflow:
             return True
         self._inbox.close(offer, f"{OfferResult.REFUSED}: {result.reason}")
         return self._status.assigned_agent is not None
+
+    async def _alert_if_still_waiting(self, case_id: int, seconds: float) -> None:
+        """``alert_waiting_longer_than``: a durable timer beside the assignment; when it fires
+        and nobody took the case, the supervisors are alerted (the store checks again)."""
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(self._done, timeout=timedelta(seconds=seconds))
+            return
+        await self._store(
+            AssignmentActivities.waiting_alert,
+            CaseStepInput(
+                case_id=case_id,
+                step=self._step("waiting-alert"),
+                reason=(
+                    f"no agent took it within {seconds:g}s of being queued in {self._status.queue} "
+                    "(alert_waiting_longer_than)"
+                ),
+            ),
+        )
 
     async def _assign_directly(self, agent_id: str, by: Literal["pick", "supervisor"]) -> str:
         case_id = self._status.case_id

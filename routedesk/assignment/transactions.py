@@ -780,6 +780,17 @@ class Assignments:
                 return None, claim_wakes(s, [case.queue_id]) if case.queue_id else []
             return None, wake_for(s, self.store, queue, case)
 
+    def waiting_alert(self, inp: CaseStepInput) -> None:
+        """``alert_waiting_longer_than``: the case's workflow timer fired; alert the
+        supervisors if the case still waits for an agent (once per round)."""
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            if case.assigned_agent_id is not None or case.status != "queued":
+                return
+            detail = inp.reason or "waiting for an agent too long"
+            if raise_alert(s, self.store, case, "waiting_too_long", detail):
+                _trace(s, case, inp.step, TraceEntry(STAGE, case.queue_id or "-", "alerted", detail))
+
     def leave_unassigned(self, inp: CaseStepInput) -> None:
         with self.store.db.write() as s:
             case = _case(s, inp.case_id)
