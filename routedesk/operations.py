@@ -288,6 +288,8 @@ class CaseSummary(BaseModel):
     contact_id: str | None
     created_at: datetime
     queued_at: datetime | None
+    # Every queue member reached max_declines_per_item: not offered automatically any more.
+    no_eligible_agent: bool = False
 
 
 class OfferView(BaseModel):
@@ -503,6 +505,7 @@ def _summary(c: CaseRow, status: Status) -> CaseSummary:
         contact_id=c.contact_id,
         created_at=c.created_at,
         queued_at=c.queued_at,
+        no_eligible_agent=c.no_eligible_agent_at is not None and c.assigned_agent_id is None,
     )
 
 

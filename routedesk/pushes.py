@@ -19,7 +19,7 @@ import asyncio
 import threading
 import weakref
 from contextvars import ContextVar, Token
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -221,7 +221,9 @@ def _send_email(store: Store, row: PushRow) -> None:
 
 
 def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z`` (a naive value from the store is UTC)."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- keys decided by a transaction, delivered by its activity after the commit -----------------

@@ -145,6 +145,8 @@ async def test_third_decline_stops_reoffers_marks_the_item_and_alerts(make_stack
 
     [alert] = alerts(stack)
     assert (alert.kind, alert.case_number, alert.queue_id) == ("no_eligible_agent", status.case_number, "q")
+    [summary] = ops.list_cases(stack.store, SUPERVISOR, ops.CaseFilter())
+    assert summary.no_eligible_agent
     listed = ops.list_alerts(stack.store, SUPERVISOR)
     assert [(a.case_number, a.kind) for a in listed] == [(status.case_number, "no_eligible_agent")]
     with pytest.raises(ops.Forbidden):
