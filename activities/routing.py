@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import open_case
-from routedesk import rules
+from routedesk import pushes, rules
 from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
 from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
@@ -70,7 +70,13 @@ class RoutingActivities:
         is offered at once (``decision.offer``), otherwise the queue's dispatcher is woken
         after the commit to decide in queue order.
         """
-        routed, wake = await asyncio.to_thread(self._route_case, inp)
+        # A reopened case whose queue has nobody left who may take it raises an alert here.
+        keys, token = pushes.collecting()
+        try:
+            routed, wake = await asyncio.to_thread(self._route_case, inp)
+        finally:
+            pushes.stop_collecting(token)
+        pushes.deliver_soon(self.store, keys)
         if wake:
             await self.wake(routed)
         return routed
