@@ -25,7 +25,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 import httpx
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from routedesk.config import NotifyChannels, RoutingSettings, SupervisorChannels
 from routedesk.models import ConfigVersionRow, PushRow, SettingRow, utcnow
@@ -42,8 +42,10 @@ _cache_lock = threading.Lock()
 
 
 def _channels(s: Session, store: Store) -> tuple[dict[str, NotifyChannels], SupervisorChannels]:
-    number = s.exec(select(func.max(ConfigVersionRow.number))).one()
-    if number is None:  # a store loaded before versions were recorded: no channels
+    # The version in force as the store's cached definitions know it (checked at most once a
+    # second): no query per offer.
+    number = store.definitions().version
+    if not number:  # a store loaded before versions were recorded: no channels
         return {}, SupervisorChannels()
     with _cache_lock:
         hit = _cache.get(store)

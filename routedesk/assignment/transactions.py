@@ -887,19 +887,18 @@ class Assignments:
                         retry_in = max(0.0, due) if retry_in is None else min(retry_in, max(0.0, due))
                     continue
                 anyone_free = _anyone_free(members, offering)
-                offers.append(self._dispatched(offer, ws))
+                offers.append(self._dispatched(offer, ws, _notify(s, self.store, offer.agent_id)))
             return DispatchResult(
                 offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval, retry_in_seconds=retry_in
             ), contended
 
-    def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
-        if ws is None:
+    def _dispatched(self, offer: OfferRow, ws: Workstream | None = None, notify: bool | None = None) -> DispatchedOffer:
+        if ws is None or notify is None:
             with self.store.db.read() as s:
                 case = s.get(CaseRow, offer.case_id)
                 assert case is not None
                 ws = self.store.workstream(case.workstream_id)
-        with self.store.db.read() as s:
-            notify = _notify(s, self.store, offer.agent_id)
+                notify = _notify(s, self.store, offer.agent_id)
         return DispatchedOffer(case_id=offer.case_id, workflow_id=offer.workflow_id, offer=_info(offer, ws, notify))
 
     # --- picks, supervisors, resolution ----------------------------------------------
