@@ -28,6 +28,7 @@ from routedesk.contracts import AssignRequest
 from routedesk.models import AlertRow, PushRow
 from tests.configs import agent, assignment_config
 from tests.support import Stack, eventually, make_email
+from tests.test_api import api, token_for
 from workflows.email_routing import EmailRoutingWorkflow
 
 SUPERVISOR = Actor(user="sup", role=Role.SUPERVISOR)
@@ -368,6 +369,14 @@ async def test_an_item_waiting_longer_than_configured_alerts_the_supervisors(mak
     assert [t.outcome for t in stack.trace(case_id=status.case_id) if t.outcome == "alerted"] == ["alerted"]
     [body] = await eventually(lambda: sink.bodies("/alerts"), what="the alert webhook")
     assert (body["kind"], body["case_number"]) == ("waiting_too_long", status.case_number)
+    async with api(stack) as http:
+        listed = await http.get("/api/v1/alerts", headers=token_for(stack, "sam", "supervisor"))
+        assert listed.status_code == 200
+        assert [(a["case_number"], a["kind"], a["queue"]) for a in listed.json()] == [
+            (status.case_number, "waiting_too_long", "q")
+        ]
+        refused = await http.get("/api/v1/alerts", headers=token_for(stack, "al", "agent", "a1"))
+        assert refused.status_code == 403
     # Assigned afterwards: the workflow ends normally with its timer done.
     await stack.set_presence("a1", "Available")
     await stack.wait_offer(wf, "a1")
