@@ -10,6 +10,7 @@ from temporalio.client import Client
 from activities.assignment import AssignmentActivities
 from activities.intake import IntakeActivities
 from activities.notify import NotifyActivities
+from activities.offer_notify import OfferNotifyActivities
 from activities.replies import ReplyActivities
 from activities.routing import RoutingActivities
 from activities.threads import ThreadActivities
@@ -38,10 +39,12 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         assign.close_offer,
         assign.enqueue_for_dispatch,
         assign.leave_unassigned,
+        assign.waiting_alert,
         assign.dispatch_queue,
         assign.assign_direct,
         assign.resolve_case,
         assign.transfer_to_queue,
         replies.send_reply,
         replies.give_up_reply,
+        OfferNotifyActivities(store).notify_offer,
     ]

@@ -16,6 +16,7 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.client import Client
 
+from routedesk import pushes
 from routedesk.assignment.transactions import Assignments
 from routedesk.assignment.wake import KICK_SIGNAL, Kicker
 from routedesk.contracts import (
@@ -44,9 +45,20 @@ class AssignmentActivities:
         self.kicker = kicker or (Kicker(client) if client is not None else None)
 
     async def _then_wake(self, transaction: Callable[[I], tuple[T, list[str]]], inp: I) -> T:
-        """Run ``transaction`` in a thread, then wake the dispatchers of the queues it names."""
-        result, queues = await asyncio.to_thread(transaction, inp)
+        """Run ``transaction`` in a thread, then wake the dispatchers of the queues it names
+        (and send the alerts and presence notices it recorded)."""
+        result, queues = await self._run(transaction, inp)
         await self._kick(queues)
+        return result
+
+    async def _run(self, transaction: Callable[[I], T], inp: I) -> T:
+        """``transaction`` in a thread; the pushes it recorded go out after its commit."""
+        keys, token = pushes.collecting()
+        try:
+            result = await asyncio.to_thread(transaction, inp)
+        finally:
+            pushes.stop_collecting(token)
+        pushes.deliver_soon(self.store, keys)
         return result
 
     async def _kick(self, queue_ids: Iterable[str]) -> None:
@@ -72,6 +84,11 @@ class AssignmentActivities:
         """Hand the case to its queue's assignment method (the dispatcher)."""
         await self._then_wake(self.tx.enqueue, inp)
 
+    @activity.defn(name="waiting_alert")
+    async def waiting_alert(self, inp: CaseStepInput) -> None:
+        """Alert the supervisors that the case has waited too long (if it still waits)."""
+        await self._run(self.tx.waiting_alert, inp)
+
     @activity.defn(name="leave_unassigned")
     async def leave_unassigned(self, inp: CaseStepInput) -> None:
         await asyncio.to_thread(self.tx.leave_unassigned, inp)
@@ -80,7 +97,7 @@ class AssignmentActivities:
     async def dispatch_queue(self, inp: DispatchPass) -> DispatchResult:
         """One dispatcher pass. A case another transaction held was skipped: one more pass,
         after this one, looks at it again (the dispatcher runs a pass per kick)."""
-        result, contended = await asyncio.to_thread(self.tx.dispatch, inp)
+        result, contended = await self._run(self.tx.dispatch, inp)
         dispatcher = activity.info().workflow_id
         if contended and dispatcher and self.kicker is not None:
             await self.kicker.client.get_workflow_handle(dispatcher).signal(KICK_SIGNAL)

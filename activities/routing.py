@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import open_case
-from routedesk import rules, time_routing
+from routedesk import pushes, rules, time_routing
 from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
 from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
@@ -71,7 +71,13 @@ class RoutingActivities:
         is offered at once (``decision.offer``), otherwise the queue's dispatcher is woken
         after the commit to decide in queue order.
         """
-        routed, wake = await asyncio.to_thread(self._route_case, inp)
+        # A reopened case whose queue has nobody left who may take it raises an alert here.
+        keys, token = pushes.collecting()
+        try:
+            routed, wake = await asyncio.to_thread(self._route_case, inp)
+        finally:
+            pushes.stop_collecting(token)
+        pushes.deliver_soon(self.store, keys)
         if wake:
             await self.wake(routed)
         return routed
@@ -149,6 +155,7 @@ class RoutingActivities:
             preferred_agents=list(contact.preferred_agents) if contact else [],
             fallback=ws.preferred_agents.fallback,
             offer_timeout_seconds=ws.offer_timeout_seconds,
+            alert_waiting_after_seconds=ws.alert_waiting_longer_than,
         )
         straight_to_queue = not (plan.preferred_enabled and plan.preferred_agents) and not case.previous_agent_id
         entries = _hit_entries("queue_routing", hits)

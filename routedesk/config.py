@@ -420,6 +420,75 @@ class Mailbox(Strict):
         return out
 
 
+# --- notifications and alerts (offer notifications, supervisor alerts) ----------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` -> seconds."""
+    m = _DURATION.match(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration; write seconds, or e.g. 90s, 15m, 2h")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+
+
+def _http_url(v: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", v):
+        raise ValueError(f"{v!r} is not an http(s) URL")
+    return v
+
+
+def _email(v: str) -> str:
+    v = v.strip()
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+        raise ValueError(f"{v!r} is not an email address")
+    return v
+
+
+class NotifyChannels(Strict):
+    """An agent's channels: a generic JSON webhook, a Slack incoming webhook, an email address
+    (sent through ``intake.relay``). Any, all or none."""
+
+    webhook: str | None = None
+    slack_webhook: str | None = None
+    email: str | None = None
+
+    @field_validator("webhook", "slack_webhook")
+    @classmethod
+    def _urls(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+    @field_validator("email")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        return None if v is None else _email(v)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.webhook or self.slack_webhook or self.email)
+
+
+class SupervisorChannels(Strict):
+    """Where supervisor alerts go: the same channels as an agent's, to several addresses."""
+
+    webhook: str | None = None
+    slack_webhook: str | None = None
+    email: list[str] = Field(default_factory=list)
+
+    @field_validator("webhook", "slack_webhook")
+    @classmethod
+    def _urls(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _addresses(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        return [_email(a) for a in v] if isinstance(v, list) else v
+
+
 class Workstream(Strict):
     id: str
     name: str
@@ -431,6 +500,22 @@ class Workstream(Strict):
     preferred_agents: PreferredAgentSettings = PreferredAgentSettings()
     # exact: an agent's level >= the required one; closest: nearest levels first (issue 18)
     skill_match: Literal["exact", "closest"] = "exact"
+    # Decline and no-answer rules (Dynamics 365), see "Decline and no-answer rules" in the README.
+    # An agent who declined or let the same item time out this many times (across rounds) is
+    # never offered it again automatically; they can still pick it.
+    max_declines_per_item: int = Field(default=3, ge=1, le=5)
+    # Missed (timed-out) offers in a row after which the agent is switched to
+    # ``missed_offers_presence``; none: never.
+    missed_offers_to_away: int | None = Field(default=None, ge=1)
+    missed_offers_presence: Presence = Presence.AWAY
+    # Supervisors are alerted when an item has waited this long for an agent (seconds, or a
+    # duration such as "90s", "15m", "2h"); none: no such alert.
+    alert_waiting_longer_than: float | None = Field(default=None, gt=0)
+
+    @field_validator("alert_waiting_longer_than", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
 
 
 class Queue(Strict):
@@ -453,6 +538,8 @@ class Agent(Strict):
     # names ([technical], each at level 1) or names with a proficiency ({technical: 3})
     skills: list[str] | dict[str, int] = Field(default_factory=list)
     presence: Presence = Presence.OFFLINE
+    # Where this agent is told of offers (and of being switched away): all off by default.
+    notify: NotifyChannels = Field(default_factory=lambda: NotifyChannels())
 
     @field_validator("skills")
     @classmethod
@@ -487,6 +574,13 @@ class Contact(Strict):
 
 class RoutingSettings(Strict):
     sweep_interval_seconds: float = Field(default=60, gt=0)  # Dynamics sweeps every 5 minutes
+    # The agent console: offer notifications carry accept/decline links under this URL.
+    console_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("console_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        return _http_url(v).rstrip("/")
 
 
 class SmtpIntake(Strict):
@@ -575,6 +669,8 @@ class RoutingConfig(Strict):
     intake: IntakeSettings = IntakeSettings()
     calendars: list[Calendar] = Field(default_factory=list)  # business calendars (issue 18)
     console: ConsoleSettings = Field(default_factory=lambda: ConsoleSettings())
+    # Where supervisor alerts go (an item nobody eligible is left for, or waiting too long).
+    supervisors: SupervisorChannels = Field(default_factory=lambda: SupervisorChannels())
 
     def cross_check(self) -> list[tuple[str, str]]:
         """References between objects; pydantic checks each object alone."""

@@ -221,6 +221,9 @@ class AssignmentPlan(BaseModel):
     preferred_agents: list[str] = Field(default_factory=list)
     fallback: Literal["next_best_agent", "leave_unassigned"] = "next_best_agent"
     offer_timeout_seconds: float = 60
+    # The workstream's alert_waiting_longer_than: a supervisor alert when the case is still
+    # unassigned this long after it was queued (absent in results recorded before 2026-12-02).
+    alert_waiting_after_seconds: float | None = None
 
 
 class OfferInfo(BaseModel):
@@ -228,6 +231,9 @@ class OfferInfo(BaseModel):
     agent_id: str
     kind: Literal["preferred", "queue"]
     timeout_seconds: float
+    # The agent has a notification channel: the workflow sends the offer there (absent, and
+    # so False, in results recorded before 2026-12-02).
+    notify: bool = False
 
 
 class PreferredOfferRequest(BaseModel):
@@ -309,6 +315,9 @@ class DispatchResult(BaseModel):
     offers: list[DispatchedOffer] = Field(default_factory=list)
     waiting: int = 0
     sweep_interval_seconds: float = 60
+    # The soonest a starved item of the queue is due for a new round, from the end of the
+    # pass (none: no starved item): the dispatcher passes then, whatever the kicks.
+    retry_in_seconds: float | None = None
 
 
 # --- messages to the case workflow ---------------------------------------------------------

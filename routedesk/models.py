@@ -64,6 +64,8 @@ class AgentRow(SQLModel, table=True):
     active_count: int = 0  # assigned, unresolved cases; never above capacity
     last_assigned_at: datetime | None = None
     last_released_at: datetime | None = None
+    # Offers in a row that timed out (revision 0005); an accept or a decline resets it.
+    missed_offers: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class SettingRow(SQLModel, table=True):
@@ -206,6 +208,13 @@ class CaseRow(SQLModel, table=True):
     # The assigned agent last acted on the case (was assigned, accepted, replied): what an
     # idle reassignment measures from (store.touch_agent_activity sets it).
     last_agent_activity_at: datetime | None = None
+    # Decline rules (revision 0005). When every eligible member declined or let the item time
+    # out this round: a new round comes a sweep interval later, whatever the queue's traffic.
+    starved_at: datetime | None = None
+    # Every member of the queue reached the workstream's max_declines_per_item for this item:
+    # it is not offered again automatically (picks and supervisors still can); a supervisor
+    # alert fired. Cleared when a new member could take it.
+    no_eligible_agent_at: datetime | None = None
 
 
 class QueueWakeRow(SQLModel, table=True):
@@ -451,3 +460,54 @@ class ConsoleSessionRow(SQLModel, table=True):
     csrf_token: str
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+
+
+# --- decline rules, supervisor alerts, offer notifications (revision 0005) ------------------
+
+
+class DeclineCountRow(SQLModel, table=True):
+    """How often an agent declined or let an item's offers time out, across rounds: at the
+    workstream's ``max_declines_per_item`` the item is never offered to them again."""
+
+    __tablename__ = "decline_count"
+    case_id: int = Field(primary_key=True)
+    agent_id: str = Field(primary_key=True)
+    count: int = 0
+    last_at: datetime = Field(default_factory=utcnow)
+
+
+class AlertRow(SQLModel, table=True):
+    """A supervisor alert: an item nobody eligible is left for, or one waiting too long."""
+
+    __tablename__ = "alert"
+    __table_args__ = (UniqueConstraint("case_id", "kind", "round", name="one_alert_per_case_kind_round"),)
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(index=True)
+    case_number: str
+    round: int = 1
+    kind: str  # no_eligible_agent | waiting_too_long
+    detail: str
+    queue_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class PushRow(SQLModel, table=True):
+    """One message to an outside channel (webhook, Slack webhook, email through the relay):
+    an offer notification, a presence switch or a supervisor alert. Written before it is
+    sent, so a failure is recorded, not lost, and a retry never sends a delivered one again."""
+
+    __tablename__ = "push_notification"
+    __table_args__ = (UniqueConstraint("key", "channel", "target", name="one_push_per_key_channel"),)
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(index=True)  # offer:<id> | presence:<agent>:<n> | alert:<id>
+    kind: str  # offer | presence | alert
+    recipient: str  # the agent id, or "supervisors"
+    channel: str  # webhook | slack | email
+    target: str  # the URL or email address
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # pending -> sent | failed (after the last attempt)
+    status: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None

@@ -116,6 +116,8 @@ async def submit_email(
             task_queue=task_queue or settings.task_queue(),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=routing_summary(saved.email_id, envelope_to),
+            static_details=ROUTING_DETAILS,
         )
     return Submission(saved.workflow_id, saved.email_id, saved.created)
 
@@ -159,6 +161,8 @@ async def reprocess_email(
                 task_queue=task_queue or settings.task_queue(),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=routing_summary(email_id, envelope_to, reprocess=True),
+                static_details=ROUTING_DETAILS,
             )
     return plan
 
@@ -285,6 +289,8 @@ class CaseSummary(BaseModel):
     contact_id: str | None
     created_at: datetime
     queued_at: datetime | None
+    # Every queue member reached max_declines_per_item: not offered automatically any more.
+    no_eligible_agent: bool = False
 
 
 class OfferView(BaseModel):
@@ -501,6 +507,7 @@ def _summary(c: CaseRow, status: Status) -> CaseSummary:
         contact_id=c.contact_id,
         created_at=c.created_at,
         queued_at=c.queued_at,
+        no_eligible_agent=c.no_eligible_agent_at is not None and c.assigned_agent_id is None,
     )
 
 
@@ -1643,3 +1650,53 @@ def change_marker(store: Store) -> str:
             select(func.count()).select_from(IntakeHoldRow).where(col(IntakeHoldRow.released_at).is_not(None))
         ).one()
     return f"{trace}:{offers}:{live}:{agents}:{emails}:{released}"
+
+
+# --- Temporal UI summaries of routing workflows; supervisor alerts (issue 17) ---------------------
+
+ROUTING_DETAILS = (
+    "Routes one inbound email to a case. The case number, mailbox and queue appear in this "
+    "workflow's current details once intake has parsed it; search with CaseNumber, RoutingQueue, "
+    "RoutingStage and AssignedAgent."
+)
+
+
+def routing_summary(email_id: int, envelope_to: list[str] | None, *, reprocess: bool = False) -> str:
+    """The static summary the Temporal UI lists: what is known when the workflow starts (the
+    email's id and the routing address it came to, never its content); the case number and
+    queue come later, in the workflow's current details."""
+    to = f" to {', '.join(envelope_to[:3])}" if envelope_to else ""
+    return f"{'Reprocess of email' if reprocess else 'Email'} #{email_id}{to}"
+
+
+class AlertView(BaseModel):
+    id: int
+    case_number: str
+    kind: str  # no_eligible_agent | waiting_too_long
+    detail: str
+    queue: str | None
+    round: int
+    created_at: datetime
+
+
+def list_alerts(store: Store, actor: Actor, *, limit: int = 200) -> list[AlertView]:
+    """Supervisor alerts, newest first (supervisors and admins)."""
+    from routedesk.models import AlertRow
+
+    require(actor, Role.SUPERVISOR, "list alerts")
+    with store.db.read() as s:
+        rows = s.exec(
+            select(AlertRow).order_by(col(AlertRow.created_at).desc(), col(AlertRow.id).desc()).limit(limit)
+        ).all()
+        return [
+            AlertView(
+                id=r.id or 0,
+                case_number=r.case_number,
+                kind=r.kind,
+                detail=r.detail,
+                queue=r.queue_id,
+                round=r.round,
+                created_at=_utc(r.created_at),
+            )
+            for r in rows
+        ]

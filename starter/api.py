@@ -321,4 +321,8 @@ def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:
     async def replies(case: str, actor: Actor = who) -> list[ops.CaseReplyView]:
         return await _call(ops.case_replies, store, actor, case)
 
+    @r.get("/alerts", summary="Supervisor: alerts, newest first", tags=["alerts"])
+    async def alerts(actor: Actor = who) -> list[ops.AlertView]:
+        return await _call(ops.list_alerts, store, actor)
+
     return r

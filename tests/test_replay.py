@@ -19,7 +19,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from routedesk import ids
-from routedesk.contracts import AgentAnswer
+from routedesk.config import parse_config
+from routedesk.contracts import AgentAnswer, AssignRequest
+from tests.configs import agent, assignment_config
 from tests.intake_support import config_with, settled
 from tests.support import Stack, eventually, example_email, make_email
 from workflows import WORKFLOWS
@@ -52,6 +54,7 @@ async def test_fresh_histories_replay(make_stack: Any) -> None:
         histories[name] = await stack.handle(sub.workflow_id).fetch_history()
     histories.update(await assignment_histories(await make_stack()))
     histories.update(await hold_histories(await make_stack(config_with(intake=SHORT_RATE_LIMIT))))
+    histories.update(await decline_rule_histories(await make_stack(DECLINE_RULES)))
     for history in histories.values():
         await replayer().replay_workflow(history)  # raises on any non-determinism
     record = os.environ.get("ROUTEDESK_RECORD_HISTORIES")
@@ -109,6 +112,41 @@ async def assignment_histories(stack: Stack) -> dict[str, WorkflowHistory]:
         "preferred_declined_then_accepted": await stack.handle(preferred).fetch_history(),
         "queue_offer_on_arrival_declined": await stack.handle(queued).fetch_history(),
         "dispatcher_general": await dispatcher.fetch_history(),
+    }
+
+
+def _decline_rules_config() -> Any:
+    cfg = assignment_config(
+        agents=[{**agent("a1"), "notify": {"email": "a1@agents.example"}}], members=["a1"], sweep=1.0
+    ).model_dump(mode="json", by_alias=True)
+    cfg["workstreams"][0]["alert_waiting_longer_than"] = 1.0
+    return parse_config(cfg)
+
+
+DECLINE_RULES = _decline_rules_config()
+
+
+async def decline_rule_histories(stack: Stack) -> dict[str, WorkflowHistory]:
+    """Since 2026-12-02: offers notified (an email channel; no relay, so recorded as failed),
+    a waiting alert, three declines with new rounds on the dispatcher's timer, no eligible
+    agent left, then a pick and resolve."""
+    wf = (await stack.submit(make_email(subject="Decline me"))).workflow_id
+    for _ in range(3):
+        await stack.wait_offer(wf, "a1")
+        await stack.respond(wf, "a1", "decline", "busy")
+    case_id = (await stack.status(wf)).case_id or 0
+
+    async def marked() -> Any:
+        return stack.case(case_id).no_eligible_agent_at
+
+    await eventually(marked, what="no eligible agent left")
+    await stack.handle(wf).execute_update(EmailRoutingWorkflow.pick, AssignRequest(agent_id="a1"))
+    await stack.handle(wf).execute_update(EmailRoutingWorkflow.resolve)
+    await stack.handle(wf).result()
+    dispatcher = stack.client.get_workflow_handle(ids.dispatcher_workflow_id("q", stack.id_prefix))
+    return {
+        "decline_rules_no_eligible_agent": await stack.handle(wf).fetch_history(),
+        "dispatcher_starved_rounds": await dispatcher.fetch_history(),
     }
 
 

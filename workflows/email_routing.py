@@ -34,6 +34,12 @@ date is still open and the histories in tests/histories/ that exercise it are re
   overflow rule runs a durable timer per waiting item (``_watch_overflow``). Asked only when
   the routing result (or a transfer) names such a rule, so histories without one carry no
   marker and results recorded before have no ``in_queue_overflow``.
+- ``workflow.patched(OFFER_NOTIFY)`` (2026-12-02): an offer to an agent with a notification
+  channel (``OfferInfo.notify``) starts ``notify_offer``; asked only for such offers, so
+  histories without channels (all recorded before) carry no marker.
+- ``workflow.patched(WAITING_ALERT)`` (2026-12-02): a case whose plan has
+  ``alert_waiting_after_seconds`` (never set before) starts a durable timer that alerts the
+  supervisors if it is still unassigned when it fires.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.assignment import AssignmentActivities
     from activities.intake import IntakeActivities
     from activities.notify import NotifyActivities
+    from activities.offer_notify import NOTIFY_ATTEMPTS, OfferNotifyActivities
     from activities.routing import RoutingActivities
     from activities.threads import ThreadActivities
     from routedesk import search_attributes as sa
@@ -89,6 +96,8 @@ T = TypeVar("T")
 REJECTED = "EmailRejected"  # the failure type of rejections recorded before 2026-12-02
 EARLY_ANSWERS_BOUNDED = "early-answers-bounded-2026-12-02"
 IN_QUEUE_OVERFLOW = "in-queue-overflow-2026-12-02"
+OFFER_NOTIFY = "offer-notify-2026-12-02"
+WAITING_ALERT = "waiting-alert-2026-12-02"
 
 # Case-store activities: short attempts, retried with backoff for as long as a day, because a
 # store outage must delay routing, never drop an email. Errors that no retry can fix are
@@ -121,6 +130,9 @@ class EmailRoutingWorkflow:
         # The in-queue overflow rule of the item's current queue, and its timer's task.
         self._overflow: InQueueOverflow | None = None
         self._overflow_task: asyncio.Task[None] | None = None
+        self._details = ""  # what the Temporal UI shows as this workflow's current details
+        self._notices: list[workflow.ActivityHandle[None]] = []
+        self._waiting_alert: asyncio.Task[None] | None = None
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -319,6 +331,10 @@ class EmailRoutingWorkflow:
             sa.CONTACT_ID.value_set(case.contact_id or ""),
             sa.ROUTING_QUEUE.value_set(decision.queue_id),
         )
+        # The Temporal UI's current details (workflow metadata, not history): what the start's
+        # static summary could not know yet. Never the email's body.
+        self._details = f"{case.case_number} · mailbox {intake.mailbox or '-'} · queue {decision.queue_id}"
+        workflow.set_current_details(self._details)
         ack = None
         if case.created and case.acknowledge:
             # Not awaited before assignment: a slow or failing mail relay must not delay it.
@@ -332,6 +348,9 @@ class EmailRoutingWorkflow:
 
         if decision.in_queue_overflow is not None:
             self._arm_overflow(decision.in_queue_overflow)
+        alert_after = decision.plan.alert_waiting_after_seconds if decision.plan else None
+        if alert_after is not None and workflow.patched(WAITING_ALERT):
+            self._waiting_alert = asyncio.create_task(self._alert_if_still_waiting(case.case_id, alert_after))
         await self._assign_case(case, decision)
         await self._wait(lambda: self._resolved)
         if self._overflow_task is not None:
@@ -340,6 +359,12 @@ class EmailRoutingWorkflow:
             # A final failure is recorded in the notification table; the case is unaffected.
             with contextlib.suppress(ActivityError):
                 await ack
+        if self._waiting_alert is not None:
+            await self._waiting_alert  # returns as soon as the case is done
+        for notice in self._notices:
+            # Recorded in the push_notification table either way; never the case's failure.
+            with contextlib.suppress(ActivityError):
+                await notice
         await self._wait(workflow.all_handlers_finished)
         return self._outcome()
 
@@ -428,8 +453,23 @@ class EmailRoutingWorkflow:
         self._inbox.open(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
         self._status.live_offer = offer.agent_id
         self._advance(Stage.OFFERED)
+        if offer.notify and workflow.patched(OFFER_NOTIFY):
+            # Not awaited: a slow webhook or relay never delays the offer's timer, and its
+            # final failure is recorded by the activity, not raised into the case.
+            self._notices.append(
+                workflow.start_activity_method(
+                    OfferNotifyActivities.notify_offer,
+                    offer.offer_id,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=NOTIFY_ATTEMPTS,
+                    ),
+                )
+            )
         workflow.set_current_details(
-            f"Offered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
+            f"{self._details}\nOffered to {offer.agent_id} ({offer.kind} offer {offer.offer_id}); "
             f"answer within {offer.timeout_seconds:g}s"
         )
         with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
@@ -439,7 +479,7 @@ class EmailRoutingWorkflow:
             )
         answer = self._inbox.answer_to(offer)
         self._status.live_offer = None
-        workflow.set_current_details("")
+        workflow.set_current_details(self._details)
         if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
             self._inbox.close(offer, OfferResult.WITHDRAWN)
             return self._status.assigned_agent is not None
@@ -472,6 +512,24 @@ class EmailRoutingWorkflow:
             return True
         self._inbox.close(offer, f"{OfferResult.REFUSED}: {result.reason}")
         return self._status.assigned_agent is not None
+
+    async def _alert_if_still_waiting(self, case_id: int, seconds: float) -> None:
+        """``alert_waiting_longer_than``: a durable timer beside the assignment; when it fires
+        and nobody took the case, the supervisors are alerted (the store checks again)."""
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(self._done, timeout=timedelta(seconds=seconds))
+            return
+        await self._store(
+            AssignmentActivities.waiting_alert,
+            CaseStepInput(
+                case_id=case_id,
+                step=self._step("waiting-alert"),
+                reason=(
+                    f"no agent took it within {seconds:g}s of being queued in {self._status.queue} "
+                    "(alert_waiting_longer_than)"
+                ),
+            ),
+        )
 
     async def _assign_directly(self, agent_id: str, by: Literal["pick", "supervisor"]) -> str:
         case_id = self._status.case_id
@@ -569,7 +627,7 @@ class EmailRoutingWorkflow:
     def _set_assigned(self, agent_id: str) -> None:
         self._status.assigned_agent = agent_id
         self._advance(Stage.ASSIGNED, sa.ASSIGNED_AGENT.value_set(agent_id))
-        workflow.set_current_details(f"Assigned to {agent_id}")
+        workflow.set_current_details(f"{self._details}\nAssigned to {agent_id}")
 
     def _step(self, name: str) -> str:
         """A trace/idempotency key unique within this workflow, stable across replays."""

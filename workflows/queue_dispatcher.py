@@ -9,11 +9,21 @@ offer. Kicks that arrive while a pass runs coalesce into one more pass.
 Durable-safety: the pass key is derived from the run ID and a pass counter, both replayed
 from history, so a retried pass returns its earlier offers instead of making new ones. The
 history stays bounded with continue-as-new; a pending kick is carried across.
+
+Starved items (every eligible member declined or let the offer time out) get a new round a
+sweep interval after they starved, whatever the traffic: the sweep's deadline is absolute
+(kicks do not push it back), and each pass returns when its soonest starved item is due
+(``DispatchResult.retry_in_seconds``), so the dispatcher passes then.
+
+Replay compatibility:
+- ``workflow.patched(STARVED_ROUNDS)`` (2026-12-02): histories recorded before waited for a
+  kick or ``sweep_interval_seconds`` without one, the timer restarting at every kick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -31,6 +41,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 PASSES_PER_RUN = 500  # continue-as-new well before the history gets large
+STARVED_ROUNDS = "starved-rounds-2026-12-02"
+# The shortest wait for a starved item's round: the store's clock and the workflow's differ
+# a little, and a pass a moment early must not turn into a busy loop.
+MIN_RETRY_WAIT = timedelta(milliseconds=200)
 
 
 @workflow.defn(name=DISPATCHER_WORKFLOW)
@@ -47,12 +61,24 @@ class QueueDispatcherWorkflow:
         self._kicked = self._kicked or inp.pending_kick
         sweep_every = inp.sweep_interval_seconds
         passes = 0
+        next_sweep = workflow.now() + timedelta(seconds=sweep_every)
+        retry_at = None
         while passes < PASSES_PER_RUN and not workflow.info().is_continue_as_new_suggested():
             sweep = False
-            try:
-                await workflow.wait_condition(lambda: self._kicked, timeout=timedelta(seconds=sweep_every))
-            except TimeoutError:
-                sweep = True
+            if workflow.patched(STARVED_ROUNDS):
+                deadline = next_sweep if retry_at is None else min(next_sweep, retry_at)
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._kicked, timeout=max(deadline - workflow.now(), MIN_RETRY_WAIT)
+                    )
+                if workflow.now() >= next_sweep:
+                    sweep = True
+                    next_sweep = workflow.now() + timedelta(seconds=sweep_every)
+            else:
+                try:
+                    await workflow.wait_condition(lambda: self._kicked, timeout=timedelta(seconds=sweep_every))
+                except TimeoutError:
+                    sweep = True
             self._kicked = False
             # A local activity: one store transaction, one marker event per pass.
             result = await workflow.execute_local_activity(
@@ -72,6 +98,11 @@ class QueueDispatcherWorkflow:
             )
             passes += 1
             sweep_every = result.sweep_interval_seconds
+            retry_at = (
+                workflow.now() + timedelta(seconds=result.retry_in_seconds)
+                if result.retry_in_seconds is not None
+                else None
+            )
             await asyncio.gather(*(self._tell(o) for o in result.offers))
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(

@@ -26,13 +26,13 @@ Temporal activity and wakes the dispatchers it names after the commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
-from routedesk import time_routing
+from routedesk import config_diff, pushes, time_routing
 from routedesk.assignment import strategy as assignment
 from routedesk.assignment.wake import claim_wakes, queues_to_wake
 from routedesk.config import Workstream
@@ -53,7 +53,9 @@ from routedesk.contracts import (
 )
 from routedesk.models import (
     AgentRow,
+    AlertRow,
     CaseRow,
+    DeclineCountRow,
     OfferRow,
     QueueMemberRow,
     QueueRow,
@@ -61,7 +63,14 @@ from routedesk.models import (
     TraceRow,
     utcnow,
 )
-from routedesk.store import Store, TraceEntry, add_trace, touch_agent_activity
+from routedesk.store import (
+    Store,
+    TraceEntry,
+    add_trace,
+    insert_ignoring_conflict,
+    record_runtime_edit,
+    touch_agent_activity,
+)
 
 STAGE = "assignment"
 
@@ -124,13 +133,163 @@ def _queues_of(s: Session, agent_id: str) -> list[str]:
     return list(s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent_id)).all())
 
 
-def _info(offer: OfferRow, ws: Workstream) -> OfferInfo:
+def _info(offer: OfferRow, ws: Workstream, notify: bool = False) -> OfferInfo:
     assert offer.id is not None
     return OfferInfo(
         offer_id=offer.id,
         agent_id=offer.agent_id,
         kind=offer.kind,  # type: ignore[arg-type]
         timeout_seconds=ws.offer_timeout_seconds,
+        notify=notify,
+    )
+
+
+def _notify(s: Session, store: Store, agent_id: str) -> bool:
+    """Whether the agent has a channel for offer notifications: the workflow schedules the
+    notification only then, so cases without channels add no history events."""
+    return pushes.agent_channels(s, store, agent_id).any
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- decline and no-answer rules (README: "Decline and no-answer rules") -------------------
+
+# A starved item's new round is due this much early: the dispatcher's timer and the store's
+# clock are different clocks, and a pass a moment early must not wait a whole sweep again.
+RETRY_TOLERANCE = timedelta(milliseconds=200)
+
+
+def decline_counts(s: Session, case: CaseRow) -> dict[str, int]:
+    rows = s.exec(select(DeclineCountRow).where(DeclineCountRow.case_id == case.id)).all()
+    return {r.agent_id: r.count for r in rows}
+
+
+def _blocked(s: Session, case: CaseRow, ws: Workstream) -> dict[str, int]:
+    """Agents who declined or let this item time out ``max_declines_per_item`` times."""
+    return {a: n for a, n in decline_counts(s, case).items() if n >= ws.max_declines_per_item}
+
+
+def _count_decline(s: Session, case: CaseRow, agent_id: str, now: datetime) -> int:
+    """One more decline or timeout of ``case`` by ``agent_id`` (the caller holds the case)."""
+    assert case.id is not None
+    row = s.get(DeclineCountRow, (case.id, agent_id), with_for_update=True, populate_existing=True)
+    if row is None:
+        row = DeclineCountRow(case_id=case.id, agent_id=agent_id, count=0)
+    row.count += 1
+    row.last_at = now
+    s.add(row)
+    return row.count
+
+
+def raise_alert(s: Session, store: Store, case: CaseRow, kind: str, detail: str) -> bool:
+    """A supervisor alert, once per case, kind and round, sent to the supervisors' channels
+    after the commit. False when it was raised already."""
+    assert case.id is not None
+    inserted = (
+        s.connection()
+        .execute(
+            insert_ignoring_conflict(
+                s,
+                AlertRow,
+                ["case_id", "kind", "round"],
+                case_id=case.id,
+                case_number=case.number or f"case {case.id}",
+                round=case.round,
+                kind=kind,
+                detail=detail,
+                queue_id=case.queue_id,
+                created_at=utcnow(),
+            ).returning(AlertRow.id)  # type: ignore[attr-defined]
+        )
+        .first()
+    )
+    if inserted is None:
+        return False
+    key = f"alert:{inserted[0]}"
+    channels = pushes.supervisor_channels(s, store)
+    number = case.number or f"case {case.id}"
+    url = f"{pushes.console_url(s)}/supervisor/cases/{number}"
+    text = f"Alert on {number} ({kind.replace('_', ' ')}): {detail}"
+    generic = {
+        "event": "alert",
+        "kind": kind,
+        "case_number": number,
+        "subject": case.subject,
+        "priority": case.priority,
+        "queue": case.queue_id,
+        "detail": detail,
+        "case_url": url,
+    }
+    pushes.record(
+        s,
+        key=key,
+        kind="alert",
+        recipient="supervisors",
+        webhook=channels.webhook,
+        slack_webhook=channels.slack_webhook,
+        emails=channels.email,
+        generic=generic,
+        slack=pushes.slack_payload(
+            text, {"Queue": case.queue_id or "-", "Priority": case.priority}, {"Open the case": url}
+        ),
+        mail={
+            **pushes.email_payload(f"[{number}] {kind.replace('_', ' ')}", [text, "", url]),
+            "from": case.mailbox_address,
+        },
+    )
+    pushes.note(key)
+    return True
+
+
+def _switch_presence(
+    s: Session, store: Store, case: CaseRow, agent: AgentRow, ws: Workstream, key: str
+) -> TraceEntry | None:
+    """``missed_offers_to_away``: the agent missed that many offers in a row; switch them to
+    ``missed_offers_presence`` and tell them. The agent's row is locked by the caller."""
+    limit = ws.missed_offers_to_away
+    if limit is None or agent.missed_offers < limit:
+        return None
+    target = ws.missed_offers_presence.value
+    missed = agent.missed_offers
+    agent.missed_offers = 0
+    if agent.presence == target:
+        return None
+    before, agent.presence = agent.presence, target
+    s.add(agent)
+    record_runtime_edit(s, config_diff.PRESENCE, agent.id, target, "routedesk (missed offers)")
+    channels = pushes.agent_channels(s, store, agent.id)
+    text = (
+        f"You missed {missed} offers in a row, so your presence was set from {before} to {target}. "
+        "Set it back when you can take work."
+    )
+    pushes.record(
+        s,
+        key=key,
+        kind="presence",
+        recipient=agent.id,
+        webhook=channels.webhook,
+        slack_webhook=channels.slack_webhook,
+        emails=[channels.email] if channels.email else [],
+        generic={
+            "event": "presence_changed",
+            "agent_id": agent.id,
+            "presence": target,
+            "previous": before,
+            "missed_offers": missed,
+            "reason": text,
+            "console_url": pushes.console_url(s),
+        },
+        slack=pushes.slack_payload(text, {}, {"Open the console": pushes.console_url(s)}),
+        mail={**pushes.email_payload(f"Your presence was set to {target}", [text]), "from": case.mailbox_address},
+    )
+    pushes.note(key)
+    return TraceEntry(
+        STAGE,
+        agent.id,
+        "presence_changed",
+        f"missed {missed} offers in a row (missed_offers_to_away: {limit}); presence {before} -> {target}",
     )
 
 
@@ -220,6 +379,7 @@ def _eligible(
     members: Iterable[tuple[AgentRow, QueueMemberRow]],
     offering: set[str],
     defs: time_routing.TimeDefinitions | None = None,
+    blocked: dict[str, int] | None = None,
 ) -> tuple[list[assignment.Candidate], list[str]]:
     # Required skills with levels (a name alone is level 1); agents' levels from the config.
     required = time_routing.required_skills(case.attributes)
@@ -228,10 +388,16 @@ def _eligible(
     eligible: list[assignment.Candidate] = []
     skipped: list[str] = []
     distance: dict[str, int] = {}
+    blocked = blocked or {}
     for agent, member in members:
         has = time_routing.agent_skills(defs, agent.id, list(agent.skills))
         lack = time_routing.lacks(required, has, ws.skill_match)
-        if agent.id in case.excluded_agents:
+        if agent.id in blocked:
+            skipped.append(
+                f"{agent.id} declined or let it time out {blocked[agent.id]} times "
+                f"(max_declines_per_item: {ws.max_declines_per_item})"
+            )
+        elif agent.id in case.excluded_agents:
             skipped.append(f"{agent.id} declined or timed out this round")
         elif agent.presence not in allowed:
             skipped.append(f"{agent.id} is {agent.presence}")
@@ -275,25 +441,62 @@ def eligible_or_note_wait(
 ) -> tuple[list[assignment.Candidate], list[str], Workstream]:
     """The members who may be offered ``case`` now; with none, why it waits is traced.
 
-    ``sweep_key`` is set on a sweep: a case that every eligible member declined or let time
-    out then starts a new round.
+    ``sweep_key`` is set by a dispatcher pass: a case that every eligible member declined or
+    let time out (starved) starts a new round there once it has been starved for
+    ``routing.sweep_interval_seconds``, however often the queue is woken meanwhile (the
+    pass tells the dispatcher when: ``DispatchResult.retry_in_seconds``). Agents who reached
+    ``max_declines_per_item`` stay out of every round; when they are all the queue's
+    members, the item is marked ``no_eligible_agent``, a supervisor alert fires, and it does
+    not cycle.
     """
     ws = store.workstream(case.workstream_id)
     defs = time_routing.definitions(store)
-    eligible, skipped = _eligible(case, ws, members, offering, defs)
+    blocked = _blocked(s, case, ws)
+    eligible, skipped = _eligible(case, ws, members, offering, defs, blocked)
+    now = utcnow()
     if not eligible and sweep_key is not None and case.excluded_agents:
-        case.excluded_agents = []
-        case.waiting_noted = None
-        _trace(
-            s,
-            case,
-            f"r{case.round}:new-round@{sweep_key}",
-            TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
-        )
-        eligible, skipped = _eligible(case, ws, members, offering, defs)
+        retry = timedelta(seconds=store.routing_settings().sweep_interval_seconds)
+        starved = case.starved_at
+        if starved is not None and now + RETRY_TOLERANCE >= _aware(starved) + retry:
+            case.excluded_agents = []
+            case.waiting_noted = None
+            case.starved_at = None
+            _trace(
+                s,
+                case,
+                f"r{case.round}:new-round@{sweep_key}",
+                TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
+            )
+            eligible, skipped = _eligible(case, ws, members, offering, defs, blocked)
+    if eligible:
+        if case.no_eligible_agent_at is not None or case.starved_at is not None:
+            case.no_eligible_agent_at = case.starved_at = None
+            s.add(case)
+    elif members and all(a.id in blocked for a, _ in members):
+        # Nobody is left who may be offered it: marked, traced and alerted once; no cycling.
+        case.starved_at = None
+        if case.no_eligible_agent_at is None:
+            case.no_eligible_agent_at = now
+            detail = (
+                f"every member of queue {queue.id} declined or let it time out "
+                f"{ws.max_declines_per_item} times (max_declines_per_item); it is no longer offered "
+                "automatically: pick it or assign it"
+            )
+            _trace(
+                s,
+                case,
+                f"r{case.round}:no-eligible:{len(blocked)}",
+                TraceEntry(STAGE, queue.id, "no_eligible_agent", detail),
+            )
+            raise_alert(s, store, case, "no_eligible_agent", detail)
+        s.add(case)
+    elif case.excluded_agents and case.starved_at is None:
+        case.starved_at = now  # the new round's timer starts now
+        s.add(case)
     if not eligible:
-        # Traced once per round and exclusion set, not on every pass.
-        step = _wait_step(case)
+        # Traced once per round and exclusion set, not on every pass (agents out for good
+        # count too: the wait's reason changed).
+        step = _wait_step(case) + (f":out{len(blocked)}" if blocked else "")
         if case.waiting_noted != step:
             _trace(
                 s,
@@ -390,7 +593,7 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     members = queue_members(s, queue.id)
     offering = live_offer_agents(s)
     offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
-    return (_info(offer, ws) if offer is not None else None), False
+    return (_info(offer, ws, _notify(s, store, offer.agent_id)) if offer is not None else None), False
 
 
 def _note_closed(s: Session, store: Store, case: CaseRow) -> bool:
@@ -417,7 +620,9 @@ def _note_closed(s: Session, store: Store, case: CaseRow) -> bool:
 def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
     """The offer :func:`offer_on_arrival` made for this case's round, for a retried routing."""
     offer = s.exec(select(OfferRow).where(OfferRow.idempotency_key == f"{case.id}:r{case.round}:on-arrival")).first()
-    return _info(offer, store.workstream(case.workstream_id)) if offer is not None else None
+    if offer is None:
+        return None
+    return _info(offer, store.workstream(case.workstream_id), _notify(s, store, offer.agent_id))
 
 
 class Assignments:
@@ -445,7 +650,10 @@ class Assignments:
             ws = self.store.workstream(case.workstream_id)
             done = s.exec(select(OfferRow).where(OfferRow.idempotency_key == key)).first()
             if done is not None:  # a retry: the same offer
-                return OfferAttempt(offer=_info(done, ws), position=inp.position + candidates.index(done.agent_id))
+                return OfferAttempt(
+                    offer=_info(done, ws, _notify(s, self.store, done.agent_id)),
+                    position=inp.position + candidates.index(done.agent_id),
+                )
             previous = _step_reason(s, case, inp.step)
             if previous is not None:  # a retry: everyone was skipped
                 return OfferAttempt(reason=previous, position=last)
@@ -474,7 +682,7 @@ class Assignments:
                         f"answer within {ws.offer_timeout_seconds:g}s",
                     ),
                 )
-                return OfferAttempt(offer=_info(offer, ws), position=position)
+                return OfferAttempt(offer=_info(offer, ws, _notify(s, self.store, agent_id)), position=position)
             _trace(s, case, inp.step, *skipped)
             return OfferAttempt(reason=skipped[-1].reason if skipped else None, position=last)
 
@@ -493,9 +701,13 @@ class Assignments:
         if agent.presence not in ws.allowed_presences:
             allowed = ", ".join(p.value for p in ws.allowed_presences)
             return f"presence {agent.presence} is not allowed (workstream {ws.id} allows {allowed})"
+        declined = _blocked(s, case, ws).get(agent_id)
+        if declined is not None:
+            return f"declined or let it time out {declined} times (max_declines_per_item: {ws.max_declines_per_item})"
         held = _live_offer_of_agent(s, agent_id)
         if held is not None:
-            return f"already holds a live offer ({held.case_number})"
+            # One live offer per agent: a preferred agent busy with another offer is skipped.
+            return f"holds a live offer on {held.case_number}"
         return None
 
     # --- answers -----------------------------------------------------------------------
@@ -514,6 +726,9 @@ class Assignments:
             agent = lock_agents(s, [offer.agent_id]).get(offer.agent_id)
             refusal = "no such agent" if agent is None else _assign(s, case, agent, now)
             offer.closed_at = now
+            if agent is not None and agent.missed_offers:
+                agent.missed_offers = 0  # an answered offer ends a run of missed ones
+                s.add(agent)
             if refusal is None:
                 offer.status = "accepted"
                 _trace(
@@ -552,15 +767,36 @@ class Assignments:
                 return None, []
             # The agent is free for other offers from this commit on: locked, so a
             # transaction queueing an item for them either sees that or is seen below.
-            lock_agents(s, [offer.agent_id])
-            offer.status, offer.reason, offer.closed_at = inp.outcome, inp.reason, utcnow()
+            agent = lock_agents(s, [offer.agent_id]).get(offer.agent_id)
+            now = utcnow()
+            offer.status, offer.reason, offer.closed_at = inp.outcome, inp.reason, now
             s.add(offer)
+            ws = self.store.workstream(case.workstream_id)
             why = {
                 "declined": f"declined{': ' + inp.reason if inp.reason else ''}",
-                "timed_out": f"no answer within {self.store.workstream(case.workstream_id).offer_timeout_seconds:g}s",
+                "timed_out": f"no answer within {ws.offer_timeout_seconds:g}s",
                 "withdrawn": inp.reason or "withdrawn",
             }.get(inp.outcome, inp.outcome)
-            _trace(s, case, inp.step, TraceEntry(STAGE, offer.agent_id, inp.outcome, why))
+            entries = [TraceEntry(STAGE, offer.agent_id, inp.outcome, why)]
+            if inp.outcome in ("declined", "timed_out"):
+                n = _count_decline(s, case, offer.agent_id, now)
+                if n >= ws.max_declines_per_item:
+                    entries.append(
+                        TraceEntry(
+                            STAGE,
+                            offer.agent_id,
+                            "excluded",
+                            f"declined or let it time out {n} times (max_declines_per_item: "
+                            f"{ws.max_declines_per_item}): not offered this item again automatically",
+                        )
+                    )
+            if agent is not None and inp.outcome in ("declined", "timed_out"):
+                agent.missed_offers = agent.missed_offers + 1 if inp.outcome == "timed_out" else 0
+                s.add(agent)
+                switched = _switch_presence(s, self.store, case, agent, ws, f"presence:{agent.id}:{offer.id}")
+                if switched is not None:
+                    entries.append(switched)
+            _trace(s, case, inp.step, *entries)
             if inp.outcome in ("declined", "timed_out"):
                 # Not offered this case again this round, by the queue either.
                 case.excluded_agents = [*case.excluded_agents, offer.agent_id]
@@ -596,6 +832,17 @@ class Assignments:
                 # A queue missing from the config: its dispatcher reports it; no queue, no wake.
                 return None, claim_wakes(s, [case.queue_id]) if case.queue_id else []
             return None, wake_for(s, self.store, queue, case)
+
+    def waiting_alert(self, inp: CaseStepInput) -> None:
+        """``alert_waiting_longer_than``: the case's workflow timer fired; alert the
+        supervisors if the case still waits for an agent (once per round)."""
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            if case.assigned_agent_id is not None or case.status != "queued":
+                return
+            detail = inp.reason or "waiting for an agent too long"
+            if raise_alert(s, self.store, case, "waiting_too_long", detail):
+                _trace(s, case, inp.step, TraceEntry(STAGE, case.queue_id or "-", "alerted", detail))
 
     def leave_unassigned(self, inp: CaseStepInput) -> None:
         with self.store.db.write() as s:
@@ -652,6 +899,10 @@ class Assignments:
                 return DispatchResult(sweep_interval_seconds=sweep_interval), False
             offering = live_offer_agents(s)
             offers: list[DispatchedOffer] = []
+            # The soonest a starved item here is due for a new round: the dispatcher passes
+            # then, however often it is woken meanwhile.
+            retry = timedelta(seconds=sweep_interval)
+            retry_in: float | None = None
             waiting = 0
             contended = False
             anyone_free = _anyone_free(members, offering)
@@ -686,22 +937,28 @@ class Assignments:
                     members,
                     offering,
                     f"{inp.pass_key}:{case.id}",
-                    sweep_key=inp.pass_key if inp.sweep else None,
+                    sweep_key=inp.pass_key,
                 )
                 if offer is None:
                     waiting += 1
+                    if case.starved_at is not None:
+                        due = (_aware(case.starved_at) + retry - utcnow()).total_seconds()
+                        retry_in = max(0.0, due) if retry_in is None else min(retry_in, max(0.0, due))
                     continue
                 anyone_free = _anyone_free(members, offering)
-                offers.append(self._dispatched(offer, ws))
-            return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval), contended
+                offers.append(self._dispatched(offer, ws, _notify(s, self.store, offer.agent_id)))
+            return DispatchResult(
+                offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval, retry_in_seconds=retry_in
+            ), contended
 
-    def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
-        if ws is None:
+    def _dispatched(self, offer: OfferRow, ws: Workstream | None = None, notify: bool | None = None) -> DispatchedOffer:
+        if ws is None or notify is None:
             with self.store.db.read() as s:
                 case = s.get(CaseRow, offer.case_id)
                 assert case is not None
                 ws = self.store.workstream(case.workstream_id)
-        return DispatchedOffer(case_id=offer.case_id, workflow_id=offer.workflow_id, offer=_info(offer, ws))
+                notify = _notify(s, self.store, offer.agent_id)
+        return DispatchedOffer(case_id=offer.case_id, workflow_id=offer.workflow_id, offer=_info(offer, ws, notify))
 
     # --- picks, supervisors, resolution ----------------------------------------------
 

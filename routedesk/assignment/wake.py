@@ -18,8 +18,15 @@ decisions for the items waiting in it, one store transaction per pass. Three pie
    first signal that *starts* after it asked, so no wake-up is lost and under load one signal
    serves many callers. The CLI (presence changes) and tests kick directly.
 3. **The sweep, as a safety net**: each dispatcher also runs a pass every
-   ``routing.sweep_interval_seconds`` without any kick, in case a worker died between a
-   commit and its signal.
+   ``routing.sweep_interval_seconds`` (an absolute deadline: kicks do not postpone it), in
+   case a worker died between a commit and its signal. Starved items (every eligible member
+   declined or timed out) get their new round on their own timer: the pass that finds them
+   says when they are due, and the dispatcher passes then, whatever the kicks.
+
+What makes an agent eligible again, and what kicks for it: a presence change (the CLI and the
+API kick the agent's queues), capacity released (``resolve`` claims the agent's queues), an
+offer closed (``accept_offer``/``close_offer`` claim them). Members added by a config load are
+not kicked (the load has no Temporal client): the next pass or sweep sees them.
 
 A case that arrives at an empty queue is offered by its own routing transaction
 (``offer_on_arrival`` in :mod:`routedesk.assignment.transactions`): nothing else waits, so a

@@ -1,0 +1,395 @@
+"""Issue 17 on the real dev server: decline and no-answer rules, starved rounds, offer
+notifications to outside channels, supervisor alerts, the Temporal UI summary.
+
+Seed (Dynamics 365 unified routing): an agent who declines or lets an item time out a given
+number of times is not offered it again; an agent who misses offers in a row is set to a
+configured presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from routedesk import operations as ops
+from routedesk.assignment import wake
+from routedesk.auth import Actor, Role
+from routedesk.config import RoutingConfig, parse_config
+from routedesk.contracts import AssignRequest
+from routedesk.models import AlertRow, PushRow
+from tests.configs import agent, assignment_config
+from tests.support import Stack, eventually, make_email
+from tests.test_api import api, token_for
+from workflows.email_routing import EmailRoutingWorkflow
+
+SUPERVISOR = Actor(user="sup", role=Role.SUPERVISOR)
+
+
+class Sink:
+    """A tiny HTTP server that records the JSON bodies POSTed to it, by path."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        return [b for p, b in self.received if p == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+def config(
+    agents: list[dict[str, Any]],
+    *,
+    members: list[str] | None = None,
+    sweep: float = 60,
+    offer_timeout: float = 1.5,
+    contacts: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    workstream: dict[str, Any] | None = None,
+    routing: dict[str, Any] | None = None,
+    supervisors: dict[str, Any] | None = None,
+) -> RoutingConfig:
+    base = assignment_config(
+        agents=agents,
+        members=members or [a["id"] for a in agents],
+        contacts=contacts,
+        offer_timeout=offer_timeout,
+        sweep=sweep,
+    ).model_dump(mode="json", by_alias=True)
+    base["workstreams"][0].update(workstream or {})
+    base["routing"].update(routing or {})
+    if supervisors is not None:
+        base["supervisors"] = supervisors
+    return parse_config(base)
+
+
+async def submit(stack: Stack, subject: str = "Help", sender: str = "cust@customer.example") -> str:
+    return (await stack.submit(make_email(subject=subject, sender=sender))).workflow_id
+
+
+def alerts(stack: Stack) -> list[AlertRow]:
+    with stack.snapshot() as s:
+        return list(s.exec(select(AlertRow)).all())
+
+
+def pushes_of(stack: Stack, kind: str) -> list[PushRow]:
+    with stack.snapshot() as s:
+        return list(s.exec(select(PushRow).where(PushRow.kind == kind)).all())
+
+
+async def test_third_decline_stops_reoffers_marks_the_item_and_alerts(make_stack: Any, sink: Sink) -> None:
+    cfg = config(
+        [agent("a1")],
+        sweep=1.0,
+        supervisors={"webhook": f"{sink.url}/alerts", "slack_webhook": f"{sink.url}/alerts-slack"},
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack, "Printer on fire")
+    for _ in range(3):
+        await stack.wait_offer(wf, "a1")
+        assert await stack.respond(wf, "a1", "decline", "busy") == "declined"
+    status = await stack.status(wf)
+    case_id = status.case_id or 0
+
+    async def marked() -> Any:
+        return stack.case(case_id).no_eligible_agent_at
+
+    await eventually(marked, what="the item to be marked as having no eligible agent")
+    await asyncio.sleep(2.5)  # bounded: two more sweep intervals, in which no new offer may come
+    offers = stack.offers(case_id)
+    assert [(o.agent_id, o.status) for o in offers] == [("a1", "declined")] * 3
+    trace = stack.trace(case_id=case_id)
+    assert [t.outcome for t in trace if t.outcome in ("new_round", "excluded", "no_eligible_agent")] == [
+        "new_round",
+        "new_round",
+        "excluded",
+        "no_eligible_agent",
+    ]
+    excluded = next(t for t in trace if t.outcome == "excluded")
+    assert "3 times (max_declines_per_item: 3)" in excluded.reason
+    waiting = [t for t in trace if t.outcome == "waiting"][-1]
+    assert "a1 declined or let it time out 3 times" in waiting.reason
+
+    [alert] = alerts(stack)
+    assert (alert.kind, alert.case_number, alert.queue_id) == ("no_eligible_agent", status.case_number, "q")
+    [summary] = ops.list_cases(stack.store, SUPERVISOR, ops.CaseFilter())
+    assert summary.no_eligible_agent
+    listed = ops.list_alerts(stack.store, SUPERVISOR)
+    assert [(a.case_number, a.kind) for a in listed] == [(status.case_number, "no_eligible_agent")]
+    with pytest.raises(ops.Forbidden):
+        ops.list_alerts(stack.store, Actor(user="ag", role=Role.AGENT, agent_id="a1"))
+    await eventually(lambda: sink.bodies("/alerts") and sink.bodies("/alerts-slack"), what="the alert pushes")
+    [generic] = sink.bodies("/alerts")
+    assert (generic["event"], generic["kind"], generic["case_number"]) == (
+        "alert",
+        "no_eligible_agent",
+        status.case_number,
+    )
+    assert "max_declines_per_item" in sink.bodies("/alerts-slack")[0]["text"]
+
+    # Still pickable by hand.
+    picked = await stack.handle(wf).execute_update(EmailRoutingWorkflow.pick, AssignRequest(agent_id="a1"))
+    assert picked == f"{status.case_number} assigned to a1"
+
+
+async def test_missed_offers_switch_presence_and_tell_the_agent(make_stack: Any, sink: Sink) -> None:
+    a1 = {**agent("a1"), "notify": {"webhook": f"{sink.url}/a1"}}
+    cfg = config([a1], sweep=1.0, offer_timeout=1.0, workstream={"missed_offers_to_away": 2})
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    case_id = (await stack.queued(wf)).case_id or 0
+
+    async def switched() -> bool:
+        return stack.agent("a1").presence == "Away"
+
+    await eventually(switched, what="a1 to be switched to Away")
+    offers = stack.offers(case_id)
+    assert [(o.agent_id, o.status) for o in offers] == [("a1", "timed_out"), ("a1", "timed_out")]
+    [entry] = [t for t in stack.trace(case_id=case_id) if t.outcome == "presence_changed"]
+    assert entry.subject == "a1"
+    assert entry.reason == "missed 2 offers in a row (missed_offers_to_away: 2); presence Available -> Away"
+    assert stack.agent("a1").missed_offers == 0
+
+    async def told() -> list[dict[str, Any]]:
+        return [b for b in sink.bodies("/a1") if b["event"] == "presence_changed"]
+
+    [notice] = await eventually(told, what="a1 to be told of the switch")
+    assert (notice["presence"], notice["previous"], notice["missed_offers"]) == ("Away", "Available", 2)
+    # Both offers were sent to a1's webhook too.
+    assert [b["event"] for b in sink.bodies("/a1")].count("offer") == 2
+
+
+async def test_a_decline_resets_the_missed_offers_count(make_stack: Any) -> None:
+    cfg = config([agent("a1")], sweep=1.0, offer_timeout=1.0, workstream={"missed_offers_to_away": 2})
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    case_id = (await stack.queued(wf)).case_id or 0
+    await stack.wait_offer(wf, "a1")
+
+    async def missed_one() -> bool:
+        return stack.agent("a1").missed_offers == 1
+
+    await eventually(missed_one, what="a1's first missed offer")
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "decline") == "declined"
+    assert stack.agent("a1").missed_offers == 0
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+    assert stack.agent("a1").presence == "Available"
+    assert [o.status for o in stack.offers(case_id)] == ["timed_out", "declined", "accepted"]
+
+
+async def test_webhook_and_slack_receive_the_offer_and_a_failed_channel_is_recorded(
+    make_stack: Any, sink: Sink
+) -> None:
+    a1 = {
+        **agent("a1"),
+        "notify": {
+            "webhook": f"{sink.url}/hook",
+            "slack_webhook": f"{sink.url}/slack",
+            "email": "a1@agents.example",  # no intake.relay: recorded as failed, the case goes on
+        },
+    }
+    cfg = config([a1], offer_timeout=30, routing={"console_url": "https://desk.example/"})
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack, "Printer on fire [high]")
+    status = await stack.wait_offer(wf, "a1")
+    [offer] = stack.offers(status.case_id)
+
+    [body] = await eventually(lambda: sink.bodies("/hook"), what="the webhook's offer")
+    assert body["event"] == "offer"
+    assert (body["case_number"], body["subject"], body["priority"], body["queue"]) == (
+        status.case_number,
+        "Printer on fire [high]",
+        "High",
+        "q",
+    )
+    assert body["deadline"].endswith("Z") and body["deadline"] > offer.created_at.isoformat()[:19]
+    assert body["accept_url"] == f"https://desk.example/agent/offers/{offer.id}/accept"
+    assert body["decline_url"] == f"https://desk.example/agent/offers/{offer.id}/decline"
+
+    [slack] = await eventually(lambda: sink.bodies("/slack"), what="the Slack offer")
+    assert set(slack) == {"text", "blocks"}
+    assert status.case_number in slack["text"] and "Printer on fire" in slack["text"]
+    assert [b["type"] for b in slack["blocks"]] == ["section", "section", "actions"]
+    buttons = slack["blocks"][2]["elements"]
+    assert [(b["text"]["text"], b["url"]) for b in buttons] == [
+        ("Accept", body["accept_url"]),
+        ("Decline", body["decline_url"]),
+    ]
+
+    async def settled() -> dict[str, str] | None:
+        rows = {p.channel: p.status for p in pushes_of(stack, "offer")}
+        return rows if "pending" not in rows.values() and len(rows) == 3 else None
+
+    rows = await eventually(settled, what="every channel to be settled")
+    assert rows == {"webhook": "sent", "slack": "sent", "email": "failed"}
+    failed = next(p for p in pushes_of(stack, "offer") if p.channel == "email")
+    assert "no intake.relay" in (failed.last_error or "")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+
+
+async def test_offers_to_agents_without_channels_add_no_history_events(make_stack: Any) -> None:
+    stack: Stack = await make_stack(config([agent("a1")]))
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+    history = await stack.handle(wf).fetch_history()
+    text = history.to_json()
+    assert "notify_offer" not in text and "offer-notify" not in text
+
+
+async def test_a_preferred_agent_holding_a_live_offer_is_skipped_with_that_reason(make_stack: Any) -> None:
+    cfg = config(
+        [agent("a1", capacity=3), agent("a2", capacity=1)],
+        offer_timeout=30,
+        contacts=[{"id": "vip", "name": "VIP", "emails": ["vip@customer.example"], "preferred_agents": ["a1", "a2"]}],
+    )
+    stack: Stack = await make_stack(cfg)
+    first = await submit(stack, "first", sender="other@customer.example")
+    busy = await stack.wait_offer(first, "a1")  # most free capacity: a1
+    second = await submit(stack, "second", sender="vip@customer.example")
+    status = await stack.wait_offer(second, "a2")
+    skipped = [t for t in stack.trace(case_id=status.case_id) if t.outcome == "skipped"]
+    assert [(t.subject, t.reason) for t in skipped] == [
+        ("a1", f"preferred agent #1: holds a live offer on {busy.case_number}")
+    ]
+
+
+async def test_routine_kicks_do_not_starve_a_declined_item(make_stack: Any) -> None:
+    """A queue woken every 0.5 s (routine traffic) still gives a starved item its new round
+    a sweep interval (2 s) after it starved; before, each kick restarted the sweep timer."""
+    stack: Stack = await make_stack(config([agent("a1")], sweep=2.0, offer_timeout=30))
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "a1")
+    stop = asyncio.Event()
+
+    async def routine_kicks() -> None:
+        while not stop.is_set():
+            await wake.kick(stack.client, ["q"], task_queue=stack.task_queue, id_prefix=stack.id_prefix)
+            await asyncio.sleep(0.5)  # bounded: the traffic this test simulates
+
+    kicks = asyncio.create_task(routine_kicks())
+    try:
+        assert await stack.respond(wf, "a1", "decline") == "declined"
+        declined_at = asyncio.get_running_loop().time()
+        await stack.wait_offer(wf, "a1", timeout=6.0)
+        waited = asyncio.get_running_loop().time() - declined_at
+    finally:
+        stop.set()
+        await kicks
+    assert 1.5 <= waited <= 5.0, waited
+    status = await stack.status(wf)
+    assert [t.outcome for t in stack.trace(case_id=status.case_id) if t.outcome == "new_round"] == ["new_round"]
+
+
+async def test_routing_workflows_carry_a_summary_and_current_details(make_stack: Any) -> None:
+    stack: Stack = await make_stack(config([agent("a1")], offer_timeout=30))
+    sub = await stack.submit(make_email(subject="Secret body follows"), envelope_to=["support@acme.example"])
+    status = await stack.wait_offer(sub.workflow_id, "a1")
+    desc = await stack.handle(sub.workflow_id).describe()
+    assert await desc.static_summary() == f"Email #{sub.email_id} to support@acme.example"
+    details = await stack.handle(sub.workflow_id).query("__temporal_workflow_metadata")
+    current = details.current_details
+    assert current.startswith(f"{status.case_number} · mailbox support@acme.example · queue q")
+    assert "Offered to a1" in current
+
+    # What a supervisor sees with the CLI (the same metadata the Web UI lists).
+    cli = (
+        os.environ.get("TEMPORAL_CLI")
+        or subprocess.run(["scripts/temporal-cli.sh"], check=True, capture_output=True, text=True).stdout.strip()
+    )
+    target = stack.client.service_client.config.target_host
+    out = subprocess.run(
+        [
+            cli,
+            "workflow",
+            "describe",
+            "-w",
+            sub.workflow_id,
+            "--address",
+            target,
+            "--namespace",
+            stack.client.namespace,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert f"Email #{sub.email_id} to support@acme.example" in out
+    assert "Secret body" not in out
+
+
+async def test_an_item_waiting_longer_than_configured_alerts_the_supervisors(make_stack: Any, sink: Sink) -> None:
+    cfg = config(
+        [agent("a1", presence="Offline")],
+        workstream={"alert_waiting_longer_than": "1s"},
+        supervisors={"webhook": f"{sink.url}/alerts"},
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack, "Nobody home")
+    status = await stack.queued(wf)
+    [alert] = await eventually(lambda: alerts(stack), what="the waiting alert")
+    assert (alert.kind, alert.case_number) == ("waiting_too_long", status.case_number)
+    assert alert.detail == "no agent took it within 1s of being queued in q (alert_waiting_longer_than)"
+    assert [t.outcome for t in stack.trace(case_id=status.case_id) if t.outcome == "alerted"] == ["alerted"]
+    [body] = await eventually(lambda: sink.bodies("/alerts"), what="the alert webhook")
+    assert (body["kind"], body["case_number"]) == ("waiting_too_long", status.case_number)
+    async with api(stack) as http:
+        listed = await http.get("/api/v1/alerts", headers=token_for(stack, "sam", "supervisor"))
+        assert listed.status_code == 200
+        assert [(a["case_number"], a["kind"], a["queue"]) for a in listed.json()] == [
+            (status.case_number, "waiting_too_long", "q")
+        ]
+        refused = await http.get("/api/v1/alerts", headers=token_for(stack, "al", "agent", "a1"))
+        assert refused.status_code == 403
+    # Assigned afterwards: the workflow ends normally with its timer done.
+    await stack.set_presence("a1", "Available")
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+
+
+async def test_an_item_taken_in_time_raises_no_waiting_alert(make_stack: Any) -> None:
+    cfg = config([agent("a1")], workstream={"alert_waiting_longer_than": 1.5}, offer_timeout=30)
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack)
+    await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+    await asyncio.sleep(2.0)  # bounded: past the alert time, which must not alert any more
+    assert alerts(stack) == []
+    history = await stack.handle(wf).fetch_history()
+    assert "waiting_alert" not in history.to_json()
