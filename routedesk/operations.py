@@ -1246,7 +1246,11 @@ def _current_version(s: Session) -> ConfigVersionRow | None:
 
 def preview_config_file(store: Store, path: str | Path) -> ConfigPreview:
     """What loading the file would change (nothing is written)."""
-    data = config_diff.config_json(load_config(path))
+    return preview_config(store, load_config(path))
+
+
+def preview_config(store: Store, cfg: RoutingConfig) -> ConfigPreview:
+    data = config_diff.config_json(cfg)
     with store.db.read() as s:
         current = _current_version(s)
         edits = [
@@ -1291,7 +1295,10 @@ def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
     """Run the file's classification and route-to-queue rules (routedesk.rules, pure) over the
     first emails of the cases received in the period, and count those whose queue or priority
     would differ from their case's. Reads only: no workflow, no writes."""
-    cfg = load_config(path)
+    return config_whatif_for(store, load_config(path), since)
+
+
+def config_whatif_for(store: Store, cfg: RoutingConfig, since: timedelta) -> WhatIf:
     contacts = {e: c.id for c in cfg.contacts for e in c.emails}
     result = WhatIf(since=utcnow() - since)
     cols = (
@@ -1361,6 +1368,80 @@ def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
                     )
                 )
     return result
+
+
+# --- configuration over the API (admins load; supervisors read) -----------------------------
+#
+# The same operations as ``routedesk config load|diff|whatif|history``, on the file's text:
+# an API client sends the YAML it would otherwise put in a file.
+
+
+def config_from_text(text: str, source: str = "request body") -> RoutingConfig:
+    """The validated config in ``text`` (YAML or JSON); :class:`Invalid` naming every problem."""
+    import yaml
+
+    from routedesk.config import ConfigError, parse_config
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise Invalid(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+    try:
+        return parse_config(data, source=source)
+    except ConfigError as exc:
+        raise Invalid("; ".join(str(exc).splitlines())) from None
+
+
+class ConfigLoaded(BaseModel):
+    version: int
+    changed: bool
+    previous: int | None
+    report: list[str]  # what `config load` prints: the version, kept and overridden runtime edits
+    woken_queues: list[str]
+
+
+async def load_config_text(ctx: Context, actor: Actor, text: str) -> ConfigLoaded:
+    """Admin: load ``text`` as a new config version (none when it is the version in force's),
+    then wake the queues it gave a new member."""
+    require(actor, Role.ADMIN, "load configuration")
+    cfg = config_from_text(text)
+    result = await asyncio.to_thread(ctx.store.load_config, cfg, by=actor.describe(), source="api")
+    await wake_after_load(ctx, result)
+    return ConfigLoaded(
+        version=result.version,
+        changed=result.changed,
+        previous=result.previous,
+        report=result.report("request body"),
+        woken_queues=result.wake_queues,
+    )
+
+
+async def wake_after_load(ctx: Context, result: LoadResult) -> None:
+    """Kick the dispatchers of the queues a load gave someone who may take their waiting
+    work, so it is offered now rather than at the next sweep."""
+    if result.wake_queues:
+        from routedesk.assignment import wake
+
+        await wake.kick(await ctx.temporal(), result.wake_queues, task_queue=ctx.queue, id_prefix=ctx.prefix)
+
+
+def preview_config_text(store: Store, actor: Actor, text: str) -> dict[str, Any]:
+    require(actor, Role.SUPERVISOR, "preview configuration")
+    return preview_config(store, config_from_text(text)).as_dict()
+
+
+def whatif_config_text(store: Store, actor: Actor, text: str, since: str = "7d") -> dict[str, Any]:
+    require(actor, Role.SUPERVISOR, "run a what-if")
+    try:
+        period = parse_since(since)
+    except StoreRefusal as exc:
+        raise Invalid(str(exc).replace("--since", "since")) from None
+    return config_whatif_for(store, config_from_text(text), period).as_dict()
+
+
+def config_versions(store: Store, actor: Actor) -> list[dict[str, Any]]:
+    require(actor, Role.SUPERVISOR, "list config versions")
+    return [v.as_dict() for v in config_history(store)]
 
 
 # --- replies from the case (README *Replies from the case*) ---------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from sqlmodel import Session, SQLModel, col, delete, func, insert, select, update
 
 from routedesk import config_diff, ids
+from routedesk.assignment.wake import queues_to_wake
 from routedesk.config import IntakeSettings, Mailbox, RoutingConfig, RoutingSettings, Workstream
 from routedesk.db import CONFIG_LOCK, Database
 from routedesk.limits import cap_text
@@ -104,6 +105,9 @@ class LoadResult:
     changes: list[config_diff.Change] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # runtime edits the file does not contradict
     conflicts: list[str] = field(default_factory=list)  # runtime edits the file overrides
+    # Queues with items waiting for their assignment method that the load gave a new member
+    # (or an agent more capacity): their dispatchers must be kicked (see ``wake_after_load``).
+    wake_queues: list[str] = field(default_factory=list)
 
     def report(self, source: str) -> list[str]:
         """What ``make run`` and ``config load`` print: the version, then every runtime edit
@@ -179,6 +183,7 @@ class Store:
                 ).all()
             }
             old_members = {(m.queue_id, m.agent_id): m for m in s.exec(select(QueueMemberRow)).all()}
+            kept_capacity = {a.id: a.capacity for a in old_agents.values()}
             old_mailboxes = {m.address: m for m in s.exec(select(MailboxRow)).all()}
             for table in (
                 MailboxRow,
@@ -238,6 +243,15 @@ class Store:
                     s.add(row)
             for gone in old_agents.values():
                 s.delete(gone)
+            # Who may now take waiting work: a new member, or a member with more capacity.
+            grown = {a.id for a in cfg.agents if a.id in kept_capacity and a.capacity > kept_capacity[a.id]}
+            eligible_more = {
+                q.id
+                for q in cfg.queues
+                for agent_id in q.members
+                if (q.id, agent_id) not in old_members or agent_id in grown
+            }
+            wake_queues = queues_to_wake(s, eligible_more)
             s.merge(SettingRow(key="routing", value=cfg.routing.model_dump(mode="json")))
             s.merge(SettingRow(key="intake", value=cfg.intake.model_dump(mode="json")))
             for c in cfg.contacts:
@@ -261,6 +275,7 @@ class Store:
             config_diff.diff(previous, data),
             rec.kept,
             rec.conflicts,
+            wake_queues,
         )
 
     # --- cached definitions --------------------------------------------------------------

@@ -43,6 +43,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
+CONFIG_BODY_LIMIT = 1024 * 1024
+
+
 class ErrorBody(BaseModel):
     error: str
 
@@ -320,6 +323,48 @@ def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:
     @r.get("/cases/{case}/replies", summary="The case's replies and their delivery", tags=["cases"])
     async def replies(case: str, actor: Actor = who) -> list[ops.CaseReplyView]:
         return await _call(ops.case_replies, store, actor, case)
+
+    # --- configuration (the YAML of `routedesk config load`, in the request body) -----------
+
+    yaml_body = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/yaml": {"schema": {"type": "string"}}},
+            "description": "The routing configuration, as YAML (or JSON)",
+        }
+    }
+
+    async def config_text(request: Request) -> str:
+        raw = await request.body()
+        if len(raw) > CONFIG_BODY_LIMIT:
+            raise ApiError(413, f"a configuration is at most {CONFIG_BODY_LIMIT // 1024} KB")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(422, "the configuration must be UTF-8 text") from None
+
+    @r.post("/config", summary="Admin: load a configuration as a new version", tags=["config"], openapi_extra=yaml_body)
+    async def config_load(request: Request, actor: Actor = who) -> ops.ConfigLoaded:
+        return await _act(ops.load_config_text(ctx, actor, await config_text(request)))  # type: ignore[no-any-return]
+
+    @r.post(
+        "/config/diff", summary="What loading a configuration would change", tags=["config"], openapi_extra=yaml_body
+    )
+    async def config_diff(request: Request, actor: Actor = who) -> dict[str, Any]:
+        return await _call(ops.preview_config_text, store, actor, await config_text(request))
+
+    @r.post(
+        "/config/whatif",
+        summary="A configuration's rules run over the emails of a period: what would route differently",
+        tags=["config"],
+        openapi_extra=yaml_body,
+    )
+    async def config_whatif(request: Request, since: str = "7d", actor: Actor = who) -> dict[str, Any]:
+        return await _call(ops.whatif_config_text, store, actor, await config_text(request), since)
+
+    @r.get("/config/versions", summary="Loaded configuration versions, oldest first", tags=["config"])
+    async def config_versions(actor: Actor = who) -> list[dict[str, Any]]:
+        return await _call(ops.config_versions, store, actor)
 
     @r.get("/alerts", summary="Supervisor: alerts, newest first", tags=["alerts"])
     async def alerts(actor: Actor = who) -> list[ops.AlertView]:

@@ -12,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlmodel import select
 
 from routedesk import auth
 from routedesk.models import OfferRow
 from starter.http import HttpIntakeServer, start_http_intake
 from tests.cli import routedesk, stack_env
-from tests.support import Stack, eventually, example_email, history_events, make_email
+from tests.support import EXAMPLES, Stack, eventually, example_email, history_events, make_email
 
 
 @asynccontextmanager
@@ -286,3 +287,47 @@ async def test_reply_endpoint_lets_the_owning_agent_reply_and_refuses_another_ag
             assert any("queued by alice-user (agent)" in r for r in reasons), reasons
             listed = (await http.get(url, headers=bob)).json()
             assert [r["status"] for r in listed] == ["sent"]
+
+
+async def test_config_over_the_api_is_for_admins_and_wakes_the_queues_it_gives_a_member(stack: Stack) -> None:
+    admin = token_for(stack, "ada", "admin")
+    boss = token_for(stack, "sam", "supervisor")
+    alice = token_for(stack, "alice-user", "agent", "alice")
+    # Nobody in general can take work: the item waits for its assignment method.
+    for agent in ("alice", "bob", "carol"):
+        await stack.set_presence(agent, "Offline")
+    sub = await stack.submit(make_email(subject="Question about opening hours"))
+    await stack.wait_stage(sub.workflow_id, "waiting_for_agent")
+    data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
+    data["agents"].append({"id": "zoe", "name": "Zoe New", "presence": "Available"})
+    [general] = [q for q in data["queues"] if q["id"] == "general"]
+    general["members"].append("zoe")
+    text = yaml.safe_dump(data, sort_keys=False)
+    async with api(stack) as http:
+        refused = await http.post("/api/v1/config", content=text, headers=boss)
+        assert refused.status_code == 403 and "admin" in refused.json()["error"]
+        bad = await http.post("/api/v1/config", content="queues: [", headers=admin)
+        assert bad.status_code == 422 and "not valid YAML" in bad.json()["error"]
+        wrong = await http.post("/api/v1/config", content="queues: 3\n", headers=admin)
+        assert wrong.status_code == 422 and "queues" in wrong.json()["error"]
+
+        assert (await http.post("/api/v1/config/diff", content=text, headers=alice)).status_code == 403
+        diff = await http.post("/api/v1/config/diff", content=text, headers=boss)
+        assert diff.status_code == 200, diff.text
+        assert not diff.json()["unchanged"] and "zoe" in json.dumps(diff.json()["changes"])
+        whatif = await http.post("/api/v1/config/whatif", params={"since": "1d"}, content=text, headers=boss)
+        assert whatif.status_code == 200 and whatif.json()["emails"] >= 1 and whatif.json()["changed"] == 0
+        bad_since = await http.post("/api/v1/config/whatif", params={"since": "soon"}, content=text, headers=boss)
+        assert bad_since.status_code == 422 and "7d" in bad_since.json()["error"]
+
+        before = (await http.get("/api/v1/config/versions", headers=boss)).json()
+        loaded = await http.post("/api/v1/config", content=text, headers=admin)
+        assert loaded.status_code == 200, loaded.text
+        body = loaded.json()
+        assert (body["changed"], body["version"], body["woken_queues"]) == (True, before[-1]["number"] + 1, ["general"])
+        # The new member is offered the waiting item now, not at the queue's next sweep (60 s).
+        await stack.wait_offer(sub.workflow_id, "zoe", timeout=10)
+        versions = (await http.get("/api/v1/config/versions", headers=boss)).json()
+        assert (versions[-1]["loaded_by"], versions[-1]["source"]) == ("ada (admin)", "api")
+        again = (await http.post("/api/v1/config", content=text, headers=admin)).json()
+        assert (again["changed"], again["woken_queues"]) == (False, [])

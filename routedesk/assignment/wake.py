@@ -25,8 +25,8 @@ decisions for the items waiting in it, one store transaction per pass. Three pie
 
 What makes an agent eligible again, and what kicks for it: a presence change (the CLI and the
 API kick the agent's queues), capacity released (``resolve`` claims the agent's queues), an
-offer closed (``accept_offer``/``close_offer`` claim them). Members added by a config load are
-not kicked (the load has no Temporal client): the next pass or sweep sees them.
+offer closed (``accept_offer``/``close_offer`` claim them), a new member or more capacity from a
+config load (the load claims the queues, ``LoadResult.wake_queues``, and its caller kicks them).
 
 A case that arrives at an empty queue is offered by its own routing transaction
 (``offer_on_arrival`` in :mod:`routedesk.assignment.transactions`): nothing else waits, so a

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from routedesk.cli.common import UserError, console, friendly, open_store, print_json
+from routedesk.cli.common import UserError, console, context, friendly, open_store, print_json, run
 from routedesk.config import load_config
 from routedesk.store import Store, StoreRefusal
 
@@ -40,6 +40,17 @@ def load(
     result = operations.load_config_file(store, file, by=by, cfg=cfg)
     for line in result.report(str(file)):
         console.print(line, markup=False)
+    if result.wake_queues:
+        queues = ", ".join(result.wake_queues)
+        try:
+            run(operations.wake_after_load(context(store), result))
+            console.print(f"woke queue(s) {queues}: their waiting items are offered to the new members", markup=False)
+        except Exception as exc:  # Temporal unreachable: the dispatchers' sweep offers them
+            console.print(
+                f"queue(s) {queues}: new members get waiting items at the next sweep "
+                f"(Temporal not reachable: {' '.join(str(exc).split()) or type(exc).__name__})",
+                markup=False,
+            )
     console.print(f"case store {store.db.address}", markup=False)
 
 
