@@ -31,14 +31,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.assignment import AssignmentActivities
     from routedesk.assignment.wake import DISPATCHER_WORKFLOW, KICK_SIGNAL
     from routedesk.contracts import (
         AnswerInput,
         DispatchedOffer,
         DispatcherInput,
         DispatchPass,
-        DispatchResult,
     )
+    from workflows.email_routing import EmailRoutingWorkflow
 
 PASSES_PER_RUN = 500  # continue-as-new well before the history gets large
 STARVED_ROUNDS = "starved-rounds-2026-12-02"
@@ -81,14 +82,13 @@ class QueueDispatcherWorkflow:
                     sweep = True
             self._kicked = False
             # A local activity: one store transaction, one marker event per pass.
-            result = await workflow.execute_local_activity(
-                "dispatch_queue",
+            result = await workflow.execute_local_activity_method(
+                AssignmentActivities.dispatch_queue,
                 DispatchPass(
                     queue_id=inp.queue_id,
                     pass_key=f"{workflow.info().run_id}:{passes}",
                     sweep=sweep,
                 ),
-                result_type=DispatchResult,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(milliseconds=200),
@@ -117,11 +117,13 @@ class QueueDispatcherWorkflow:
     async def _tell(self, offer: DispatchedOffer) -> None:
         workflow_id = offer.workflow_id
         try:
-            await workflow.get_external_workflow_handle(workflow_id).signal("offer", offer.offer)
+            await workflow.get_external_workflow_handle_for(EmailRoutingWorkflow.run, workflow_id).signal(
+                EmailRoutingWorkflow.offer, offer.offer
+            )
         except ApplicationError:
             # The case's workflow is gone (terminated by hand): free the agent again.
-            await workflow.execute_activity(
-                "close_offer",
+            await workflow.execute_activity_method(
+                AssignmentActivities.close_offer,
                 AnswerInput(
                     case_id=offer.case_id,
                     offer_id=offer.offer.offer_id,
