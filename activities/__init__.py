@@ -11,6 +11,7 @@ from activities.assignment import AssignmentActivities
 from activities.intake import IntakeActivities
 from activities.notify import NotifyActivities
 from activities.routing import RoutingActivities
+from activities.sla import SlaActivities
 from activities.threads import ThreadActivities
 from routedesk import settings
 from routedesk.assignment.wake import Kicker
@@ -39,4 +40,10 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         assign.dispatch_queue,
         assign.assign_direct,
         assign.resolve_case,
+        *_sla_activities(store, client, kicker),
     ]
+
+
+def _sla_activities(store: Store, client: Client, kicker: Kicker) -> list[Callable[..., Any]]:
+    sla = SlaActivities(store, client, kicker)
+    return [sla.sla_next, sla.sla_fire, sla.reassign_if_idle]

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import open_case
-from routedesk import rules
+from routedesk import rules, sla
 from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
 from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
@@ -192,4 +192,5 @@ class RoutingActivities:
         decision = QueueDecision(
             queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue, offer=offer
         )
+        decision.timers = sla.on_route(s, self.store, case, rule_context(case, email))
         return decision, wake

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+DEFAULT_QUEUE_PRIORITY = 100  # queues[].priority when left out: after any queue given a lower number
 MAX_PREFERRED_AGENTS = 3  # Dynamics 365: "You can map up to three preferred agents to a contact."
 
 
@@ -314,6 +316,8 @@ class Workstream(Strict):
     allowed_presences: list[Presence] = Field(default_factory=lambda: [Presence.AVAILABLE, Presence.BUSY])
     offer_timeout_seconds: float = Field(default=60, gt=0)
     preferred_agents: PreferredAgentSettings = PreferredAgentSettings()
+    # An assigned case the agent did nothing on for this long goes back to the queue.
+    reassign_if_idle: SlaDuration | None = None
 
 
 class Queue(Strict):
@@ -321,7 +325,8 @@ class Queue(Strict):
     name: str
     members: list[str] = Field(default_factory=list)
     assignment_method: AssignmentMethod = AssignmentMethod.HIGHEST_CAPACITY
-    priority: int = 0
+    # Across queues (an agent in several): lower first, as Dynamics 365 orders queues.
+    priority: int = DEFAULT_QUEUE_PRIORITY
 
 
 class Agent(Strict):
@@ -431,6 +436,7 @@ class RoutingConfig(Strict):
     contacts: list[Contact] = Field(default_factory=list)
     routing: RoutingSettings = RoutingSettings()
     intake: IntakeSettings = IntakeSettings()
+    sla_policies: list[SlaPolicy] = Field(default_factory=list)  # first match wins
 
     def cross_check(self) -> list[tuple[str, str]]:
         """References between objects; pydantic checks each object alone."""
@@ -493,6 +499,7 @@ class RoutingConfig(Strict):
                         )
                     )
                 seen_emails[e] = c.id
+        problems += sla_problems(self)
         return problems
 
     def mailbox(self, address: str) -> Mailbox | None:
@@ -560,3 +567,97 @@ def load_config(path: str | Path) -> RoutingConfig:
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"not valid YAML: {exc}")], str(p)) from None
     return parse_config(data, str(p))
+
+
+# --- SLA policies (issue 18; routedesk/sla.py runs them) ---------------------------------
+
+
+def _duration(v: str) -> str:
+    # Imported here: routedesk.calendars owns the duration syntax.
+    from routedesk.calendars import parse_duration
+
+    if parse_duration(v).total_seconds() <= 0:
+        raise ValueError(f"{v!r} must be longer than zero")
+    return v
+
+
+SlaDuration = Annotated[str, AfterValidator(_duration)]
+
+
+class SlaAction(Strict):
+    """One step of ``on_warning`` / ``on_violation``: exactly one key. ``reassign`` may be
+    written bare."""
+
+    raise_priority: Priority | None = None
+    notify: Literal["supervisors"] | None = None
+    transfer_to_queue: str | None = None
+    reassign: Literal[True] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, v: Any) -> Any:
+        return {"reassign": True} if v == "reassign" else v
+
+    @model_validator(mode="after")
+    def _one(self) -> SlaAction:
+        given = [k for k in ("raise_priority", "notify", "transfer_to_queue", "reassign") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "an action has exactly one of raise_priority: P, notify: supervisors, transfer_to_queue: Q, reassign"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("raise_priority", "notify", "transfer_to_queue", "reassign") if getattr(self, k))
+
+    def describe(self) -> str:
+        value = getattr(self, self.kind)
+        return self.kind if value is True else f"{self.kind}: {value}"
+
+
+class SlaPolicy(Strict):
+    """Targets for the cases its condition matches; the first matching policy applies."""
+
+    id: str
+    when: Condition | None = None  # none: every case
+    calendar: str | None = None  # none: 24x7
+    first_response: SlaDuration | None = None  # until an agent accepts (or is assigned)
+    resolution: SlaDuration | None = None  # until the case is resolved
+    warning_at: float = Field(default=0.8, gt=0, lt=1)  # fraction of a target
+    on_warning: list[SlaAction] = Field(default_factory=list)
+    on_violation: list[SlaAction] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _a_target(self) -> SlaPolicy:
+        if self.first_response is None and self.resolution is None:
+            raise ValueError("give first_response, resolution or both")
+        return self
+
+
+def sla_problems(cfg: RoutingConfig) -> list[tuple[str, str]]:
+    """References of ``sla_policies``: ids, calendars, queues."""
+    problems: list[tuple[str, str]] = []
+    q_ids = {q.id for q in cfg.queues}
+    calendars = {c.id for c in getattr(cfg, "calendars", [])}
+    seen: set[str] = set()
+    for i, p in enumerate(cfg.sla_policies):
+        if p.id in seen:
+            problems.append((f"sla_policies[{i}]", f"duplicate id {p.id!r}"))
+        seen.add(p.id)
+        if p.calendar is not None and p.calendar not in calendars:
+            problems.append((f"sla_policies[{i}].calendar", f"unknown calendar {p.calendar!r}"))
+        for key in ("on_warning", "on_violation"):
+            for j, action in enumerate(getattr(p, key)):
+                if action.transfer_to_queue and action.transfer_to_queue not in q_ids:
+                    problems.append(
+                        (
+                            f"sla_policies[{i}].{key}[{j}].transfer_to_queue",
+                            f"unknown queue {action.transfer_to_queue!r}",
+                        )
+                    )
+    return problems
+
+
+Workstream.model_rebuild()
+RoutingConfig.model_rebuild()

@@ -203,6 +203,21 @@ class CaseRow(SQLModel, table=True):
     resolved_at: datetime | None = None
     # Opened by a non-participant's reply to that case (intake.non_participant_reply: new_case).
     related_case_id: int | None = None
+    # --- SLA and agent activity (routedesk/sla.py; revision 0007) ---
+    sla_policy_id: str | None = None  # the first matching sla_policies entry, this round
+    # The earliest target not yet met: ordering across queues and the SlaDueAt attribute.
+    sla_due_at: datetime | None = Field(default=None, index=True)
+    sla_first_response_due: datetime | None = None
+    sla_resolution_due: datetime | None = None
+    # Timer state: warning times, events fired, pause start (see routedesk.sla.SlaState).
+    sla: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Warnings and violations, oldest first: {round, target, kind, at, due}.
+    sla_breaches: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Set while the case waits on the customer (an agent's status): SLA timers pause.
+    waiting_since: datetime | None = None
+    # The assigned agent's last action on the case (assignment, reply, status change):
+    # reassign_if_idle measures from here. Another branch may add it too (same column).
+    last_agent_activity_at: datetime | None = None
 
 
 class QueueWakeRow(SQLModel, table=True):
@@ -386,3 +401,22 @@ class ApiTokenRow(SQLModel, table=True):
     token_hash: str
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
+
+
+# --- SLA and idle reassignment (revision 0007) ---------------------------------------------
+
+
+class AgentNoticeRow(SQLModel, table=True):
+    """Something an agent is told about a case they held (e.g. it went back to the queue
+    because they did nothing on it for the workstream's ``reassign_if_idle``)."""
+
+    __tablename__ = "agent_notice"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="agent_notice_idempotency"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: str = Field(index=True)
+    case_id: int = Field(index=True)
+    case_number: str
+    kind: str  # reassigned_idle | reassigned_sla
+    message: str
+    idempotency_key: str
+    created_at: datetime = Field(default_factory=utcnow)

@@ -26,7 +26,7 @@ Temporal activity and wakes the dispatchers it names after the commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
@@ -215,12 +215,19 @@ def _eligible(
     ws: Workstream,
     members: Iterable[tuple[AgentRow, QueueMemberRow]],
     offering: set[str],
+    s: Session | None = None,
+    store: Store | None = None,
 ) -> tuple[list[assignment.Candidate], list[str]]:
     required = set(case.attributes.get("skills") or [])
     allowed = {p.value for p in ws.allowed_presences}
     eligible: list[assignment.Candidate] = []
     skipped: list[str] = []
     for agent, member in members:
+        better = (
+            better_elsewhere(s, store, case, agent)
+            if s is not None and store is not None and agent.id not in case.excluded_agents
+            else None
+        )
         if agent.id in case.excluded_agents:
             skipped.append(f"{agent.id} declined or timed out this round")
         elif agent.presence not in allowed:
@@ -231,6 +238,8 @@ def _eligible(
             skipped.append(f"{agent.id} holds a live offer")
         elif not required <= set(agent.skills):
             skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
+        elif better is not None:
+            skipped.append(f"{agent.id} gets a better item first: {better}")
         else:
             eligible.append(
                 assignment.Candidate(
@@ -260,7 +269,7 @@ def eligible_or_note_wait(
     out then starts a new round.
     """
     ws = store.workstream(case.workstream_id)
-    eligible, skipped = _eligible(case, ws, members, offering)
+    eligible, skipped = _eligible(case, ws, members, offering, s, store)
     if not eligible and sweep_key is not None and case.excluded_agents:
         case.excluded_agents = []
         case.waiting_noted = None
@@ -270,7 +279,7 @@ def eligible_or_note_wait(
             f"r{case.round}:new-round@{sweep_key}",
             TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
         )
-        eligible, skipped = _eligible(case, ws, members, offering)
+        eligible, skipped = _eligible(case, ws, members, offering, s, store)
     if not eligible:
         # Traced once per round and exclusion set, not on every pass.
         step = _wait_step(case)
@@ -374,6 +383,128 @@ def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
     """The offer :func:`offer_on_arrival` made for this case's round, for a retried routing."""
     offer = s.exec(select(OfferRow).where(OfferRow.idempotency_key == f"{case.id}:r{case.round}:on-arrival")).first()
     return _info(offer, store.workstream(case.workstream_id)) if offer is not None else None
+
+
+# --- ordering across queues -------------------------------------------------------------
+#
+# An agent in several queues gets the best item across all of them: queue priority first
+# (lower first), then item priority, then SLA due time (items with one first), then age.
+# Each queue's dispatcher still decides alone, holding its members' rows locked; before it
+# offers an item to an agent, it looks (reading only) for an item in the agent's other
+# queues that ranks higher and that the agent may take. If there is one, the agent is left
+# for that queue's dispatcher, which a kick wakes: the agent's row lock serialises the two
+# decisions, so capacity is never booked twice, and whichever dispatcher wakes first, the
+# better item is offered first.
+
+_FAR = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(t: datetime | None) -> datetime:
+    if t is None:
+        return _FAR
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def rank_key(queue_priority: int, case: CaseRow) -> tuple[int, int, int, datetime, datetime, int]:
+    """Smaller is better: the order in which an agent's items across queues are offered."""
+    return (
+        queue_priority,
+        -case.priority_rank,
+        0 if case.sla_due_at is not None else 1,
+        _utc(case.sla_due_at),
+        _utc(case.queued_at),
+        case.id or 0,
+    )
+
+
+# How many better-ranked items of other queues are looked at per agent before concluding the
+# agent may take none of them (excluded, lacking skills): a bound on the cost per decision.
+BETTER_LOOKAHEAD = 20
+
+
+def better_elsewhere(s: Session, store: Store, case: CaseRow, agent: AgentRow) -> str | None:
+    """Why ``agent`` should not be offered ``case`` now: an item in another of the agent's
+    queues ranks higher and the agent may take it. None when there is none. Cached per
+    transaction and agent (the items of other queues do not change during a pass); the
+    deferred-to queue is claimed for a wake-up."""
+    cache: dict[tuple[str, str], tuple[tuple[int, int, int, datetime, datetime, int], str] | None]
+    cache = s.info.setdefault("better_elsewhere", {})
+    queue_priorities: dict[str, int] = s.info.setdefault("queue_priorities", {})
+    if not queue_priorities:
+        queue_priorities.update({q.id: q.priority for q in s.exec(select(QueueRow)).all()})
+    if case.queue_id is None:
+        return None
+    key = (agent.id, case.queue_id)
+    if key not in cache:
+        cache[key] = _best_elsewhere(s, store, case.queue_id, agent, queue_priorities)
+    best = cache[key]
+    if best is None or best[0] >= rank_key(queue_priorities.get(case.queue_id, 0), case):
+        return None
+    _, where = best
+    s.info.setdefault("deferred_to", set()).add(where.split(" ", 1)[0])
+    return f"{where}"
+
+
+def _best_elsewhere(
+    s: Session, store: Store, queue_id: str, agent: AgentRow, queue_priorities: dict[str, int]
+) -> tuple[tuple[int, int, int, datetime, datetime, int], str] | None:
+    others = [q for q in s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent.id)).all()]
+    others = [q for q in others if q != queue_id]
+    if not others:
+        return None
+    rows = s.exec(
+        select(CaseRow)
+        .where(col(CaseRow.queue_id).in_(others), CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
+        .order_by(
+            col(CaseRow.priority_rank).desc(),
+            col(CaseRow.sla_due_at).asc().nulls_last(),
+            col(CaseRow.queued_at),
+            col(CaseRow.id),
+        )
+        .limit(BETTER_LOOKAHEAD * len(others))
+    ).all()
+    best: tuple[tuple[int, int, int, datetime, datetime, int], str] | None = None
+    for other in rows:
+        if agent.id in other.excluded_agents:
+            continue
+        if not set(other.attributes.get("skills") or []) <= set(agent.skills):
+            continue
+        ws = store.workstream(other.workstream_id)
+        if agent.presence not in {p.value for p in ws.allowed_presences}:
+            continue
+        k = rank_key(queue_priorities.get(other.queue_id or "", 0), other)
+        if best is None or k < best[0]:
+            best = (k, f"{other.queue_id} ({other.number}, queue priority {k[0]})")
+    return best
+
+
+def deferred_wakes(s: Session) -> list[str]:
+    """The queues a decision in this transaction left an agent to (claimed for a kick)."""
+    deferred = sorted(s.info.pop("deferred_to", set()))
+    return claim_wakes(s, deferred) if deferred else []
+
+
+def _wake_after_pass(
+    s: Session,
+    queue_id: str,
+    members: list[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+    offered: bool,
+) -> list[str]:
+    """After a pass: the queues an agent was left to, and, when this pass made offers, the
+    other queues of members still free (an agent another queue's pass left to this one may
+    not have been chosen here: its other items are theirs again)."""
+    wake = deferred_wakes(s)
+    if offered:
+        free = [a.id for a, _ in members if a.active_count < a.capacity and a.id not in offering]
+        if free:
+            others = s.exec(
+                select(QueueMemberRow.queue_id).where(
+                    col(QueueMemberRow.agent_id).in_(free), QueueMemberRow.queue_id != queue_id
+                )
+            ).all()
+            wake += queues_to_wake(s, list(others))
+    return sorted(set(wake))
 
 
 class Assignments:
@@ -566,9 +697,19 @@ class Assignments:
             )
 
     def dispatch(self, inp: DispatchPass) -> tuple[DispatchResult, bool]:
-        """One assignment cycle for a queue: waiting items in priority-then-age order, each
-        offered to the agent the queue's method picks among eligible members. Also says
-        whether an item was skipped because another transaction held it."""
+        result, contended, _ = self.dispatch_and_wake(inp)
+        return result, contended
+
+    def dispatch_and_wake(self, inp: DispatchPass) -> tuple[DispatchResult, bool, list[str]]:
+        """One assignment cycle for a queue: waiting items in priority, SLA due time, then
+        age order, each offered to the agent the queue's method picks among eligible members.
+        Also says whether an item was skipped because another transaction held it, and which
+        other queues' dispatchers must look again (see :func:`better_elsewhere`)."""
+        wake: list[str] = []
+        result, contended = self._dispatch(inp, wake)
+        return result, contended, wake
+
+    def _dispatch(self, inp: DispatchPass, wake: list[str]) -> tuple[DispatchResult, bool]:
         sweep_interval = self.store.routing_settings().sweep_interval_seconds
         with self.store.db.write() as s:
             made = s.exec(select(OfferRow).where(col(OfferRow.idempotency_key).startswith(f"{inp.pass_key}:"))).all()
@@ -593,7 +734,12 @@ class Assignments:
                     CaseRow.status == "queued",
                     col(CaseRow.awaiting_dispatch),
                 )
-                .order_by(col(CaseRow.priority_rank).desc(), col(CaseRow.queued_at), col(CaseRow.id))
+                .order_by(
+                    col(CaseRow.priority_rank).desc(),
+                    col(CaseRow.sla_due_at).asc().nulls_last(),
+                    col(CaseRow.queued_at),
+                    col(CaseRow.id),
+                )
             ).all()
             if not items:
                 return DispatchResult(sweep_interval_seconds=sweep_interval), False
@@ -640,6 +786,7 @@ class Assignments:
                     continue
                 anyone_free = _anyone_free(members, offering)
                 offers.append(self._dispatched(offer, ws))
+            wake += _wake_after_pass(s, inp.queue_id, members, offering, bool(offers))
             return DispatchResult(offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval), contended
 
     def _dispatched(self, offer: OfferRow, ws: Workstream | None = None) -> DispatchedOffer:
