@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from routedesk.calendars import Calendar
+
 DEFAULT_QUEUE_PRIORITY = 100  # queues[].priority when left out: after any queue given a lower number
 MAX_PREFERRED_AGENTS = 3  # Dynamics 365: "You can map up to three preferred agents to a contact."
 
@@ -437,6 +439,7 @@ class RoutingConfig(Strict):
     routing: RoutingSettings = RoutingSettings()
     intake: IntakeSettings = IntakeSettings()
     sla_policies: list[SlaPolicy] = Field(default_factory=list)  # first match wins
+    calendars: list[Calendar] = Field(default_factory=list)  # business calendars (issue 18)
 
     def cross_check(self) -> list[tuple[str, str]]:
         """References between objects; pydantic checks each object alone."""
@@ -457,6 +460,7 @@ class RoutingConfig(Strict):
         dupes("queues", [q.id for q in self.queues])
         dupes("agents", [a.id for a in self.agents])
         dupes("contacts", [c.id for c in self.contacts])
+        dupes("calendars", [c.id for c in self.calendars])
 
         for i, m in enumerate(self.mailboxes):
             if m.workstream not in ws_ids:
