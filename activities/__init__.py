@@ -40,6 +40,7 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         assign.dispatch_queue,
         assign.assign_direct,
         assign.resolve_case,
+        assign.transfer_to_queue,
         *_sla_activities(store, client, kicker),
     ]
 

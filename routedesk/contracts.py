@@ -346,6 +346,26 @@ class ThreadDecision(BaseModel):
     reason: Text
 
 
+# --- transfers between queues (issue 18: overflow and SLA actions) ---------------------------
+
+
+class TransferInput(BaseModel):
+    case_id: int
+    queue_id: str  # the queue the waiting case moves to
+    step: str  # idempotency: a retried transfer returns what the first attempt did
+    reason: Text
+
+
+class TransferResult(BaseModel):
+    transferred: bool
+    queue_id: str | None = None  # the case's queue afterwards
+    from_queue: str | None = None
+    # The live offer the transfer withdrew: if its signal is still on its way, the workflow
+    # must not run it.
+    withdrawn_offer_id: int | None = None
+    reason: Text | None = None  # why not, when not transferred
+
+
 # --- SLA timers and idle reassignment (routedesk/sla.py) ----------------------------------
 
 

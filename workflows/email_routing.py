@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         SlaWorkflowAction,
         Stage,
         ThreadInput,
+        TransferInput,
     )
     from workflows.offer_inbox import Answer, Decision, OfferInbox, OfferResult
 
@@ -121,7 +122,9 @@ class EmailRoutingWorkflow:
         self._sla_poke = False  # something that moves the SLA timers changed
         self._sla_resume = False  # a customer reply: timers paused for the customer run again
         self._requeued = False  # taken from its agent: the main flow offers it again
-        self._withdrawn: set[int] = set()  # offers an SLA action withdrew in the store
+        # Offers a transfer withdrew in the store (issue 18): one whose signal comes later is
+        # closed unrun.
+        self._withdrawn_offers: set[int] = set()
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -447,6 +450,9 @@ class EmailRoutingWorkflow:
         """Wait for the answer on a durable timer; True when the case got assigned."""
         case_id = self._status.case_id
         assert case_id is not None
+        if offer.offer_id in self._withdrawn_offers:  # a transfer withdrew it before it came
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
+            return False
         self._inbox.open(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
         self._status.live_offer = offer.agent_id
         self._advance(Stage.OFFERED)
@@ -456,18 +462,18 @@ class EmailRoutingWorkflow:
         )
         with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
             await self._wait(
-                lambda: self._inbox.is_answered(offer) or self._done() or offer.offer_id in self._withdrawn,
+                lambda: self._inbox.is_answered(offer) or self._done() or offer.offer_id in self._withdrawn_offers,
                 timeout=timedelta(seconds=offer.timeout_seconds),
             )
         answer = self._inbox.answer_to(offer)
         self._status.live_offer = None
         workflow.set_current_details("")
-        if answer is None and offer.offer_id in self._withdrawn:  # an SLA reassign closed it
-            self._inbox.close(offer, OfferResult.WITHDRAWN)
-            return False
         if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
             self._inbox.close(offer, OfferResult.WITHDRAWN)
             return self._status.assigned_agent is not None
+        if offer.offer_id in self._withdrawn_offers:  # the case moved to another queue
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
+            return False
 
         def answer_input(outcome: Any, reason: str | None = None) -> AnswerInput:
             return AnswerInput(
@@ -514,6 +520,31 @@ class EmailRoutingWorkflow:
             )
         self._set_assigned(agent_id)
         return f"{self._status.case_number} assigned to {agent_id}"
+
+    # --- transfers between queues (issue 18) -------------------------------------------
+
+    async def _transfer(self, queue_id: str, reason: str) -> bool:
+        """Move the waiting case to ``queue_id`` (overflow, SLA actions); True when it moved.
+
+        The store withdraws a live offer (whose wait here then ends) and wakes the new
+        queue's dispatcher; the assignment loop keeps waiting for offers, which now come
+        from that dispatcher. Refused (False) when the case is assigned, resolved or in that
+        queue already.
+        """
+        case_id = self._status.case_id
+        if case_id is None or self._done():
+            return False
+        result = await self._store(
+            AssignmentActivities.transfer_to_queue,
+            TransferInput(case_id=case_id, queue_id=queue_id, step=self._step("transfer"), reason=reason),
+        )
+        if result.withdrawn_offer_id is not None:
+            self._withdrawn_offers.add(result.withdrawn_offer_id)
+        if result.transferred:
+            self._status.queue = queue_id
+            update = sa.ROUTING_QUEUE.value_set(queue_id)
+            self._pending_sa[update.key.name] = update
+        return result.transferred
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -637,12 +668,14 @@ class EmailRoutingWorkflow:
         if action.kind == "reassign" and action.agent_id is not None:
             self._taken_back(action.agent_id, action.reason)
         elif action.kind == "withdraw_offer" and action.offer_id is not None:
-            self._withdrawn.add(action.offer_id)
+            self._withdrawn_offers.add(action.offer_id)
         elif action.kind == "transfer_to_queue" and action.queue_id is not None:
             await self._sla_transfer(action.queue_id, action.reason)
 
     async def _sla_transfer(self, queue_id: str, reason: str) -> None:
-        raise NotImplementedError("transfer_to_queue needs the transfer helper")
+        # An assigned case was taken from its agent in the firing transaction (a
+        # ``reassign`` action came first): it waits again, so it can move.
+        await self._transfer(queue_id, reason)
 
     async def _idle_loop(self, seconds: float) -> None:
         """reassign_if_idle: each assignment starts a durable timer (see ``_idle_watch``)."""

@@ -47,6 +47,8 @@ from routedesk.contracts import (
     OfferAttempt,
     OfferInfo,
     PreferredOfferRequest,
+    TransferInput,
+    TransferResult,
 )
 from routedesk.models import (
     AgentRow,
@@ -867,3 +869,75 @@ class Assignments:
                 new=True,  # the case was not resolved: no attempt has traced this
             )
             return None, queues_to_wake(s, freed)
+
+    # --- transfers (issue 18) -----------------------------------------------------------
+
+    def transfer_to_queue(self, inp: TransferInput) -> tuple[TransferResult, list[str]]:
+        """Move a waiting (not assigned, not resolved) case to another queue, for overflow and
+        SLA actions.
+
+        The case keeps its ``queued_at``, so it keeps its age for ordering in the new queue;
+        a live offer is withdrawn (its agent is free again); an item that was waiting for its
+        queue's assignment method waits for the new queue's, whose dispatcher is woken after
+        the commit. An item left unassigned for a pick, or still with its preferred agents,
+        stays so. Idempotent by ``inp.step``: a retry returns what the first attempt did.
+        """
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            done = s.exec(
+                select(TraceRow).where(
+                    TraceRow.email_id == case.source_email_id,
+                    TraceRow.step == inp.step,
+                    TraceRow.outcome == "transferred",
+                )
+            ).first()
+            if done is not None:  # a retry: the first attempt moved it
+                withdrawn_id = s.exec(
+                    select(OfferRow.id).where(
+                        OfferRow.case_id == case.id, OfferRow.reason == f"transferred ({inp.step})"
+                    )
+                ).first()
+                return TransferResult(
+                    transferred=True,
+                    queue_id=done.subject,
+                    from_queue=case.queue_id if case.queue_id != done.subject else None,
+                    withdrawn_offer_id=withdrawn_id,
+                ), []
+            refusal: str | None = None
+            if case.status == "resolved":
+                refusal = "the case is resolved"
+            elif case.assigned_agent_id is not None:
+                refusal = f"the case is assigned to {case.assigned_agent_id}"
+            elif case.queue_id == inp.queue_id:
+                refusal = f"the case is in queue {inp.queue_id} already"
+            target = s.get(QueueRow, inp.queue_id)
+            if refusal is None and target is None:
+                refusal = f"queue {inp.queue_id} is not in the config"
+            if refusal is not None or target is None:
+                # Not traced: nothing changed, and the caller gets the reason.
+                return TransferResult(transferred=False, queue_id=case.queue_id, reason=refusal), []
+            now = utcnow()
+            live = _live_offer_of_case(s, case)
+            lock_agents(s, [live.agent_id if live else None])
+            withdrawn_id = live.id if live is not None else None
+            dispatching = case.awaiting_dispatch or (live is not None and live.kind == "queue")
+            withdrawn = _withdraw(s, live, f"transferred ({inp.step})", now)
+            source = case.queue_id
+            case.queue_id = target.id
+            case.awaiting_dispatch = dispatching
+            case.waiting_noted = None  # a new wait, in the new queue, traced again
+            s.add(case)
+            entries = [
+                TraceEntry(STAGE, target.id, "transferred", f"from queue {source or '-'} to {target.id}: {inp.reason}")
+            ]
+            if withdrawn:
+                entries.insert(
+                    0, TraceEntry(STAGE, withdrawn, "withdrawn", f"offer withdrawn: case transferred to {target.id}")
+                )
+            _trace(s, case, inp.step, *entries)
+            s.flush()
+            wake = wake_for(s, self.store, target, case) if dispatching else []
+            freed = queues_to_wake(s, _queues_of(s, withdrawn)) if withdrawn else []
+            return TransferResult(
+                transferred=True, queue_id=target.id, from_queue=source, withdrawn_offer_id=withdrawn_id
+            ), sorted({*wake, *freed})
