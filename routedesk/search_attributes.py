@@ -42,7 +42,11 @@ ALL: list[SearchAttributeKey[Any]] = [
 
 def type_name(key: SearchAttributeKey[Any]) -> str:
     """``Keyword``, ``Datetime``: the name the CLI and the server list."""
-    return IndexedValueType.Name(key.indexed_value_type).removeprefix("INDEXED_VALUE_TYPE_").title()
+    return (
+        IndexedValueType.Name(IndexedValueType.ValueType(key.indexed_value_type.value))
+        .removeprefix("INDEXED_VALUE_TYPE_")
+        .title()
+    )
 
 
 def dev_server_args() -> list[str]:
@@ -134,7 +138,9 @@ async def register(client: Client, address: str) -> list[str]:
             await client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(
                     namespace=client.namespace,
-                    search_attributes={k.name: k.indexed_value_type for k in ALL if k.name in missing},
+                    search_attributes={
+                        k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in ALL if k.name in missing
+                    },
                 ),
                 timeout=timedelta(seconds=30),
             )

@@ -356,6 +356,19 @@ class SlaTransactions:
             return TraceEntry(STAGE, policy, "notified", f"{why}: {action.notify} told ({detail})")
         if action.transfer_to_queue is not None:
             reason = f"SLA policy {policy}: {target} {event}"
+            if case.assigned_agent_id is not None:
+                # A transfer moves a waiting case: take it from its agent first (the old
+                # queue's dispatcher is not woken for it; the new one's is, by the transfer).
+                agent = requeue(s, case, reason, now, [])
+                notice(
+                    s,
+                    case,
+                    agent,
+                    "reassigned_sla",
+                    f"{case.number} moved to {action.transfer_to_queue}: {reason}",
+                    f"{case.number}:{reason}:transfer",
+                )
+                actions.append(SlaWorkflowAction(kind="reassign", agent_id=agent, reason=reason))
             actions.append(
                 SlaWorkflowAction(kind="transfer_to_queue", queue_id=action.transfer_to_queue, reason=reason)
             )
