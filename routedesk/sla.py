@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
 from routedesk import rules
@@ -70,20 +70,26 @@ class SlaDefinitions:
     calendars: dict[str, Calendar]
 
 
-_cache: dict[int, SlaDefinitions] = {}
+_cache: dict[str, SlaDefinitions] = {}
 _cache_lock = threading.Lock()
 
 
 def definitions(s: Session) -> SlaDefinitions:
-    """``sla_policies`` and ``calendars`` of the highest config version (cached per version)."""
-    from sqlalchemy import func
-
-    number = s.exec(select(func.max(ConfigVersionRow.number))).one() or 0
+    """``sla_policies`` and ``calendars`` of the config version in force, cached by its
+    content hash (version numbers are per store; a process may open several)."""
+    latest = s.exec(
+        select(ConfigVersionRow.number, ConfigVersionRow.content_hash)
+        .order_by(col(ConfigVersionRow.number).desc())
+        .limit(1)
+    ).first()
+    if latest is None:
+        return SlaDefinitions(0, [], {})
+    number, content_hash = latest
     with _cache_lock:
-        found = _cache.get(number)
+        found = _cache.get(content_hash)
     if found is not None:
         return found
-    row = s.get(ConfigVersionRow, number) if number else None
+    row = s.get(ConfigVersionRow, number)
     cfg: dict[str, Any] = row.config if row is not None else {}
     defs = SlaDefinitions(
         number,
@@ -91,7 +97,7 @@ def definitions(s: Session) -> SlaDefinitions:
         {c["id"]: Calendar.model_validate(c) for c in cfg.get("calendars") or []},
     )
     with _cache_lock:
-        _cache[number] = defs
+        _cache[content_hash] = defs
     return defs
 
 
