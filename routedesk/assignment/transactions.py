@@ -225,11 +225,6 @@ def _eligible(
     eligible: list[assignment.Candidate] = []
     skipped: list[str] = []
     for agent, member in members:
-        better = (
-            better_elsewhere(s, store, case, agent)
-            if s is not None and store is not None and agent.id not in case.excluded_agents
-            else None
-        )
         if agent.id in case.excluded_agents:
             skipped.append(f"{agent.id} declined or timed out this round")
         elif agent.presence not in allowed:
@@ -240,7 +235,7 @@ def _eligible(
             skipped.append(f"{agent.id} holds a live offer")
         elif not required <= set(agent.skills):
             skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
-        elif better is not None:
+        elif s is not None and store is not None and (better := better_elsewhere(s, store, case, agent)):
             skipped.append(f"{agent.id} gets a better item first: {better}")
         else:
             eligible.append(
