@@ -22,9 +22,10 @@ from routedesk.auth import Actor, Role
 from routedesk.config import RoutingConfig, parse_config
 from routedesk.models import AgentNoticeRow, CaseRow
 from routedesk.store import set_presence
-from tests.cli import stack_env
+from tests.cli import routedesk, stack_env
 from tests.configs import agent, assignment_config
 from tests.support import ROOT, Stack, eventually, make_email
+from tests.test_api import api, token_for
 from workflows import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -346,3 +347,38 @@ async def test_an_sla_timer_pending_when_the_worker_is_killed_fires_after_restar
     warning, violation = after.sla_breaches or []
     assert (warning["kind"], violation["kind"]) == ("warning", "violation")
     assert violation["at"] >= violation["due"]
+
+
+# --- the API and the CLI ----------------------------------------------------------------------
+
+
+async def test_waiting_through_the_api_and_sla_in_case_show(make_stack: Any) -> None:
+    cfg = sla_config(
+        [{"id": "p", "first_response": "1h", "resolution": "8h"}],
+        agents=[agent("a1"), agent("a2", presence="Offline")],
+        members=["a1"],
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = (await stack.submit(make_email(subject="Status?"))).workflow_id
+    status = await stack.wait_offer(wf, "a1")
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+    case_id = status.case_id or 0
+    number = stack.case(case_id).number or ""
+    a1 = token_for(stack, "a1-user", "agent", "a1")
+    other = token_for(stack, "a2-user", "agent", "a2")
+    async with api(stack) as http:
+        refused = await http.post(f"/api/v1/cases/{number}/waiting", json={"on": True}, headers=other)
+        assert refused.status_code == 403 and stack.case(case_id).waiting_since is None
+        res = await http.post(f"/api/v1/cases/{number}/waiting", json={"on": True}, headers=a1)
+        assert res.status_code == 200 and res.json()["waiting_on_customer"] is True
+        await sla_outcome(stack, case_id, "timers")  # the workflow paused its timers
+        detail = (await http.get(f"/api/v1/cases/{number}", headers=a1)).json()
+        assert detail["sla"]["policy"] == "p" and detail["sla"]["paused"] is True
+        assert detail["sla"]["first_response_met_at"] is not None and detail["sla"]["resolution_due"]
+    shown = await routedesk("case", "show", number, env=stack_env(stack))
+    assert shown.code == 0, shown.err
+    assert "sla policy   p (paused: waiting on the customer)" in shown.out
+    assert "breaches     none" in shown.out
+    off = await routedesk("case", "wait", number, "--off", env=stack_env(stack))
+    assert off.code == 0 and f"{number} no longer waits on the customer" in off.out
+    assert stack.case(case_id).waiting_since is None
