@@ -194,6 +194,16 @@ def _sync_columns(case: CaseRow) -> None:
     case.sla_due_at = min((d for d in open_dues if d is not None), default=None)
 
 
+def on_resolved(case: CaseRow, now: datetime) -> None:
+    """Inside the resolving transaction: every open target is met now (no due time left)."""
+    state = case.sla or {}
+    if not state.get("targets"):
+        return
+    targets = {k: {**v, "met_at": v.get("met_at") or _iso(now)} for k, v in state["targets"].items()}
+    case.sla = {**state, "targets": targets}
+    _sync_columns(case)
+
+
 # --- the workflow's timer loop -------------------------------------------------------------
 
 

@@ -382,3 +382,29 @@ async def test_waiting_through_the_api_and_sla_in_case_show(make_stack: Any) -> 
     off = await routedesk("case", "wait", number, "--off", env=stack_env(stack))
     assert off.code == 0 and f"{number} no longer waits on the customer" in off.out
     assert stack.case(case_id).waiting_since is None
+
+
+async def test_a_reopened_case_starts_its_sla_targets_afresh(make_stack: Any) -> None:
+    cfg = sla_config([{"id": "p", "first_response": "1h", "resolution": "8h"}], agents=[agent("a1")], members=["a1"])
+    stack: Stack = await make_stack(cfg)
+    wf = (await stack.submit(make_email(subject="Broken", sender="kim@customer.example"))).workflow_id
+    status = await stack.wait_offer(wf, "a1")
+    case_id = status.case_id or 0
+    assert await stack.respond(wf, "a1", "accept") == "assigned"
+    await stack.handle(wf).execute_update("resolve")
+    await stack.handle(wf).result()
+    first = stack.case(case_id)
+    assert first.sla is not None and first.sla["round"] == 1
+    assert first.sla_due_at is None  # resolved: every target met
+    number = first.number or ""
+    reply = await stack.submit(make_email(subject=f"Re: [{number}] Broken again", sender="kim@customer.example"))
+    await stack.wait_offer(reply.workflow_id, "a1")  # routed again, to its previous owner
+    again = stack.case(case_id)
+    assert again.round == 2 and again.sla is not None and again.sla["round"] == 2
+    assert first.sla_resolution_due is not None and again.sla_resolution_due is not None
+    assert again.sla_resolution_due > first.sla_resolution_due
+    assert again.sla["targets"]["first_response"]["met_at"] is None
+    assert [t.step for t in stack.trace(case_id=case_id) if t.outcome == "applied"] == [
+        "r1:sla-policy",
+        "r2:sla-policy",
+    ]

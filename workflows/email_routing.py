@@ -643,6 +643,14 @@ class EmailRoutingWorkflow:
         ``sla_fire`` records what is due and runs its actions."""
         case_id = self._status.case_id
         assert case_id is not None
+        try:
+            await self._sla_timers(case_id)
+        finally:
+            # Resolved: no due time any more (the store met every open target).
+            done = sa.SLA_DUE_AT.value_unset()
+            self._pending_sa[done.key.name] = done
+
+    async def _sla_timers(self, case_id: int) -> None:
         while not self._resolved:
             resume, self._sla_resume, self._sla_poke = self._sla_resume, False, False
             nxt = await self._store(

@@ -850,6 +850,9 @@ class Assignments:
                     s.add(agent)
                     freed += _queues_of(s, owner)
             case.status, case.resolved_at, case.awaiting_dispatch = "resolved", now, False
+            from routedesk import sla  # imports this module
+
+            sla.on_resolved(case, now)
             s.add(case)
             _trace(
                 s,
