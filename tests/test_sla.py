@@ -304,6 +304,28 @@ async def test_an_agent_in_two_queues_gets_the_higher_priority_queues_item_first
     await stack.wait_offer(low, "x")
 
 
+async def test_both_dispatchers_woken_at_once_book_the_agent_once_with_the_better_item(make_stack: Any) -> None:
+    stack: Stack = await make_stack(two_queue_config())
+    lows = [(await stack.submit(make_email(subject=f"[high] low queue {i}"))).workflow_id for i in range(3)]
+    high = (await stack.submit(make_email(subject="[to:high] newer"))).workflow_id
+    for wf in [*lows, high]:
+        await stack.wait_stage(wf, "waiting_for_agent")
+    set_presence(stack.store, "x", "Available")
+    # Both dispatchers, several kicks each, at once: the agent's row lock serialises them.
+    await asyncio.gather(
+        *(
+            wake.kick(stack.client, [q], task_queue=stack.task_queue, id_prefix=stack.id_prefix)
+            for q in ("low", "high", "low", "high")
+        )
+    )
+    await stack.wait_offer(high, "x")
+    live = [o for o in stack.offers() if o.status == "live"]
+    assert [(o.agent_id, o.queue_id) for o in live] == [("x", "high")]
+    assert await stack.respond(high, "x", "accept") == "assigned"
+    assert stack.agent("x").active_count == 1  # capacity 1: nothing else can be booked
+    assert [o.queue_id for o in stack.offers() if o.status in ("live", "accepted")] == ["high"]
+
+
 # --- durability -------------------------------------------------------------------------------
 
 
