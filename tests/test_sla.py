@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from routedesk import search_attributes as sa
 from routedesk import sla
 from routedesk.assignment import wake
 from routedesk.auth import Actor, Role
+from routedesk.calendars import Calendar, add_business_time
 from routedesk.config import RoutingConfig, parse_config
 from routedesk.models import AgentNoticeRow, CaseRow
 from routedesk.store import set_presence
@@ -40,11 +42,13 @@ def sla_config(
     extra_queues: list[dict[str, Any]] = (),  # type: ignore[assignment]
     reassign_if_idle: str | None = None,
     offer_timeout: float = 30,
+    calendars: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> RoutingConfig:
     data = assignment_config(
         agents=agents, members=members, extra_queues=extra_queues, offer_timeout=offer_timeout
     ).model_dump(mode="json", by_alias=True, exclude_none=True)
     data["sla_policies"] = policies
+    data["calendars"] = list(calendars)
     if reassign_if_idle:
         data["workstreams"][0]["reassign_if_idle"] = reassign_if_idle
     return parse_config(data)
@@ -430,3 +434,30 @@ async def test_a_reopened_case_starts_its_sla_targets_afresh(make_stack: Any) ->
         "r1:sla-policy",
         "r2:sla-policy",
     ]
+
+
+async def test_targets_count_business_time_on_the_policys_calendar(make_stack: Any) -> None:
+    today = datetime.now(UTC).date()
+    calendar = {
+        "id": "office",
+        "timezone": "UTC",
+        "hours": {d: ["00:00-24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+        "holidays": [today.isoformat(), (today + timedelta(days=1)).isoformat()],
+    }
+    cfg = sla_config(
+        [{"id": "p", "calendar": "office", "first_response": "1h", "resolution": "1d"}],
+        agents=[agent("a1", presence="Offline")],
+        members=["a1"],
+        calendars=[calendar],
+    )
+    stack: Stack = await make_stack(cfg)
+    wf = (await stack.submit(make_email(subject="Out of hours"))).workflow_id
+    case_id = (await stack.wait_stage(wf, "waiting_for_agent")).case_id or 0
+    case = stack.case(case_id)
+    assert case.sla is not None
+    started = datetime.fromisoformat(case.sla["started_at"])
+    reopens = datetime.combine(today + timedelta(days=2), time(0), UTC)  # after two closed days
+    cal = Calendar.model_validate(calendar)
+    assert sla._utc(case.sla_first_response_due) == add_business_time(cal, started, timedelta(hours=1))
+    assert sla._utc(case.sla_first_response_due) == reopens + timedelta(hours=1)
+    assert sla._utc(case.sla_resolution_due) == reopens + timedelta(days=1)
