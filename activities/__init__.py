@@ -13,6 +13,7 @@ from activities.notify import NotifyActivities
 from activities.offer_notify import OfferNotifyActivities
 from activities.replies import ReplyActivities
 from activities.routing import RoutingActivities
+from activities.sla import SlaActivities
 from activities.threads import ThreadActivities
 from routedesk import settings
 from routedesk.assignment.wake import Kicker
@@ -47,4 +48,10 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         replies.send_reply,
         replies.give_up_reply,
         OfferNotifyActivities(store).notify_offer,
+        *_sla_activities(store, client, kicker),
     ]
+
+
+def _sla_activities(store: Store, client: Client, kicker: Kicker) -> list[Callable[..., Any]]:
+    sla = SlaActivities(store, client, kicker)
+    return [sla.sla_next, sla.sla_fire, sla.reassign_if_idle]

@@ -97,10 +97,12 @@ class AssignmentActivities:
     async def dispatch_queue(self, inp: DispatchPass) -> DispatchResult:
         """One dispatcher pass. A case another transaction held was skipped: one more pass,
         after this one, looks at it again (the dispatcher runs a pass per kick)."""
-        result, contended = await self._run(self.tx.dispatch, inp)
+        result, contended, others = await self._run(self.tx.dispatch_and_wake, inp)
         dispatcher = activity.info().workflow_id
         if contended and dispatcher and self.kicker is not None:
             await self.kicker.client.get_workflow_handle(dispatcher).signal(KICK_SIGNAL)
+        # Queues an agent was left to for a better item, or whose agents this pass left free.
+        await self._kick(others)
         return result
 
     @activity.defn(name="assign_direct")

@@ -26,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.notify import NotificationResult, Notifier, _new_message, _one_line, _reply_headers, wire_address
+from routedesk import sla
 from routedesk.case_tokens import installation_secret, token_key
 from routedesk.config import Mailbox
 from routedesk.intake_policy import case_token
@@ -203,6 +204,19 @@ def record_reply(
         )
         if not by_supervisor:  # the assigned agent's reply (checked above): activity on the case
             touch_agent_activity(s, case, utcnow())
+        if sla.meet_first_response(case, utcnow()):
+            add_trace(
+                s,
+                email_id=answers.id,
+                case_id=case.id,
+                round_=case.round,
+                step=f"case-reply:{reply.id}:sla",
+                entries=[
+                    TraceEntry(
+                        "sla", case.sla_policy_id or "-", "first_response_met", f"first response met: reply by {agent}"
+                    )
+                ],
+            )
         add_trace(
             s,
             email_id=answers.id,

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import open_case
-from routedesk import pushes, rules, time_routing
+from routedesk import pushes, rules, sla, time_routing
 from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
 from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
@@ -224,4 +224,5 @@ class RoutingActivities:
                 else None
             ),
         )
+        decision.timers = sla.on_route(s, self.store, case, rule_context(case, email))
         return decision, wake

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -27,6 +28,7 @@ from pydantic import (
 
 from routedesk.calendars import Calendar, Duration
 
+DEFAULT_QUEUE_PRIORITY = 100  # queues[].priority when left out: after any queue given a lower number
 MAX_PREFERRED_AGENTS = 3  # Dynamics 365: "You can map up to three preferred agents to a contact."
 
 
@@ -517,13 +519,17 @@ class Workstream(Strict):
     def _duration(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v
 
+    # An assigned case the agent did nothing on for this long goes back to the queue.
+    reassign_if_idle: SlaDuration | None = None
+
 
 class Queue(Strict):
     id: str
     name: str
     members: list[str] = Field(default_factory=list)
     assignment_method: AssignmentMethod = AssignmentMethod.HIGHEST_CAPACITY
-    priority: int = 0
+    # Across queues (an agent in several): lower first, as Dynamics 365 orders queues.
+    priority: int = DEFAULT_QUEUE_PRIORITY
     # Issue 18: a calendar id (none: open 24x7); agents are offered work from a closed queue
     # only with offer_when_closed; overflow rules are checked in order.
     operating_hours: str | None = None
@@ -667,6 +673,7 @@ class RoutingConfig(Strict):
     contacts: list[Contact] = Field(default_factory=list)
     routing: RoutingSettings = RoutingSettings()
     intake: IntakeSettings = IntakeSettings()
+    sla_policies: list[SlaPolicy] = Field(default_factory=list)  # first match wins
     calendars: list[Calendar] = Field(default_factory=list)  # business calendars (issue 18)
     console: ConsoleSettings = Field(default_factory=lambda: ConsoleSettings())
     # Where supervisor alerts go (an item nobody eligible is left for, or waiting too long).
@@ -737,6 +744,7 @@ class RoutingConfig(Strict):
                         )
                     )
                 seen_emails[e] = c.id
+        problems += sla_problems(self)
         return problems
 
     def _check_time_routing(self, q_ids: set[str]) -> list[tuple[str, str]]:
@@ -849,4 +857,95 @@ class ConsoleSettings(Strict):
     session_hours: float = Field(default=12, gt=0)
 
 
+# --- SLA policies (issue 18; routedesk/sla.py runs them) ---------------------------------
+
+
+def _duration(v: str) -> str:
+    # Imported here: routedesk.calendars owns the duration syntax.
+    from routedesk.calendars import parse_duration
+
+    if parse_duration(v).total_seconds() <= 0:
+        raise ValueError(f"{v!r} must be longer than zero")
+    return v
+
+
+SlaDuration = Annotated[str, AfterValidator(_duration)]
+
+
+class SlaAction(Strict):
+    """One step of ``on_warning`` / ``on_violation``: exactly one key. ``reassign`` may be
+    written bare."""
+
+    raise_priority: Priority | None = None
+    notify: Literal["supervisors"] | None = None
+    transfer_to_queue: str | None = None
+    reassign: Literal[True] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare(cls, v: Any) -> Any:
+        return {"reassign": True} if v == "reassign" else v
+
+    @model_validator(mode="after")
+    def _one(self) -> SlaAction:
+        given = [k for k in ("raise_priority", "notify", "transfer_to_queue", "reassign") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "an action has exactly one of raise_priority: P, notify: supervisors, transfer_to_queue: Q, reassign"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("raise_priority", "notify", "transfer_to_queue", "reassign") if getattr(self, k))
+
+    def describe(self) -> str:
+        value = getattr(self, self.kind)
+        return self.kind if value is True else f"{self.kind}: {value}"
+
+
+class SlaPolicy(Strict):
+    """Targets for the cases its condition matches; the first matching policy applies."""
+
+    id: str
+    when: Condition | None = None  # none: every case
+    calendar: str | None = None  # none: 24x7
+    first_response: SlaDuration | None = None  # until an agent accepts (or is assigned)
+    resolution: SlaDuration | None = None  # until the case is resolved
+    warning_at: float = Field(default=0.8, gt=0, lt=1)  # fraction of a target
+    on_warning: list[SlaAction] = Field(default_factory=list)
+    on_violation: list[SlaAction] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _a_target(self) -> SlaPolicy:
+        if self.first_response is None and self.resolution is None:
+            raise ValueError("give first_response, resolution or both")
+        return self
+
+
+def sla_problems(cfg: RoutingConfig) -> list[tuple[str, str]]:
+    """References of ``sla_policies``: ids, calendars, queues."""
+    problems: list[tuple[str, str]] = []
+    q_ids = {q.id for q in cfg.queues}
+    calendars = {c.id for c in getattr(cfg, "calendars", [])}
+    seen: set[str] = set()
+    for i, p in enumerate(cfg.sla_policies):
+        if p.id in seen:
+            problems.append((f"sla_policies[{i}]", f"duplicate id {p.id!r}"))
+        seen.add(p.id)
+        if p.calendar is not None and p.calendar not in calendars:
+            problems.append((f"sla_policies[{i}].calendar", f"unknown calendar {p.calendar!r}"))
+        for key in ("on_warning", "on_violation"):
+            for j, action in enumerate(getattr(p, key)):
+                if action.transfer_to_queue and action.transfer_to_queue not in q_ids:
+                    problems.append(
+                        (
+                            f"sla_policies[{i}].{key}[{j}].transfer_to_queue",
+                            f"unknown queue {action.transfer_to_queue!r}",
+                        )
+                    )
+    return problems
+
+
+Workstream.model_rebuild()
 RoutingConfig.model_rebuild()

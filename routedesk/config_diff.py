@@ -22,6 +22,7 @@ KEYED_SECTIONS = (
     ("agents", "id"),
     ("contacts", "id"),
     ("calendars", "id"),
+    ("sla_policies", "id"),
 )
 SETTING_SECTIONS = ("routing", "intake")
 RULE_LISTS = ("classification_rules", "route_to_queue_rules")

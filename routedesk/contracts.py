@@ -185,6 +185,9 @@ class QueueDecision(BaseModel):
     # The queue's in-queue overflow rule (issue 18): when to transfer the item if still
     # waiting. None (and absent from results recorded before): no timer.
     in_queue_overflow: InQueueOverflow | None = None
+    # Durable timers the routing workflow runs for this case (an SLA policy matched, the
+    # workstream reassigns idle cases); None for none, and in results recorded before them.
+    timers: CaseTimers | None = None
 
 
 class RoutedCase(BaseModel):
@@ -383,3 +386,55 @@ class TransferResult(BaseModel):
     reason: Text | None = None  # why not, when not transferred
     # The new queue's own in-queue overflow rule, timed from the transfer.
     in_queue_overflow: InQueueOverflow | None = None
+
+
+# --- SLA timers and idle reassignment (routedesk/sla.py) ----------------------------------
+
+
+class CaseTimers(BaseModel):
+    sla_policy: str | None = None  # the matching SLA policy's id: the workflow runs its timers
+    reassign_if_idle_seconds: float | None = None  # the workstream's reassign_if_idle
+
+
+class SlaStepInput(BaseModel):
+    case_id: int
+    step: str
+    resume: bool = False  # a customer replied: timers paused for the customer run again
+
+
+class SlaNext(BaseModel):
+    """When the workflow must next call ``sla_fire`` (None: the timers are paused or every
+    target is met), and the earliest due time still open (the ``SlaDueAt`` attribute)."""
+
+    active: bool = True  # False once the case is resolved or has no policy any more
+    fire_at: datetime | None = None
+    due_at: datetime | None = None
+
+
+class SlaWorkflowAction(BaseModel):
+    """An SLA action the workflow carries out itself (after the transaction recorded it)."""
+
+    kind: Literal["transfer_to_queue", "reassign", "withdraw_offer"]
+    queue_id: str | None = None
+    agent_id: str | None = None
+    offer_id: int | None = None
+    reason: Text = ""
+
+
+class SlaFired(BaseModel):
+    actions: list[SlaWorkflowAction] = Field(default_factory=list)
+
+
+class IdleCheckInput(BaseModel):
+    case_id: int
+    agent_id: str
+    idle_seconds: float
+    step: str
+
+
+class IdleCheck(BaseModel):
+    reassigned: bool = False
+    wait_seconds: float | None = None  # not idle yet: check again after this long
+
+
+QueueDecision.model_rebuild()

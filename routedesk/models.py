@@ -215,6 +215,18 @@ class CaseRow(SQLModel, table=True):
     # it is not offered again automatically (picks and supervisors still can); a supervisor
     # alert fired. Cleared when a new member could take it.
     no_eligible_agent_at: datetime | None = None
+    # --- SLA and agent activity (routedesk/sla.py; revision 0007) ---
+    sla_policy_id: str | None = None  # the first matching sla_policies entry, this round
+    # The earliest target not yet met: ordering across queues and the SlaDueAt attribute.
+    sla_due_at: datetime | None = Field(default=None, index=True)
+    sla_first_response_due: datetime | None = None
+    sla_resolution_due: datetime | None = None
+    # Timer state: warning times, events fired, pause start (see routedesk.sla.SlaState).
+    sla: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Warnings and violations, oldest first: {round, target, kind, at, due}.
+    sla_breaches: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Set while the case waits on the customer (an agent's status): SLA timers pause.
+    waiting_since: datetime | None = None
 
 
 class QueueWakeRow(SQLModel, table=True):
@@ -511,3 +523,22 @@ class PushRow(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+# --- SLA and idle reassignment (revision 0007) ---------------------------------------------
+
+
+class AgentNoticeRow(SQLModel, table=True):
+    """Something an agent is told about a case they held (e.g. it went back to the queue
+    because they did nothing on it for the workstream's ``reassign_if_idle``)."""
+
+    __tablename__ = "agent_notice"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="agent_notice_idempotency"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: str = Field(index=True)
+    case_id: int = Field(index=True)
+    case_number: str
+    kind: str  # reassigned_idle | reassigned_sla
+    message: str
+    idempotency_key: str
+    created_at: datetime = Field(default_factory=utcnow)

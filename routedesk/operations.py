@@ -339,6 +339,8 @@ class CaseDetail(BaseModel):
     offers: list[OfferView]
     trace: list[TraceView]
     replies: list[CaseReplyView] = []  # agents' replies from the case (queued, sent, failed)
+    # SLA policy, due times, pause and breaches (routedesk.sla.due_summary); None without one.
+    sla: dict[str, Any] | None = None
 
 
 class AgentView(BaseModel):
@@ -617,6 +619,7 @@ def show_case(store: Store, actor: Actor, number: str) -> CaseDetail:
             for t in trace
         ],
         replies=case_replies(store, actor, number, case=case),
+        sla=_sla_detail(case),
     )
 
 
@@ -1781,3 +1784,79 @@ def list_alerts(store: Store, actor: Actor, *, limit: int = 200) -> list[AlertVi
             )
             for r in rows
         ]
+
+
+# --- waiting on the customer, SLA detail (issue 18) ---------------------------------------------
+
+
+def _sla_detail(case: CaseRow) -> dict[str, Any] | None:
+    from routedesk import sla
+
+    if case.sla_policy_id is None and case.waiting_since is None and not case.sla_breaches:
+        return None
+    return sla.due_summary(case)
+
+
+class WaitingResult(BaseModel):
+    case: str
+    waiting_on_customer: bool
+    message: str
+
+
+async def set_waiting_on_customer(ctx: Context, actor: Actor, number: str, on: bool) -> WaitingResult:
+    """The case waits on the customer (``on``) or not: its SLA timers pause until then, or
+    until the customer replies. Its assigned agent or a supervisor may set it; it counts as
+    the agent's activity on the case (reassign_if_idle)."""
+    from temporalio.service import RPCError
+
+    from workflows.email_routing import EmailRoutingWorkflow
+
+    case = find_case(ctx.store, number)
+    if not (actor.at_least(Role.SUPERVISOR) or (actor.agent_id and actor.agent_id == case.assigned_agent_id)):
+        raise Forbidden(
+            f"{actor.describe()} may not change {case.number}'s status: only its assigned agent or a supervisor may"
+        )
+
+    def write() -> bool:
+        with ctx.store.db.write() as s:
+            row = s.get(CaseRow, case.id, with_for_update=True, populate_existing=True)
+            assert row is not None and row.id is not None
+            if row.status == "resolved":
+                raise Refused(f"{row.number} is resolved; a reply reopens it")
+            if (row.waiting_since is not None) == on:
+                return False
+            now = utcnow()
+            row.waiting_since = now if on else None
+            row.last_agent_activity_at = now
+            s.add(row)
+            add_trace(
+                s,
+                email_id=row.source_email_id,
+                case_id=row.id,
+                round_=row.round,
+                step=f"op:{uuid.uuid4().hex}",
+                entries=[
+                    TraceEntry(
+                        "operation",
+                        actor.user,
+                        "waiting_on_customer" if on else "not_waiting",
+                        ("waiting on the customer: SLA timers pause" if on else "no longer waiting on the customer")
+                        + f"; by {actor.describe()}",
+                    )
+                ],
+                new=True,
+            )
+            return True
+
+    changed = await asyncio.to_thread(write)
+    if changed and case.workflow_id:
+        client = await ctx.temporal()
+        handle = client.get_workflow_handle_for(EmailRoutingWorkflow.run, case.workflow_id)
+        with contextlib.suppress(RPCError):  # a workflow that ended has no timers to move
+            await handle.signal(EmailRoutingWorkflow.timers_changed)
+    state = "waits on the customer" if on else "no longer waits on the customer"
+    return WaitingResult(
+        case=case.number or number,
+        waiting_on_customer=on,
+        message=f"{case.number} {state}" + ("" if changed else " (unchanged)"),
+    )

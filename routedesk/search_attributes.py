@@ -1,4 +1,5 @@
-"""Custom search attributes supervisors filter on in the Temporal UI (all Keyword).
+"""Custom search attributes supervisors filter on in the Temporal UI (Keyword, and the
+Datetime ``SlaDueAt``: the earliest SLA target still open, to sort and filter by).
 
 Registered when the dev server starts (``make run`` and the test fixture), by
 ``routedesk temporal setup`` on any other server (operator service), and upserted by the
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -25,15 +27,33 @@ ROUTING_QUEUE = SearchAttributeKey.for_keyword("RoutingQueue")
 ROUTING_STAGE = SearchAttributeKey.for_keyword("RoutingStage")
 CONTACT_ID = SearchAttributeKey.for_keyword("ContactId")
 ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
+SLA_DUE_AT = SearchAttributeKey.for_datetime("SlaDueAt")
 
-ALL = [CASE_NUMBER, MAILBOX, ROUTING_QUEUE, ROUTING_STAGE, CONTACT_ID, ASSIGNED_AGENT]
+ALL: list[SearchAttributeKey[Any]] = [
+    CASE_NUMBER,
+    MAILBOX,
+    ROUTING_QUEUE,
+    ROUTING_STAGE,
+    CONTACT_ID,
+    ASSIGNED_AGENT,
+    SLA_DUE_AT,
+]
+
+
+def type_name(key: SearchAttributeKey[Any]) -> str:
+    """``Keyword``, ``Datetime``: the name the CLI and the server list."""
+    return (
+        IndexedValueType.Name(IndexedValueType.ValueType(key.indexed_value_type.value))
+        .removeprefix("INDEXED_VALUE_TYPE_")
+        .title()
+    )
 
 
 def dev_server_args() -> list[str]:
     """``--search-attribute`` flags for ``temporal server start-dev``."""
     args: list[str] = []
     for key in ALL:
-        args += ["--search-attribute", f"{key.name}=Keyword"]
+        args += ["--search-attribute", f"{key.name}={type_name(key)}"]
     return args
 
 
@@ -58,7 +78,7 @@ class SearchAttributesRefused(Exception):
 
 
 def _refusal(action: str, namespace: str, exc: RPCError) -> SearchAttributesRefused:
-    sa_args = " ".join(f"--sa '{key.name}=Keyword'" for key in ALL)
+    sa_args = " ".join(f"--sa '{key.name}={type_name(key)}'" for key in ALL)
     return SearchAttributesRefused(
         f"the Temporal server refused to {action} search attributes of namespace {namespace} "
         f"({exc.status.name}: {exc.message[:120]}); on Temporal Cloud add them with "
@@ -87,17 +107,19 @@ async def registered(client: Client) -> dict[str, str]:
 def problems(present: dict[str, str]) -> tuple[list[str], list[str]]:
     """(missing names, 'Name is Text' lines for ones registered with another type)."""
     missing = [key.name for key in ALL if key.name not in present]
-    wrong = [f"{key.name} is {present[key.name]}" for key in ALL if present.get(key.name, "Keyword") != "Keyword"]
+    wrong = [
+        f"{key.name} is {present[key.name]}" for key in ALL if present.get(key.name, type_name(key)) != type_name(key)
+    ]
     return missing, wrong
 
 
 async def check(client: Client, address: str) -> None:
-    """Raise :class:`SearchAttributesMissing` unless every attribute is there as Keyword."""
+    """Raise :class:`SearchAttributesMissing` unless every attribute is there with its type."""
     missing, wrong = problems(await registered(client))
     if wrong:
         raise SearchAttributesRefused(
             f"search attributes of namespace {client.namespace} have the wrong type ({', '.join(wrong)}); "
-            "routedesk needs Keyword: remove them (temporal operator search-attribute remove) and run "
+            "remove them (temporal operator search-attribute remove) and run "
             f"`{SETUP_COMMAND}`"
         )
     if missing:
@@ -116,7 +138,9 @@ async def register(client: Client, address: str) -> list[str]:
             await client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(
                     namespace=client.namespace,
-                    search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing},
+                    search_attributes={
+                        k.name: IndexedValueType.ValueType(k.indexed_value_type.value) for k in ALL if k.name in missing
+                    },
                 ),
                 timeout=timedelta(seconds=30),
             )

@@ -63,6 +63,10 @@ class AgentBody(BaseModel):
     agent_id: str
 
 
+class WaitingBody(BaseModel):
+    on: bool
+
+
 class PresenceBody(BaseModel):
     presence: str = Field(description="Available, Busy, Away or Offline")
 
@@ -197,6 +201,10 @@ def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:
     @r.post("/cases/{case}/resolve", summary="Close the case", tags=["cases"])
     async def resolve(case: str, actor: Actor = who) -> ops.ActionResult:
         return await _act(ops.resolve(ctx, actor, case))  # type: ignore[no-any-return]
+
+    @r.post("/cases/{case}/waiting", summary="Waiting on the customer: SLA timers pause", tags=["cases"])
+    async def waiting(case: str, body: WaitingBody, actor: Actor = who) -> ops.WaitingResult:
+        return await _act(ops.set_waiting_on_customer(ctx, actor, case, body.on))  # type: ignore[no-any-return]
 
     # --- agents -----------------------------------------------------------------------
 

@@ -319,3 +319,26 @@ def test_a_store_at_revision_3_upgrades_to_take_several_replies_to_one_email(new
         assert "one_notification_per_email" not in uniques
         assert len(s.exec(select(NotificationRow)).all()) == 3
     store.db.dispose()
+
+
+async def test_a_supervisors_reply_on_a_waiting_case_is_its_first_response(make_stack: Any) -> None:
+    """Nobody accepted the case yet; a supervisor answers the customer: the SLA's first
+    response target is met by that reply, and its due time leaves SlaDueAt's candidates."""
+    with smtp_sink() as sink:
+        data = config(sink.relay()).model_dump(mode="json", by_alias=True, exclude_none=True)
+        data["agents"] = [{**a, "presence": "Offline"} for a in data["agents"]]
+        data["sla_policies"] = [{"id": "std", "first_response": "1h", "resolution": "8h"}]
+        stack: Stack = await make_stack(RoutingConfig.model_validate(data))
+        sub = await stack.submit(make_email(sender=CUSTOMER, subject="Anyone there?"))
+        await stack.wait_stage(sub.workflow_id, "waiting_for_agent")
+        [case] = stack.cases()
+        assert case.sla_due_at == case.sla_first_response_due  # the first response is due first
+
+        await reply(stack, case, SUPERVISOR, as_supervisor=True)
+        after = stack.case(case.id or 0)
+        targets = (after.sla or {})["targets"]
+        assert targets["first_response"]["met_at"] is not None and targets["resolution"]["met_at"] is None
+        assert after.sla_due_at == after.sla_resolution_due
+        assert [(t.outcome, t.reason) for t in stack.trace(case_id=case.id) if t.outcome == "first_response_met"] == [
+            ("first_response_met", "first response met: reply by sam")
+        ]

@@ -175,7 +175,7 @@ async def test_workers_refuse_until_temporal_setup_registers_the_search_attribut
     assert refused.code == 2, refused.out + refused.err
     assert refused.err.strip().splitlines() == [
         f"routedesk: the Temporal namespace default at {address} lacks the search attributes CaseNumber, "
-        "Mailbox, RoutingQueue, RoutingStage, ContactId, AssignedAgent; run `routedesk temporal setup` "
+        "Mailbox, RoutingQueue, RoutingStage, ContactId, AssignedAgent, SlaDueAt; run `routedesk temporal setup` "
         "(with the same TEMPORAL_* settings) first"
     ]
 
@@ -188,12 +188,12 @@ async def test_workers_refuse_until_temporal_setup_registers_the_search_attribut
         setup = await routedesk("temporal", "setup", env=env)
         assert setup.code == 0, setup.err
         assert setup.out.strip() == (
-            "registered CaseNumber, Mailbox, RoutingQueue, RoutingStage, ContactId, AssignedAgent "
+            "registered CaseNumber, Mailbox, RoutingQueue, RoutingStage, ContactId, AssignedAgent, SlaDueAt "
             f"on namespace default at {address} (checked)"
         )
         again = await routedesk("temporal", "setup", env=env)
         assert again.code == 0, again.err
-        assert again.out.strip() == f"all 6 search attributes were already registered on namespace default at {address}"
+        assert again.out.strip() == f"all 7 search attributes were already registered on namespace default at {address}"
         assert (await http.get("/readyz")).status_code == 200
 
     worker = await Service.start("worker", env=env)

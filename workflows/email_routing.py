@@ -40,6 +40,9 @@ date is still open and the histories in tests/histories/ that exercise it are re
 - ``workflow.patched(WAITING_ALERT)`` (2026-12-02): a case whose plan has
   ``alert_waiting_after_seconds`` (never set before) starts a durable timer that alerts the
   supervisors if it is still unassigned when it fires.
+- ``decision.timers is None`` / ``workflow.patched(SLA_TIMERS)`` (2026-12-02): the SLA and
+  ``reassign_if_idle`` timer loops start only for a case whose routing result names them
+  (asked only then, so histories without them carry no marker and no new command).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
     from activities.offer_notify import NOTIFY_ATTEMPTS, OfferNotifyActivities
     from activities.routing import RoutingActivities
+    from activities.sla import SlaActivities
     from activities.threads import ThreadActivities
     from routedesk import search_attributes as sa
     from routedesk.contracts import (
@@ -73,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         DirectAssignInput,
         DispatchRequest,
         EmailRoutingInput,
+        IdleCheckInput,
         InQueueOverflow,
         IntakeRequest,
         IntakeResult,
@@ -84,6 +89,8 @@ with workflow.unsafe.imports_passed_through():
         RouteCaseInput,
         RoutingOutcome,
         RoutingStatus,
+        SlaStepInput,
+        SlaWorkflowAction,
         Stage,
         ThreadInput,
         TransferInput,
@@ -98,6 +105,7 @@ EARLY_ANSWERS_BOUNDED = "early-answers-bounded-2026-12-02"
 IN_QUEUE_OVERFLOW = "in-queue-overflow-2026-12-02"
 OFFER_NOTIFY = "offer-notify-2026-12-02"
 WAITING_ALERT = "waiting-alert-2026-12-02"
+SLA_TIMERS = "sla-timers-2026-12-02"
 
 # Case-store activities: short attempts, retried with backoff for as long as a day, because a
 # store outage must delay routing, never drop an email. Errors that no retry can fix are
@@ -133,6 +141,11 @@ class EmailRoutingWorkflow:
         self._details = ""  # what the Temporal UI shows as this workflow's current details
         self._notices: list[workflow.ActivityHandle[None]] = []
         self._waiting_alert: asyncio.Task[None] | None = None
+        # SLA and reassign_if_idle timer loops (run beside the main flow, see _sla_loop).
+        self._loops: list[asyncio.Task[None]] = []
+        self._sla_poke = False  # something that moves the SLA timers changed
+        self._sla_resume = False  # a customer reply: timers paused for the customer run again
+        self._requeued = False  # taken from its agent: the main flow offers it again
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -163,6 +176,13 @@ class EmailRoutingWorkflow:
     def customer_replied(self, email_id: int) -> None:
         """A reply was threaded onto this case (traced by the reply's own workflow)."""
         self._status.replies += 1
+        self._sla_resume = self._sla_poke = True
+
+    @workflow.signal
+    def timers_changed(self) -> None:
+        """The case's SLA state changed in the store (waiting on the customer set or cleared):
+        the SLA timer loop reads it again."""
+        self._sla_poke = True
 
     def _answer(self, agent_id: str, decision: Decision, reason: str | None, offer_id: int | None = None) -> bool:
         """Both doors (signal and Update) answer here. An answer with no open offer is kept
@@ -351,10 +371,31 @@ class EmailRoutingWorkflow:
         alert_after = decision.plan.alert_waiting_after_seconds if decision.plan else None
         if alert_after is not None and workflow.patched(WAITING_ALERT):
             self._waiting_alert = asyncio.create_task(self._alert_if_still_waiting(case.case_id, alert_after))
+        timers = decision.timers
+        if timers is not None and workflow.patched(SLA_TIMERS):
+            if timers.sla_policy is not None:
+                self._loops.append(asyncio.create_task(self._sla_loop()))
+            if timers.reassign_if_idle_seconds:
+                self._loops.append(asyncio.create_task(self._idle_loop(timers.reassign_if_idle_seconds)))
+
         await self._assign_case(case, decision)
-        await self._wait(lambda: self._resolved)
+        await self._wait(lambda: self._resolved or self._requeued)
+        while not self._resolved:
+            # An SLA action or reassign_if_idle took the case back from its agent: the
+            # queue's assignment method offers it again (never set in older histories).
+            self._requeued = False
+            if self._status.assigned_agent is None:
+                await self._assign_case(
+                    case,
+                    QueueDecision(
+                        queue_id=self._status.queue or "", rule="requeued", plan=decision.plan, dispatched=True
+                    ),
+                )
+            await self._wait(lambda: self._resolved or self._requeued)
         if self._overflow_task is not None:
             await self._overflow_task  # ends once the case is assigned or resolved
+        if self._loops:
+            await asyncio.gather(*self._loops)
         if ack is not None:
             # A final failure is recorded in the notification table; the case is unaffected.
             with contextlib.suppress(ActivityError):
@@ -626,6 +667,7 @@ class EmailRoutingWorkflow:
 
     def _set_assigned(self, agent_id: str) -> None:
         self._status.assigned_agent = agent_id
+        self._sla_poke = True  # the first response is met
         self._advance(Stage.ASSIGNED, sa.ASSIGNED_AGENT.value_set(agent_id))
         workflow.set_current_details(f"{self._details}\nAssigned to {agent_id}")
 
@@ -692,6 +734,101 @@ class EmailRoutingWorkflow:
     def _outcome(self) -> RoutingOutcome:
         self._flush_search_attributes()
         return self._status.model_copy(update={"live_offer": None})
+
+    # --- SLA timers and reassign_if_idle (patched: SLA_TIMERS) ---------------------------
+
+    async def _sla_loop(self) -> None:
+        """The case's SLA timers: the store says when the next warning or violation is due
+        (business time, paused while the case waits on the customer); a durable timer waits
+        for it, or for a change (assignment, waiting on/off, a customer reply), and
+        ``sla_fire`` records what is due and runs its actions."""
+        case_id = self._status.case_id
+        assert case_id is not None
+        try:
+            await self._sla_timers(case_id)
+        finally:
+            # Resolved: no due time any more (the store met every open target).
+            done = sa.SLA_DUE_AT.value_unset()
+            self._pending_sa[done.key.name] = done
+
+    async def _sla_timers(self, case_id: int) -> None:
+        while not self._resolved:
+            resume, self._sla_resume, self._sla_poke = self._sla_resume, False, False
+            nxt = await self._store(
+                SlaActivities.sla_next, SlaStepInput(case_id=case_id, step=self._step("sla"), resume=resume)
+            )
+            if not nxt.active:
+                return
+            due = sa.SLA_DUE_AT.value_set(nxt.due_at) if nxt.due_at else sa.SLA_DUE_AT.value_unset()
+            self._pending_sa[due.key.name] = due
+            timeout = None if nxt.fire_at is None else max(nxt.fire_at - workflow.now(), timedelta(milliseconds=10))
+            try:
+                await self._wait(lambda: self._sla_poke or self._resolved, timeout=timeout)
+                continue
+            except TimeoutError:
+                pass
+            fired = await self._store(
+                SlaActivities.sla_fire, SlaStepInput(case_id=case_id, step=self._step("sla-fire"))
+            )
+            for action in fired.actions:
+                await self._sla_action(action)
+
+    async def _sla_action(self, action: SlaWorkflowAction) -> None:
+        if action.kind == "reassign" and action.agent_id is not None:
+            self._taken_back(action.agent_id, action.reason)
+        elif action.kind == "withdraw_offer" and action.offer_id is not None:
+            self._withdrawn_offers.add(action.offer_id)
+        elif action.kind == "transfer_to_queue" and action.queue_id is not None:
+            await self._sla_transfer(action.queue_id, action.reason)
+
+    async def _sla_transfer(self, queue_id: str, reason: str) -> None:
+        # An assigned case was taken from its agent in the firing transaction (a
+        # ``reassign`` action came first): it waits again, so it can move.
+        await self._transfer(queue_id, reason)
+
+    async def _idle_loop(self, seconds: float) -> None:
+        """reassign_if_idle: each assignment starts a durable timer (see ``_idle_watch``)."""
+        while not self._resolved:
+            await workflow.wait_condition(lambda: self._status.assigned_agent is not None or self._resolved)
+            agent = self._status.assigned_agent
+            if agent is None:
+                return
+            await self._idle_watch(agent, seconds)
+
+    async def _idle_watch(self, agent: str, seconds: float) -> None:
+        """While ``agent`` holds the case: when the timer fires the store decides (the agent
+        may have acted meanwhile: then wait for the rest of the time)."""
+        case_id = self._status.case_id
+        assert case_id is not None
+        wait = seconds
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._resolved or self._status.assigned_agent != agent, timeout=timedelta(seconds=wait)
+                )
+                return
+            except TimeoutError:
+                pass
+            check = await self._store(
+                SlaActivities.reassign_if_idle,
+                IdleCheckInput(case_id=case_id, agent_id=agent, idle_seconds=seconds, step=self._step("idle")),
+            )
+            if check.reassigned:
+                self._taken_back(agent, f"{agent} did nothing on it for {seconds:g}s")
+                return
+            if check.wait_seconds is None:  # the store has it elsewhere: wait for the change
+                await workflow.wait_condition(lambda: self._resolved or self._status.assigned_agent != agent)
+                return
+            wait = max(check.wait_seconds, 0.01)
+
+    def _taken_back(self, agent_id: str, reason: str) -> None:
+        """The store took the case from ``agent_id`` and queued it again."""
+        if self._status.assigned_agent != agent_id:
+            return
+        self._status.assigned_agent = None
+        self._requeued = True
+        self._advance(Stage.WAITING_FOR_AGENT, sa.ASSIGNED_AGENT.value_unset(), reason=reason)
+        workflow.set_current_details(f"Taken back from {agent_id}: {reason}")
 
 
 # How long a `respond` Update that came before its offer waits for it.

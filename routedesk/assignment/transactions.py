@@ -380,6 +380,8 @@ def _eligible(
     offering: set[str],
     defs: time_routing.TimeDefinitions | None = None,
     blocked: dict[str, int] | None = None,
+    s: Session | None = None,
+    store: Store | None = None,
 ) -> tuple[list[assignment.Candidate], list[str]]:
     # Required skills with levels (a name alone is level 1); agents' levels from the config.
     required = time_routing.required_skills(case.attributes)
@@ -407,6 +409,8 @@ def _eligible(
             skipped.append(f"{agent.id} holds a live offer")
         elif lack is not None:
             skipped.append(f"{agent.id} {lack}")
+        elif s is not None and store is not None and (better := better_elsewhere(s, store, case, agent)):
+            skipped.append(f"{agent.id} gets a better item first: {better}")
         else:
             distance[agent.id] = time_routing.skill_distance(required, has) or 0
             eligible.append(
@@ -452,7 +456,7 @@ def eligible_or_note_wait(
     ws = store.workstream(case.workstream_id)
     defs = time_routing.definitions(store)
     blocked = _blocked(s, case, ws)
-    eligible, skipped = _eligible(case, ws, members, offering, defs, blocked)
+    eligible, skipped = _eligible(case, ws, members, offering, defs, blocked, s, store)
     now = utcnow()
     if not eligible and sweep_key is not None and case.excluded_agents:
         retry = timedelta(seconds=store.routing_settings().sweep_interval_seconds)
@@ -467,7 +471,7 @@ def eligible_or_note_wait(
                 f"r{case.round}:new-round@{sweep_key}",
                 TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
             )
-            eligible, skipped = _eligible(case, ws, members, offering, defs, blocked)
+            eligible, skipped = _eligible(case, ws, members, offering, defs, blocked, s, store)
     if eligible:
         if case.no_eligible_agent_at is not None or case.starved_at is not None:
             case.no_eligible_agent_at = case.starved_at = None
@@ -623,6 +627,132 @@ def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
     if offer is None:
         return None
     return _info(offer, store.workstream(case.workstream_id), _notify(s, store, offer.agent_id))
+
+
+# --- ordering across queues -------------------------------------------------------------
+#
+# An agent in several queues gets the best item across all of them: queue priority first
+# (lower first), then item priority, then SLA due time (items with one first), then age.
+# Each queue's dispatcher still decides alone, holding its members' rows locked; before it
+# offers an item to an agent, it looks (reading only) for an item in the agent's other
+# queues that ranks higher and that the agent may take. If there is one, the agent is left
+# for that queue's dispatcher, which a kick wakes: the agent's row lock serialises the two
+# decisions, so capacity is never booked twice, and whichever dispatcher wakes first, the
+# better item is offered first.
+
+_FAR = datetime.max.replace(tzinfo=UTC)
+
+
+def _utc(t: datetime | None) -> datetime:
+    if t is None:
+        return _FAR
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def rank_key(queue_priority: int, case: CaseRow) -> tuple[int, int, int, datetime, datetime, int]:
+    """Smaller is better: the order in which an agent's items across queues are offered."""
+    return (
+        queue_priority,
+        -case.priority_rank,
+        0 if case.sla_due_at is not None else 1,
+        _utc(case.sla_due_at),
+        _utc(case.queued_at),
+        case.id or 0,
+    )
+
+
+# How many better-ranked items of other queues are looked at per agent before concluding the
+# agent may take none of them (excluded, lacking skills): a bound on the cost per decision.
+BETTER_LOOKAHEAD = 20
+
+
+def better_elsewhere(s: Session, store: Store, case: CaseRow, agent: AgentRow) -> str | None:
+    """Why ``agent`` should not be offered ``case`` now: an item in another of the agent's
+    queues ranks higher and the agent may take it. None when there is none. Cached per
+    transaction and agent (the items of other queues do not change during a pass); the
+    deferred-to queue is claimed for a wake-up."""
+    cache: dict[tuple[str, str], tuple[tuple[int, int, int, datetime, datetime, int], str] | None]
+    cache = s.info.setdefault("better_elsewhere", {})
+    queue_priorities: dict[str, int] = s.info.setdefault("queue_priorities", {})
+    if not queue_priorities:
+        queue_priorities.update({q.id: q.priority for q in s.exec(select(QueueRow)).all()})
+    if case.queue_id is None:
+        return None
+    key = (agent.id, case.queue_id)
+    if key not in cache:
+        cache[key] = _best_elsewhere(s, store, case.queue_id, agent, queue_priorities)
+    best = cache[key]
+    if best is None or best[0] >= rank_key(queue_priorities.get(case.queue_id, 0), case):
+        return None
+    _, where = best
+    s.info.setdefault("deferred_to", set()).add(where.split(" ", 1)[0])
+    return f"{where}"
+
+
+def _best_elsewhere(
+    s: Session, store: Store, queue_id: str, agent: AgentRow, queue_priorities: dict[str, int]
+) -> tuple[tuple[int, int, int, datetime, datetime, int], str] | None:
+    others = [q for q in s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent.id)).all()]
+    others = [q for q in others if q != queue_id]
+    if not others:
+        return None
+    rows = s.exec(
+        select(CaseRow)
+        .where(col(CaseRow.queue_id).in_(others), CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
+        .order_by(
+            col(CaseRow.priority_rank).desc(),
+            col(CaseRow.sla_due_at).asc().nulls_last(),
+            col(CaseRow.queued_at),
+            col(CaseRow.id),
+        )
+        .limit(BETTER_LOOKAHEAD * len(others))
+    ).all()
+    best: tuple[tuple[int, int, int, datetime, datetime, int], str] | None = None
+    defs = time_routing.definitions(store)
+    has = time_routing.agent_skills(defs, agent.id, list(agent.skills))
+    now = utcnow()
+    closed = {q for q in others if time_routing.closed_until(defs, q, now) is not None}
+    for other in rows:
+        if agent.id in other.excluded_agents or other.queue_id in closed:
+            continue  # a closed queue offers nothing now (unless offer_when_closed)
+        ws = store.workstream(other.workstream_id)
+        if time_routing.lacks(time_routing.required_skills(other.attributes), has, ws.skill_match) is not None:
+            continue
+        if agent.presence not in {p.value for p in ws.allowed_presences}:
+            continue
+        k = rank_key(queue_priorities.get(other.queue_id or "", 0), other)
+        if best is None or k < best[0]:
+            best = (k, f"{other.queue_id} ({other.number}, queue priority {k[0]})")
+    return best
+
+
+def deferred_wakes(s: Session) -> list[str]:
+    """The queues a decision in this transaction left an agent to (claimed for a kick)."""
+    deferred = sorted(s.info.pop("deferred_to", set()))
+    return claim_wakes(s, deferred) if deferred else []
+
+
+def _wake_after_pass(
+    s: Session,
+    queue_id: str,
+    members: list[tuple[AgentRow, QueueMemberRow]],
+    offering: set[str],
+    offered: bool,
+) -> list[str]:
+    """After a pass: the queues an agent was left to, and, when this pass made offers, the
+    other queues of members still free (an agent another queue's pass left to this one may
+    not have been chosen here: its other items are theirs again)."""
+    wake = deferred_wakes(s)
+    if offered:
+        free = [a.id for a, _ in members if a.active_count < a.capacity and a.id not in offering]
+        if free:
+            others = s.exec(
+                select(QueueMemberRow.queue_id).where(
+                    col(QueueMemberRow.agent_id).in_(free), QueueMemberRow.queue_id != queue_id
+                )
+            ).all()
+            wake += queues_to_wake(s, list(others))
+    return sorted(set(wake))
 
 
 class Assignments:
@@ -860,9 +990,19 @@ class Assignments:
             )
 
     def dispatch(self, inp: DispatchPass) -> tuple[DispatchResult, bool]:
-        """One assignment cycle for a queue: waiting items in priority-then-age order, each
-        offered to the agent the queue's method picks among eligible members. Also says
-        whether an item was skipped because another transaction held it."""
+        result, contended, _ = self.dispatch_and_wake(inp)
+        return result, contended
+
+    def dispatch_and_wake(self, inp: DispatchPass) -> tuple[DispatchResult, bool, list[str]]:
+        """One assignment cycle for a queue: waiting items in priority, SLA due time, then
+        age order, each offered to the agent the queue's method picks among eligible members.
+        Also says whether an item was skipped because another transaction held it, and which
+        other queues' dispatchers must look again (see :func:`better_elsewhere`)."""
+        wake: list[str] = []
+        result, contended = self._dispatch(inp, wake)
+        return result, contended, wake
+
+    def _dispatch(self, inp: DispatchPass, wake: list[str]) -> tuple[DispatchResult, bool]:
         sweep_interval = self.store.routing_settings().sweep_interval_seconds
         with self.store.db.write() as s:
             made = s.exec(select(OfferRow).where(col(OfferRow.idempotency_key).startswith(f"{inp.pass_key}:"))).all()
@@ -893,7 +1033,12 @@ class Assignments:
                     CaseRow.status == "queued",
                     col(CaseRow.awaiting_dispatch),
                 )
-                .order_by(col(CaseRow.priority_rank).desc(), col(CaseRow.queued_at), col(CaseRow.id))
+                .order_by(
+                    col(CaseRow.priority_rank).desc(),
+                    col(CaseRow.sla_due_at).asc().nulls_last(),
+                    col(CaseRow.queued_at),
+                    col(CaseRow.id),
+                )
             ).all()
             if not items:
                 return DispatchResult(sweep_interval_seconds=sweep_interval), False
@@ -947,6 +1092,7 @@ class Assignments:
                     continue
                 anyone_free = _anyone_free(members, offering)
                 offers.append(self._dispatched(offer, ws, _notify(s, self.store, offer.agent_id)))
+            wake += _wake_after_pass(s, inp.queue_id, members, offering, bool(offers))
             return DispatchResult(
                 offers=offers, waiting=waiting, sweep_interval_seconds=sweep_interval, retry_in_seconds=retry_in
             ), contended
@@ -1016,6 +1162,9 @@ class Assignments:
                     s.add(agent)
                     freed += _queues_of(s, owner)
             case.status, case.resolved_at, case.awaiting_dispatch = "resolved", now, False
+            from routedesk import sla  # imports this module
+
+            sla.on_resolved(case, now)
             s.add(case)
             _trace(
                 s,
@@ -1062,6 +1211,7 @@ class Assignments:
                 return TransferResult(
                     transferred=True,
                     queue_id=done.subject,
+                    from_queue=case.queue_id if case.queue_id != done.subject else None,
                     withdrawn_offer_id=withdrawn_id,
                     in_queue_overflow=time_routing.in_queue_overflow(
                         time_routing.definitions(self.store), done.subject, at

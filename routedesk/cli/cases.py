@@ -1,4 +1,4 @@
-"""``routedesk case list|show|emails|assign|resolve|reply``."""
+"""``routedesk case list|show|emails|assign|resolve|reply|wait``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def show(
     ]
     for k, v in fields:
         console.print(f"  {k:<12} {v}", markup=False)
+    _print_sla(d.sla)
     _print_emails(d.emails)
     if d.offers:
         console.print("offers", style="bold")
@@ -192,3 +193,36 @@ def reply(
     elif status != "sent":
         line += f": {reason}"
     console.print(line, markup=False, soft_wrap=True)
+
+
+@app.command("wait")
+@friendly
+def wait(
+    case: str,
+    on: bool = typer.Option(..., "--on/--off", help="The case waits on the customer (SLA timers pause), or not"),
+) -> None:
+    """Mark CASE as waiting on the customer (--on) or not (--off); a customer reply ends it."""
+    store = open_store()
+    console.print(run(ops.set_waiting_on_customer(context(store), actor(store), case, on)).message, markup=False)
+
+
+def _print_sla(sla: dict[str, object] | None) -> None:
+    if not sla:
+        return
+    paused = " (paused: waiting on the customer)" if sla.get("paused") else ""
+    rows = [
+        ("sla policy", f"{sla.get('policy') or '-'}{paused}"),
+        (
+            "first resp.",
+            f"due {sla.get('first_response_due') or '-'}"
+            + (f", met {sla['first_response_met_at']}" if sla.get("first_response_met_at") else ""),
+        ),
+        ("resolution", f"due {sla.get('resolution_due') or '-'}"),
+    ]
+    if sla.get("waiting_on_customer_since"):
+        rows.append(("waiting", f"on the customer since {sla['waiting_on_customer_since']}"))
+    breaches = sla.get("breaches") or []
+    assert isinstance(breaches, list)
+    rows.append(("breaches", ", ".join(f"{b['target']} {b['kind']} at {b['at']}" for b in breaches) or "none"))
+    for k, v in rows:
+        console.print(f"  {k:<12} {v}", markup=False)

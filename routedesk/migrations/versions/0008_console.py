@@ -4,7 +4,7 @@ sessions (stored as the cookie's hash, with the session's CSRF token).
 Only new tables.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels = None
 depends_on = None
 
