@@ -25,20 +25,19 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import select
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from routedesk import metrics
 from routedesk import search_attributes as sa
 from routedesk.db import StoreEmpty, StoreUnavailable
-from routedesk.models import ImapPositionRow, MailboxRow, SettingRow
+from routedesk.models import MailboxRow, SettingRow
+from routedesk.operations import imap_statuses
 from routedesk.store import Store
 
 CHECK_TIMEOUT = 3.0  # seconds per check: a probe must answer before the orchestrator gives up
 OK = "ok"
-# IMAP fetcher states that make the service not ready (starter/imap.py writes them).
-FAILING = ("login_failed", "error")
 
 
 class NotReady(Exception):
@@ -109,12 +108,8 @@ class Probe:
         """IMAP mailboxes whose fetcher cannot log in (or keeps failing) are not silently
         retried forever: they make the service not ready, naming the mailbox and the error."""
 
-        def read() -> list[ImapPositionRow]:
-            with self.store.db.read() as s:
-                return list(s.exec(select(ImapPositionRow).where(col(ImapPositionRow.status).in_(FAILING))).all())
-
         try:
-            failing = await asyncio.to_thread(read)
+            failing = await asyncio.to_thread(lambda: imap_statuses(self.store, failing_only=True))
         except Exception as exc:
             raise NotReady(f"cannot read the mailboxes' state: {str(exc).splitlines()[0][:200]}") from None
         if failing:

@@ -482,3 +482,41 @@ async def test_imap_mailboxes_added_changed_and_removed_by_config_load_take_effe
         await running.stop()
     assert case_count(stack) == 2
     assert dovecot.flags(user) == {1: {"\\Seen"}} and dovecot.flags(user, "Cases") == {1: {"\\Seen"}}
+
+
+async def test_a_refused_login_shows_in_the_api_mailbox_entry_and_on_readyz(
+    make_stack: MakeStack, dovecot: Dovecot, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One typed IMAP status (routedesk.operations.imap_statuses) behind GET /api/v1/mailboxes,
+    /readyz and `routedesk mailbox list`: a wrong password shows in the server's words."""
+    import httpx
+
+    from routedesk import auth
+    from routedesk.health import Probe
+    from starter.http import start_http_intake
+
+    monkeypatch.setenv(PASSWORD_ENV, "wrong")
+    stack = await make_stack(imap_config(dovecot, user))
+    auth.add_user(stack.store, "ops-admin", "admin", None)
+    headers = {"Authorization": f"Bearer {auth.create_token(stack.store, 'ops-admin')}"}
+    server = await start_http_intake(
+        stack.client, stack.store, token="intake-token", port=0, probe=Probe(stack.store, stack.client)
+    )
+    try:
+        async with (
+            fetching(stack, backoff_initial=0.2, backoff_max=0.5),
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            await eventually(lambda: (p := position_row(stack)) and p.status == "login_failed", what="login_failed")
+            res = await http.get("/api/v1/mailboxes", headers=headers)
+            assert res.status_code == 200, res.text
+            [support] = [m for m in res.json() if m["address"] == SUPPORT]
+            [state] = support["imap"]
+            assert (state["folder"], state["status"], state["fetched"]) == ("INBOX", "login_failed", 0)
+            assert "AUTHENTICATIONFAILED" in state["last_error"] and state["last_error_at"]
+            assert all(m["imap"] is None for m in res.json() if m["address"] != SUPPORT)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert f"IMAP {SUPPORT} (INBOX): login_failed:" in ready.text and "AUTHENTICATIONFAILED" in ready.text
+    finally:
+        await server.stop()
