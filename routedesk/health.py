@@ -183,11 +183,31 @@ class HealthServer:
         await self.task
 
 
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (as ``socket.create_server``) whose connections go
+    without Nagle's algorithm.
+
+    asyncio sets TCP_NODELAY only on sockets whose protocol number is IPPROTO_TCP, and
+    ``socket.create_server`` makes them with 0: each response on a kept-alive connection
+    (headers and body are two writes) then waited about 40 ms for the client's delayed ACK,
+    which made every API call take over 40 ms (docs/benchmarks.md, *API latency*).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def start_health_server(probe: Probe, host: str, port: int) -> HealthServer:
     """Serve the three endpoints on their own port (the worker's); OSError when taken."""
     app = FastAPI(title="routedesk health", openapi_url=None, docs_url=None, redoc_url=None)
     add_health_routes(app, probe)
-    sock = socket.create_server((host, port))
+    sock = tcp_listener(host, port)
     server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     bound = sock.getsockname()
