@@ -83,14 +83,19 @@ def run_once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def measure(runs: int, env: dict[str, str], warmup: int = 2) -> dict[str, tuple[list[float], list[float]]]:
-    results: dict[str, tuple[list[float], list[float]]] = {" ".join(c): ([], []) for c in COMMANDS}
+Samples = dict[str, tuple[list[float], list[float]]]  # command -> (wall, CPU) seconds
+
+
+def measure(runs: int, envs: list[dict[str, str]], warmup: int = 2) -> list[Samples]:
+    """Each command ``runs`` times under each environment (checkout), all interleaved."""
+    results: list[Samples] = [{" ".join(c): ([], []) for c in COMMANDS} for _ in envs]
     for i in range(warmup + runs):
         for cmd in COMMANDS:  # interleaved: a burst of other load hits every command alike
-            wall, cpu = run_once(cmd, env)
-            if i >= warmup:
-                results[" ".join(cmd)][0].append(wall)
-                results[" ".join(cmd)][1].append(cpu)
+            for env, samples in zip(envs, results, strict=True):
+                wall, cpu = run_once(cmd, env)
+                if i >= warmup:
+                    samples[" ".join(cmd)][0].append(wall)
+                    samples[" ".join(cmd)][1].append(cpu)
     return results
 
 
@@ -98,29 +103,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", "-n", type=int, default=20, help="runs of each command (after 2 warm-ups)")
     parser.add_argument("--database-url", help="an existing store to read (default: a fresh seeded one)")
-    parser.add_argument("--src", type=Path, help="another checkout whose product code runs (before/after)")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        help="a checkout whose product code runs (default: this one); give it twice to compare two, interleaved",
+    )
     args = parser.parse_args()
-    src = (args.src or ROOT).resolve()
+    sources = [p.resolve() for p in args.src or [ROOT]]
     with tempfile.TemporaryDirectory(prefix="routedesk-bench-cli-") as tmp:
         url = args.database_url
         if url is None:
             url = f"sqlite:///{Path(tmp) / 'routedesk.db'}"
             print(f"seeded a store with {seed(url)} cases", file=sys.stderr)
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-            "COLUMNS": "120",
-        }
-        env.pop("ROUTEDESK_TOKEN", None)
-        results = measure(args.runs, env)
-    print(f"routedesk CLI start-up, {args.runs} runs each, code from {src}")
-    print(f"{'command':<28} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'cpu ms':>8}")
-    for name, (walls, cpus) in results.items():
-        print(
-            f"{name:<28} {statistics.median(walls) * 1000:>10.0f} {min(walls) * 1000:>8.0f}"
-            f" {max(walls) * 1000:>8.0f} {statistics.median(cpus) * 1000:>8.0f}"
-        )
+        envs = []
+        for src in sources:
+            env = {
+                **os.environ,
+                "DATABASE_URL": url,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+                "COLUMNS": "120",
+            }
+            env.pop("ROUTEDESK_TOKEN", None)
+            envs.append(env)
+        results = measure(args.runs, envs)
+    for src, samples in zip(sources, results, strict=True):
+        print(f"routedesk CLI start-up, {args.runs} runs each, code from {src}")
+        print(f"{'command':<28} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'cpu ms':>8}")
+        for name, (walls, cpus) in samples.items():
+            print(
+                f"{name:<28} {statistics.median(walls) * 1000:>10.0f} {min(walls) * 1000:>8.0f}"
+                f" {max(walls) * 1000:>8.0f} {statistics.median(cpus) * 1000:>8.0f}"
+            )
 
 
 if __name__ == "__main__":

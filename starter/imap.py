@@ -544,6 +544,7 @@ def imap_mailboxes(mailboxes: list[Mailbox] | dict[str, Mailbox], only: list[str
 # primary-key lookup, see Store.definitions): a mailbox added, changed or removed by
 # `routedesk config load` starts, restarts or stops its fetcher within about this long.
 CONFIG_CHECK_SECONDS = 1.0
+CHANGE_GRACE = 5.0  # seconds a fetcher stopped by a config change gets to finish its batch
 
 
 @dataclass
@@ -638,9 +639,6 @@ class ImapIntake:
                 await self._watcher
         async with self._lock:
             await asyncio.gather(*(f.stop(timeout / 2) for f in self.fetchers.values()))
-
-
-CHANGE_GRACE = 5.0  # seconds a fetcher stopped by a config change gets to finish its batch
 
 
 def start_imap_intake(
