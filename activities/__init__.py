@@ -10,6 +10,7 @@ from temporalio.client import Client
 from activities.assignment import AssignmentActivities
 from activities.intake import IntakeActivities
 from activities.notify import NotifyActivities
+from activities.replies import ReplyActivities
 from activities.routing import RoutingActivities
 from activities.threads import ThreadActivities
 from routedesk import settings
@@ -26,6 +27,7 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
     intake = IntakeActivities(store, routing)
     threads = ThreadActivities(store)
     assign = AssignmentActivities(store, client, kicker)
+    replies = ReplyActivities(store)
     return [
         intake.parse_email,
         NotifyActivities(store).send_acknowledgement,
@@ -39,4 +41,7 @@ def build_activities(store: Store, client: Client, *, id_prefix: str | None = No
         assign.dispatch_queue,
         assign.assign_direct,
         assign.resolve_case,
+        assign.transfer_to_queue,
+        replies.send_reply,
+        replies.give_up_reply,
     ]

@@ -28,6 +28,8 @@ from routedesk.contracts import (
     DispatchResult,
     OfferAttempt,
     PreferredOfferRequest,
+    TransferInput,
+    TransferResult,
 )
 from routedesk.store import Store
 
@@ -92,3 +94,8 @@ class AssignmentActivities:
     async def resolve_case(self, inp: CaseStepInput) -> None:
         """Close the case and release its agent's capacity."""
         await self._then_wake(self.tx.resolve, inp)
+
+    @activity.defn(name="transfer_to_queue")
+    async def transfer_to_queue(self, inp: TransferInput) -> TransferResult:
+        """Move a waiting case to another queue (overflow, SLA); wakes that queue's dispatcher."""
+        return await self._then_wake(self.tx.transfer_to_queue, inp)

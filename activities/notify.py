@@ -113,8 +113,11 @@ def wire_address(address: str) -> str:
     return f"{local}@{ascii_domain(domain)}"
 
 
-def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: str) -> EmailMessage:
-    """``to`` is a wire address; a non-ASCII one (local part) makes an RFC 6532 message."""
+def _new_message(
+    box: Mailbox, to: str, to_name: str | None, subject: str, mid: str, *, automatic: bool = True
+) -> EmailMessage:
+    """``to`` is a wire address; a non-ASCII one (local part) makes an RFC 6532 message.
+    ``automatic``: an RFC 3834 auto-response; an agent's reply is not one."""
     msg = EmailMessage(policy=SMTP if to.isascii() else SMTPUTF8)
     msg["From"] = formataddr((box.name, box.address))
     local, _, domain = to.rpartition("@")
@@ -122,9 +125,10 @@ def _new_message(box: Mailbox, to: str, to_name: str | None, subject: str, mid: 
     msg["Subject"] = _one_line(subject)
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = f"<{mid}>"
-    msg["Auto-Submitted"] = "auto-replied"
-    # Asks Exchange and Outlook not to answer with out-of-office replies.
-    msg["X-Auto-Response-Suppress"] = "All"
+    if automatic:
+        msg["Auto-Submitted"] = "auto-replied"
+        # Asks Exchange and Outlook not to answer with out-of-office replies.
+        msg["X-Auto-Response-Suppress"] = "All"
     return msg
 
 
@@ -183,8 +187,10 @@ def render_bounce(email: EmailRow, box: Mailbox, to: str) -> Rendered:
     return Rendered(subject, mid, msg.as_bytes())
 
 
-def send_via_relay(relay: Relay, to: str, raw: bytes) -> None:
-    """Hand one message to the relay; raises RelayTemporaryError or ApplicationError (5xx)."""
+def send_via_relay(relay: Relay, to: str, raw: bytes, *, mail_from: str = "") -> None:
+    """Hand one message to the relay; raises RelayTemporaryError or ApplicationError (5xx).
+
+    ``mail_from``: the envelope sender; null (``""``) for automatic replies (RFC 3834)."""
     try:
         with smtplib.SMTP(
             relay.host,
@@ -201,7 +207,7 @@ def send_via_relay(relay: Relay, to: str, raw: bytes) -> None:
             # Null envelope sender: RFC 3834 auto-response. A non-ASCII recipient needs the
             # relay's SMTPUTF8 (RFC 6531); without it smtplib refuses before sending.
             options = [] if to.isascii() else ["SMTPUTF8"]
-            smtp.sendmail("", [to], raw, mail_options=options)
+            smtp.sendmail(mail_from, [to], raw, mail_options=options)
     except smtplib.SMTPNotSupportedError:
         raise ApplicationError(
             f"the relay {relay.host}:{relay.port} does not support SMTPUTF8, which the non-ASCII address "
@@ -231,8 +237,10 @@ class Notifier:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def deliver(self, notification_id: int) -> NotificationResult:
-        """Send a pending notification once; see the module docstring for the guarantees."""
+    def deliver(self, notification_id: int, *, mail_from: str = "") -> NotificationResult:
+        """Send a pending notification once; see the module docstring for the guarantees.
+
+        ``mail_from``: the envelope sender (null for automatic replies)."""
         with self.store.db.read() as s:
             row = s.get(NotificationRow, notification_id)
             if row is None:
@@ -248,7 +256,7 @@ class Notifier:
             return self._finish(row, "skipped", "no relay configured (intake.relay); recorded, not sent")
         assert row.raw is not None
         try:
-            send_via_relay(relay, row.to_address, row.raw)
+            send_via_relay(relay, row.to_address, row.raw, mail_from=mail_from)
         except RelayTemporaryError as exc:
             self._attempt_failed(row, str(exc))
             raise
@@ -276,15 +284,19 @@ class Notifier:
                 if status == "sent":
                     fresh.sent_at = utcnow()
                 s.add(fresh)
-                add_trace(
-                    s,
-                    email_id=fresh.email_id,
-                    case_id=fresh.case_id,
-                    round_=1,
-                    step=f"{fresh.kind}:{status}",
-                    entries=[TraceEntry(fresh.kind, fresh.to_address, status, reason)],
-                )
+                self._finished(s, fresh)
             return _result(fresh)
+
+    def _finished(self, s: Session, row: NotificationRow) -> None:
+        """Record a final status in the trace, in the transaction that sets it."""
+        add_trace(
+            s,
+            email_id=row.email_id,
+            case_id=row.case_id,
+            round_=1,
+            step=f"{row.kind}:{row.status}",
+            entries=[TraceEntry(row.kind, row.to_address, row.status, row.reason or "")],
+        )
 
 
 def record_auto_reply(

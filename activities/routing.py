@@ -8,6 +8,7 @@ a reply reopened, and for workflows whose history predates that."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC
 from typing import Any
 
 from sqlmodel import Session, select
@@ -16,7 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.cases import open_case
-from routedesk import rules
+from routedesk import rules, time_routing
 from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
 from routedesk.assignment.wake import Kicker, claim_wakes
 from routedesk.config import Priority
@@ -133,7 +134,9 @@ class RoutingActivities:
         case, email = _load(s, case_id)
         defs = self.store.definitions()
         ws = defs.workstream(case.workstream_id)
-        queue_id, hits = rules.route(ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email))
+        queue_id, hits = rules.route(
+            ws.route_to_queue_rules, ws.fallback_queue, rule_context(case, email), seed=f"email:{case.source_email_id}"
+        )
         rule = next((h.rule for h in hits if h.matched), "fallback")
         if defs.version:
             # The rule that decided names the config version it came from: after a live
@@ -149,6 +152,16 @@ class RoutingActivities:
         )
         straight_to_queue = not (plan.preferred_enabled and plan.preferred_agents) and not case.previous_agent_id
         entries = _hit_entries("queue_routing", hits)
+        # Issue 18: overflow before queueing, checked once, here; a rule may turn it off.
+        tdefs = time_routing.definitions(self.store)
+        route_rule = next((r for r in ws.route_to_queue_rules if r.name == rule), None)
+        overflow = route_rule is None or route_rule.overflow
+        now = utcnow()
+        if overflow:
+            queue_id, overflow_entries = time_routing.overflow_before_queueing(s, tdefs, queue_id, case.id, now)
+            entries += overflow_entries
+        elif any(q.overflow for q in tdefs.queues.values() if q.id == queue_id):
+            entries.append(TraceEntry("overflow", queue_id, "disabled", f"rule {rule} turns overflow off"))
         if straight_to_queue:
             queue = s.get(QueueRow, queue_id)
             method = queue.assignment_method if queue else "?"
@@ -167,7 +180,7 @@ class RoutingActivities:
             case.queue_id = queue_id
             case.status = "queued"
             case.stage = "queued"
-            case.queued_at = utcnow()
+            case.queued_at = now
             case.awaiting_dispatch = straight_to_queue
             s.add(case)
             if straight_to_queue:
@@ -189,7 +202,19 @@ class RoutingActivities:
                 # The first attempt's signal may not have been sent.
                 wake = offer is None and case.awaiting_dispatch and bool(claim_wakes(s, [case.queue_id]))
         assert case.queue_id is not None
+        since = case.queued_at or now
         decision = QueueDecision(
-            queue_id=case.queue_id, rule=rule, plan=plan, dispatched=straight_to_queue, offer=offer
+            queue_id=case.queue_id,
+            rule=rule,
+            plan=plan,
+            dispatched=straight_to_queue,
+            offer=offer,
+            in_queue_overflow=(
+                time_routing.in_queue_overflow(
+                    tdefs, case.queue_id, since if since.tzinfo else since.replace(tzinfo=UTC)
+                )
+                if overflow
+                else None
+            ),
         )
         return decision, wake

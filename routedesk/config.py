@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from routedesk.calendars import Calendar, Duration
+
 MAX_PREFERRED_AGENTS = 3  # Dynamics 365: "You can map up to three preferred agents to a contact."
 
 
@@ -166,24 +168,137 @@ class ClassificationRule(Strict):
 
     name: str
     when: Condition | None = None  # no condition: always matches
-    set: dict[str, str | int | float | bool | list[str]] = Field(min_length=1)
+    # skills: a list of names, or names with the required proficiency ({technical: 2})
+    set: dict[str, str | int | float | bool | list[str] | dict[str, int]] = Field(min_length=1)
 
     @field_validator("set")
     @classmethod
     def _valid_priority(cls, v: dict[str, Any]) -> dict[str, Any]:
         if "priority" in v and v["priority"] not in [p.value for p in Priority]:
             raise ValueError(f"priority must be one of {', '.join(p.value for p in Priority)}, not {v['priority']!r}")
-        if "skills" in v and not isinstance(v["skills"], list):
-            raise ValueError("skills must be a list of skill names")
+        if "skills" in v:
+            check_skills(v["skills"])
+        for key, value in v.items():
+            if isinstance(value, dict) and key != "skills":
+                raise ValueError(f"{key}: only skills take a mapping (skill: level)")
         return v
 
 
+class QueueShare(Strict):
+    """One queue of a percentage allocation: ``{queue: a, share: 70}``."""
+
+    queue: str
+    share: int = Field(ge=1, le=100)
+
+
+MAX_SHARED_QUEUES = 5  # Dynamics 365: percentage-based allocation across up to five queues
+
+
 class RouteRule(Strict):
-    """Names a queue; the first matching route-to-queue rule wins."""
+    """Names a queue (``queue``), or up to 5 with percentage shares (``route_to``); the first
+    matching route-to-queue rule wins."""
 
     name: str
     when: Condition | None = None
-    queue: str
+    queue: str = ""
+    route_to: list[QueueShare] = Field(default_factory=list)
+    # false: the queue's overflow rules do not apply to the items this rule routes (VIPs)
+    overflow: bool = True
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouteRule:
+        if bool(self.queue) == bool(self.route_to):
+            raise ValueError("name either queue or route_to (a list of {queue, share})")
+        if self.route_to:
+            if len(self.route_to) > MAX_SHARED_QUEUES:
+                raise ValueError(f"route_to names at most {MAX_SHARED_QUEUES} queues, not {len(self.route_to)}")
+            total = sum(t.share for t in self.route_to)
+            if total != 100:
+                raise ValueError(f"route_to shares must add up to 100, not {total}")
+            names = [t.queue for t in self.route_to]
+            if len(set(names)) != len(names):
+                raise ValueError("route_to names a queue twice")
+        return self
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue this rule may route to."""
+        return [t.queue for t in self.route_to] if self.route_to else [self.queue]
+
+
+MAX_SKILL_LEVEL = 10
+
+
+def check_skills(v: Any) -> None:
+    """Skills are a list of names or a mapping of names to levels 1-10."""
+    if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return
+    if isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_SKILL_LEVEL
+        for k, n in v.items()
+    ):
+        return
+    raise ValueError(f"skills must be a list of skill names or a mapping skill: level (1-{MAX_SKILL_LEVEL})")
+
+
+def skill_levels(v: Any) -> dict[str, int]:
+    """Skills as ``{name: level}``; a name listed without a level is level 1."""
+    if isinstance(v, dict):
+        return {str(k): int(n) for k, n in v.items()}
+    if isinstance(v, list):
+        return {str(k): 1 for k in v}
+    return {}
+
+
+# --- overflow (issue 18) ---------------------------------------------------------------
+
+
+class OverflowWhen(Strict):
+    """One condition: before queueing ``out_of_operating_hours`` or ``waiting_items_exceed``;
+    in queue ``waiting_longer_than`` (optionally counted in the queue's business time)."""
+
+    out_of_operating_hours: Literal[True] | None = None
+    waiting_items_exceed: int | None = Field(default=None, ge=0)
+    waiting_longer_than: Duration | None = None
+    business_time: bool = False  # waiting_longer_than on the queue's operating_hours
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> OverflowWhen:
+        given = [
+            k for k in ("out_of_operating_hours", "waiting_items_exceed", "waiting_longer_than") if getattr(self, k)
+        ]
+        given += ["waiting_items_exceed"] if self.waiting_items_exceed == 0 else []
+        if len(set(given)) != 1:
+            raise ValueError("name one condition: out_of_operating_hours, waiting_items_exceed or waiting_longer_than")
+        if self.business_time and self.waiting_longer_than is None:
+            raise ValueError("business_time applies to waiting_longer_than only")
+        return self
+
+    @property
+    def in_queue(self) -> bool:
+        return self.waiting_longer_than is not None
+
+
+class OverflowAction(Strict):
+    transfer_to_queue: str | None = None
+    assign_to_queue_anyway: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> OverflowAction:
+        if (self.transfer_to_queue is None) == (self.assign_to_queue_anyway is None):
+            raise ValueError("name one action: transfer_to_queue: QUEUE or assign_to_queue_anyway: true")
+        return self
+
+
+class OverflowRule(Strict):
+    when: OverflowWhen
+    action: OverflowAction
+
+    @model_validator(mode="after")
+    def _in_queue_transfers(self) -> OverflowRule:
+        if self.when.in_queue and self.action.transfer_to_queue is None:
+            raise ValueError("waiting_longer_than needs the action transfer_to_queue")
+        return self
 
 
 class PreferredAgentSettings(Strict):
@@ -313,6 +428,8 @@ class Workstream(Strict):
     allowed_presences: list[Presence] = Field(default_factory=lambda: [Presence.AVAILABLE, Presence.BUSY])
     offer_timeout_seconds: float = Field(default=60, gt=0)
     preferred_agents: PreferredAgentSettings = PreferredAgentSettings()
+    # exact: an agent's level >= the required one; closest: nearest levels first (issue 18)
+    skill_match: Literal["exact", "closest"] = "exact"
 
 
 class Queue(Strict):
@@ -321,14 +438,26 @@ class Queue(Strict):
     members: list[str] = Field(default_factory=list)
     assignment_method: AssignmentMethod = AssignmentMethod.HIGHEST_CAPACITY
     priority: int = 0
+    # Issue 18: a calendar id (none: open 24x7); agents are offered work from a closed queue
+    # only with offer_when_closed; overflow rules are checked in order.
+    operating_hours: str | None = None
+    offer_when_closed: bool = False
+    overflow: list[OverflowRule] = Field(default_factory=list)
 
 
 class Agent(Strict):
     id: str
     name: str
     capacity: int = Field(default=3, ge=0)
-    skills: list[str] = Field(default_factory=list)
+    # names ([technical], each at level 1) or names with a proficiency ({technical: 3})
+    skills: list[str] | dict[str, int] = Field(default_factory=list)
     presence: Presence = Presence.OFFLINE
+
+    @field_validator("skills")
+    @classmethod
+    def _skills(cls, v: list[str] | dict[str, int]) -> list[str] | dict[str, int]:
+        check_skills(v)
+        return v
 
 
 class Contact(Strict):
@@ -368,6 +497,19 @@ class SmtpIntake(Strict):
     timeout_seconds: float = Field(default=300, gt=0)
     # Concurrent sessions beyond this get 421 at connect (the sender retries later).
     max_sessions: int = Field(default=100, ge=1)
+    # STARTTLS with this certificate (chain, PEM) and private key (PEM); both or neither.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Refuse mail before STARTTLS (530): a sender that cannot encrypt gets no plaintext path.
+    require_tls: bool = False
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> SmtpIntake:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both (PEM files) or neither")
+        if self.require_tls and not self.tls_cert:
+            raise ValueError("require_tls needs tls_cert and tls_key (the certificate STARTTLS presents)")
+        return self
 
 
 class HttpIntake(Strict):
@@ -430,6 +572,7 @@ class RoutingConfig(Strict):
     contacts: list[Contact] = Field(default_factory=list)
     routing: RoutingSettings = RoutingSettings()
     intake: IntakeSettings = IntakeSettings()
+    calendars: list[Calendar] = Field(default_factory=list)  # business calendars (issue 18)
 
     def cross_check(self) -> list[tuple[str, str]]:
         """References between objects; pydantic checks each object alone."""
@@ -450,6 +593,7 @@ class RoutingConfig(Strict):
         dupes("queues", [q.id for q in self.queues])
         dupes("agents", [a.id for a in self.agents])
         dupes("contacts", [c.id for c in self.contacts])
+        dupes("calendars", [c.id for c in self.calendars])
 
         for i, m in enumerate(self.mailboxes):
             if m.workstream not in ws_ids:
@@ -465,17 +609,20 @@ class RoutingConfig(Strict):
             if w.fallback_queue not in q_ids:
                 problems.append((f"workstreams[{i}].fallback_queue", f"unknown queue {w.fallback_queue!r}"))
             for j, r in enumerate(w.route_to_queue_rules):
-                if r.queue not in q_ids:
-                    problems.append(
-                        (
-                            f"workstreams[{i}].route_to_queue_rules[{j}].queue",
-                            f"unknown queue {r.queue!r}",
+                for k, queue in enumerate(r.queues):
+                    if queue not in q_ids:
+                        key = f"route_to[{k}].queue" if r.route_to else "queue"
+                        problems.append(
+                            (
+                                f"workstreams[{i}].route_to_queue_rules[{j}].{key}",
+                                f"unknown queue {queue!r}",
+                            )
                         )
-                    )
         for i, q in enumerate(self.queues):
             for j, member in enumerate(q.members):
                 if member not in agent_ids:
                     problems.append((f"queues[{i}].members[{j}]", f"unknown agent {member!r}"))
+        problems += self._check_time_routing(q_ids)
         seen_emails: dict[str, str] = {}
         for i, c in enumerate(self.contacts):
             for j, agent in enumerate(c.preferred_agents):
@@ -492,6 +639,32 @@ class RoutingConfig(Strict):
                         )
                     )
                 seen_emails[e] = c.id
+        return problems
+
+    def _check_time_routing(self, q_ids: set[str]) -> list[tuple[str, str]]:
+        """Calendars named by queues, overflow targets (issue 18)."""
+        problems: list[tuple[str, str]] = []
+        cal_ids = {c.id for c in self.calendars}
+        for i, q in enumerate(self.queues):
+            if q.operating_hours is not None and q.operating_hours not in cal_ids:
+                problems.append((f"queues[{i}].operating_hours", f"unknown calendar {q.operating_hours!r}"))
+            for j, rule in enumerate(q.overflow):
+                target = rule.action.transfer_to_queue
+                if target is not None and target not in q_ids:
+                    problems.append(
+                        (f"queues[{i}].overflow[{j}].action.transfer_to_queue", f"unknown queue {target!r}")
+                    )
+                elif target == q.id:
+                    problems.append(
+                        (f"queues[{i}].overflow[{j}].action.transfer_to_queue", "a queue cannot overflow to itself")
+                    )
+                if (rule.when.out_of_operating_hours or rule.when.business_time) and q.operating_hours is None:
+                    problems.append(
+                        (
+                            f"queues[{i}].overflow[{j}].when",
+                            "needs operating_hours on the queue (without, it is open 24x7)",
+                        )
+                    )
         return problems
 
     def mailbox(self, address: str) -> Mailbox | None:

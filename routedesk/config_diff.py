@@ -21,6 +21,7 @@ KEYED_SECTIONS = (
     ("queues", "id"),
     ("agents", "id"),
     ("contacts", "id"),
+    ("calendars", "id"),
 )
 SETTING_SECTIONS = ("routing", "intake")
 RULE_LISTS = ("classification_rules", "route_to_queue_rules")

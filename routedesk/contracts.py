@@ -9,6 +9,7 @@ the field).
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Protocol
 
@@ -163,6 +164,14 @@ class RouteCaseInput(BaseModel):
     round: int = 1
 
 
+class InQueueOverflow(BaseModel):
+    """A queue's ``waiting_longer_than`` overflow rule for one waiting item."""
+
+    transfer_at: datetime  # UTC; business time already counted on the queue's calendar
+    to_queue: str
+    reason: Text
+
+
 class QueueDecision(BaseModel):
     queue_id: str
     rule: str  # the rule that matched, or "fallback"
@@ -173,6 +182,9 @@ class QueueDecision(BaseModel):
     # With no other item waiting in the queue, the method ran in that transaction too: the
     # offer it made, which the workflow runs without waiting for the dispatcher.
     offer: OfferInfo | None = None
+    # The queue's in-queue overflow rule (issue 18): when to transfer the item if still
+    # waiting. None (and absent from results recorded before): no timer.
+    in_queue_overflow: InQueueOverflow | None = None
 
 
 class RoutedCase(BaseModel):
@@ -340,3 +352,25 @@ class ThreadDecision(BaseModel):
     case: CaseRef
     case_workflow_id: str | None = None
     reason: Text
+
+
+# --- transfers between queues (issue 18: overflow and SLA actions) ---------------------------
+
+
+class TransferInput(BaseModel):
+    case_id: int
+    queue_id: str  # the queue the waiting case moves to
+    step: str  # idempotency: a retried transfer returns what the first attempt did
+    reason: Text
+
+
+class TransferResult(BaseModel):
+    transferred: bool
+    queue_id: str | None = None  # the case's queue afterwards
+    from_queue: str | None = None
+    # The live offer the transfer withdrew: if its signal is still on its way, the workflow
+    # must not run it.
+    withdrawn_offer_id: int | None = None
+    reason: Text | None = None  # why not, when not transferred
+    # The new queue's own in-queue overflow rule, timed from the transfer.
+    in_queue_overflow: InQueueOverflow | None = None

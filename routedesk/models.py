@@ -203,6 +203,9 @@ class CaseRow(SQLModel, table=True):
     resolved_at: datetime | None = None
     # Opened by a non-participant's reply to that case (intake.non_participant_reply: new_case).
     related_case_id: int | None = None
+    # The assigned agent last acted on the case (was assigned, accepted, replied): what an
+    # idle reassignment measures from (store.touch_agent_activity sets it).
+    last_agent_activity_at: datetime | None = None
 
 
 class QueueWakeRow(SQLModel, table=True):
@@ -293,7 +296,8 @@ class IntakeHoldRow(SQLModel, table=True):
 
 
 class NotificationRow(SQLModel, table=True):
-    """An outbound email (acknowledgement or bounce reply): at most one per kind and email.
+    """An outbound email: an acknowledgement or bounce reply (at most one per kind and email),
+    or an agent's reply from the case (one per ``reply_id``).
 
     The row is committed before the relay is contacted, and the rendered bytes with their
     Message-ID are kept, so every retry sends the identical message and a sent one never
@@ -302,14 +306,25 @@ class NotificationRow(SQLModel, table=True):
 
     __tablename__ = "notification"
     __table_args__ = (
-        UniqueConstraint("kind", "email_id", name="one_notification_per_email"),
+        # Automatic replies: one per kind and email. Agents' replies answer the case's newest
+        # email, so several share one; each is unique by its reply id instead. (Stores made
+        # before replies had UNIQUE (kind, email_id): migration 0004 replaces it.)
+        Index(
+            "one_notification_per_kind_and_email",
+            "kind",
+            "email_id",
+            unique=True,
+            sqlite_where=text("reply_id IS NULL"),
+            postgresql_where=text("reply_id IS NULL"),
+        ),
+        Index("one_notification_per_reply", "reply_id", unique=True),
         # The automatic-reply limits: per normalised recipient and window, per mailbox and minute.
         Index("notification_recipient_recent", "to_key", "created_at"),
         Index("notification_mailbox_recent", "mailbox_address", "created_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    kind: str  # acknowledgement | bounce
-    email_id: int = Field(index=True)  # the inbound email this answers
+    kind: str  # acknowledgement | bounce | reply
+    email_id: int = Field(index=True)  # the inbound email this answers (a reply: the case's newest)
     case_id: int | None = Field(default=None, index=True)
     to_address: str = Field(index=True)  # the envelope recipient: Return-Path, else From
     # to_address normalised for the limits (intake_policy.normalised_address); mailbox that
@@ -327,6 +342,7 @@ class NotificationRow(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    reply_id: int | None = None  # kind reply: the CaseReplyRow this delivers
 
 
 # --- IMAP intake --------------------------------------------------------------------------
@@ -386,3 +402,25 @@ class ApiTokenRow(SQLModel, table=True):
     token_hash: str
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
+
+
+class CaseReplyRow(SQLModel, table=True):
+    """An agent's (or a supervisor's) reply to the customer, written from the case.
+
+    Its delivery (status, attempts, the relay's answer) is the notification row of kind
+    ``reply`` with this ``reply_id``; the row here says who wrote what, to whom.
+    """
+
+    __tablename__ = "case_reply"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(index=True)
+    agent_id: str  # in whose name: the case's assigned agent, or the supervisor's user name
+    by_supervisor: bool = False
+    written_by: str = ""  # who performed it, as the trace names them: "kim (supervisor)"
+    from_address: str  # the case's mailbox: From and envelope sender
+    to_address: str
+    body: str
+    workflow_id: str  # the SendReplyWorkflow delivering it
+    # An integration's idempotency key: the same request twice is one reply.
+    request_key: str | None = Field(default=None, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -45,6 +45,7 @@ from routedesk.contracts import (
 )
 from routedesk.models import (
     AgentRow,
+    CaseReplyRow,
     CaseRow,
     ConfigVersionRow,
     EmailRow,
@@ -331,6 +332,7 @@ class CaseDetail(BaseModel):
     emails: list[EmailText]
     offers: list[OfferView]
     trace: list[TraceView]
+    replies: list[CaseReplyView] = []  # agents' replies from the case (queued, sent, failed)
 
 
 class AgentView(BaseModel):
@@ -630,6 +632,7 @@ def show_case(store: Store, actor: Actor, number: str) -> CaseDetail:
             TraceView(at=t.at, stage=t.stage, subject=t.subject, outcome=t.outcome, reason=t.reason, round=t.round)
             for t in trace
         ],
+        replies=case_replies(store, actor, number, case=case),
     )
 
 
@@ -1374,6 +1377,171 @@ def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
                     )
                 )
     return result
+
+
+# --- replies from the case (README *Replies from the case*) ---------------------------------
+#
+# An agent's reply is rendered and committed as queued in one transaction (activities/replies.py
+# holds the rendering and the store writes the delivery shares), then its SendReplyWorkflow
+# delivers it through intake.relay; the operation never waits for the relay.
+
+
+class ReplyRequest(BaseModel):
+    body: str = Field(description="The reply's text (plain)")
+    agent_id: str | None = Field(
+        default=None,
+        description="The agent whose reply it is: the case's assigned agent. Omitted: the token's own "
+        "agent, or, for a supervisor or admin, a supervisor's reply in their own name",
+    )
+    as_supervisor: bool = Field(default=False, description="A supervisor's reply in their own name (no agent_id)")
+    request_key: str | None = Field(
+        default=None, max_length=200, description="Idempotency key: the same key again returns the first reply"
+    )
+
+
+class ReplyResult(BaseModel):
+    reply_id: int
+    case: str
+    to: str
+    message_id: str
+    workflow_id: str
+    status: str  # queued, or the status of the earlier reply with the same request_key
+    new: bool  # False: a request with the same key had made this reply already
+
+
+REPLY_STATUS_SHOWN = {"pending": "queued"}  # the notification's status, as the case shows it
+
+
+class CaseReplyView(BaseModel):
+    """A reply as the case shows it: queued (with the last error while the relay is retried),
+    sent, or failed with the relay's answer."""
+
+    reply_id: int
+    agent_id: str
+    by_supervisor: bool
+    written_by: str
+    to: str
+    message_id: str
+    status: str  # queued | sent | failed | skipped
+    reason: str | None
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+    body: str
+
+
+def _reply_author(actor: Actor, req: ReplyRequest) -> tuple[str, bool]:
+    """(the name the reply is written in, whether it is a supervisor's own reply).
+
+    An agent replies only as their own agent (whether that agent owns the case is checked on
+    the locked case row); a supervisor or admin replies in the assigned agent's name or, with
+    no agent named, in their own as a supervisor."""
+    if req.as_supervisor:
+        require(actor, Role.SUPERVISOR, "reply as a supervisor")
+        if req.agent_id:
+            raise Invalid("a supervisor's reply is in your own name: leave out the agent (--agent / agent_id)")
+        return actor.user, True
+    if actor.role is Role.AGENT:
+        agent_id = req.agent_id or actor.agent_id or ""
+        require_agent_or(actor, agent_id, "reply")
+        return agent_id, False
+    if req.agent_id:
+        return req.agent_id, False
+    return actor.user, True
+
+
+async def reply_to_case(ctx: Context, actor: Actor, number: str, req: ReplyRequest) -> ReplyResult:
+    """Queue a reply to the customer of case ``number`` and start its delivery.
+
+    Only the case's assigned agent (an agent acting for itself) or a supervisor/admin may
+    reply: anyone else gets :class:`Forbidden` and nothing is recorded. Returns once the reply
+    is committed and its ``SendReplyWorkflow`` started. ``req.request_key`` makes a retried
+    request one reply. The trace names the actor."""
+    from activities.replies import NotOwner, ReplyRefused, pending_reply_workflows, record_reply
+
+    author, by_supervisor = _reply_author(actor, req)
+    case = find_case(ctx.store, number)
+    client = await ctx.temporal()  # before changing anything: no reply left without delivery
+    try:
+        queued = await asyncio.to_thread(
+            record_reply,
+            ctx.store,
+            case.number or number,
+            agent=author,
+            body=req.body,
+            written_by=actor.describe(),
+            by_supervisor=by_supervisor,
+            request_key=req.request_key,
+            id_prefix=ctx.prefix,
+        )
+    except NotOwner as exc:
+        raise Forbidden(f"{actor.describe()} may not reply: {exc}") from None
+    except ReplyRefused as exc:
+        raise Refused(str(exc)) from None
+    # This reply's workflow, and any earlier reply of the case still queued: a process that
+    # died between the commit and the start left that one without a workflow. Starting is
+    # idempotent on the stored ID; a closed workflow is never started again.
+    for reply_id, workflow_id in await asyncio.to_thread(pending_reply_workflows, ctx.store, case.id or 0):
+        await _start_reply(client, reply_id, workflow_id, ctx.queue)
+    return ReplyResult(
+        reply_id=queued.reply_id,
+        case=queued.case_number,
+        to=queued.to,
+        message_id=queued.message_id,
+        workflow_id=queued.workflow_id,
+        status=queued.status,
+        new=queued.new,
+    )
+
+
+async def _start_reply(client: Client, reply_id: int, workflow_id: str, task_queue: str) -> None:
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from workflows.replies import SendReplyWorkflow
+
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            SendReplyWorkflow.run,
+            reply_id,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+
+
+def case_replies(store: Store, actor: Actor, number: str, *, case: CaseRow | None = None) -> list[CaseReplyView]:
+    """The case's replies, oldest first, with their delivery (the notification row)."""
+    case = case or find_case(store, number)
+    with store.db.read() as s:
+        rows = s.exec(
+            select(CaseReplyRow, NotificationRow)
+            .join(NotificationRow, col(NotificationRow.reply_id) == col(CaseReplyRow.id))
+            .where(CaseReplyRow.case_id == case.id)
+            .order_by(col(CaseReplyRow.id))
+        ).all()
+    return [
+        CaseReplyView(
+            reply_id=r.id or 0,
+            agent_id=r.agent_id,
+            by_supervisor=r.by_supervisor,
+            written_by=r.written_by,
+            to=r.to_address,
+            message_id=n.message_id,
+            status=REPLY_STATUS_SHOWN.get(n.status, n.status),
+            # While retried, the last error; once final, the relay's answer.
+            reason=n.last_error if n.status == "pending" else n.reason,
+            attempts=n.attempts,
+            created_at=_utc(r.created_at),
+            sent_at=_utc(n.sent_at) if n.sent_at else None,
+            body=r.body,
+        )
+        for r, n in rows
+    ]
+
+
+CaseDetail.model_rebuild()  # its replies field names CaseReplyView, defined in this later section
 
 
 # --- the IMAP fetchers' state (CLI mailbox list, /readyz, GET /api/v1/mailboxes) ------------

@@ -7,6 +7,7 @@ check them without Temporal. Matching is case-insensitive unless a condition say
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +21,7 @@ from routedesk.config import (
     FieldCondition,
     NotOf,
     Op,
+    QueueShare,
     RouteRule,
 )
 
@@ -149,11 +151,34 @@ def classify(rules: list[ClassificationRule], ctx: RuleContext) -> tuple[dict[st
     return dict(ctx.attributes), hits
 
 
-def route(rules: list[RouteRule], fallback_queue: str, ctx: RuleContext) -> tuple[str, list[RuleHit]]:
-    """First matching route-to-queue rule wins; otherwise the fallback queue."""
+def share_point(seed: str) -> int:
+    """A number 0-99 fixed by ``seed`` (sha256): the same email always lands on the same share."""
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % 100
+
+
+def pick_share(targets: list[QueueShare], seed: str) -> str:
+    """The queue of a percentage allocation whose share covers ``seed``'s point."""
+    point = share_point(seed)
+    upto = 0
+    for t in targets:
+        upto += t.share
+        if point < upto:
+            return t.queue
+    return targets[-1].queue  # shares add up to 100 (validated): not reached
+
+
+def route(rules: list[RouteRule], fallback_queue: str, ctx: RuleContext, seed: str = "") -> tuple[str, list[RuleHit]]:
+    """First matching route-to-queue rule wins; otherwise the fallback queue. A rule with
+    percentage shares picks one of its queues by ``seed`` (the email's ID), so a retry or a
+    replay picks the same queue."""
     hits: list[RuleHit] = []
     for rule in rules:
         if evaluate(rule.when, ctx):
+            if rule.route_to:
+                queue = pick_share(rule.route_to, f"{seed}:{rule.name}")
+                split = " / ".join(f"{t.queue} {t.share}%" for t in rule.route_to)
+                hits.append(RuleHit(rule.name, True, f"{describe(rule.when)} -> queue {queue} (shares {split})"))
+                return queue, hits
             hits.append(RuleHit(rule.name, True, f"{describe(rule.when)} -> queue {rule.queue}"))
             return rule.queue, hits
         hits.append(RuleHit(rule.name, False, f"{describe(rule.when)} did not match"))

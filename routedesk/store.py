@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlmodel import Session, SQLModel, col, delete, func, insert, select, update
@@ -228,7 +229,7 @@ class Store:
                             id=a.id,
                             name=a.name,
                             capacity=a.capacity,
-                            skills=a.skills,
+                            skills=list(a.skills),
                             presence=a.presence.value,
                         )
                     )
@@ -547,6 +548,13 @@ class Store:
         link = s.get(ContactEmailRow, address.lower())
         return s.get(ContactRow, link.contact_id) if link else None
 
+    def touch_agent_activity(self, case_id: int, when: datetime | None = None) -> None:
+        """Record that the case's assigned agent acted on it (see :func:`touch_agent_activity`)."""
+        with self.db.write() as s:
+            case = s.get(CaseRow, case_id, with_for_update=True)
+            if case is not None:
+                touch_agent_activity(s, case, when or utcnow())
+
 
 class StoreRefusal(Exception):
     """A request the store refuses for a reason the user can act on."""
@@ -666,3 +674,17 @@ def as_dict(row: Any) -> dict[str, Any]:
     data: dict[str, Any] = row.model_dump(mode="json")
     data.pop("raw", None)
     return data
+
+
+def touch_agent_activity(s: Session, case: CaseRow, when: datetime) -> None:
+    """The case's assigned agent acted on it (was assigned, accepted it, replied), inside the
+    caller's transaction: ``last_agent_activity_at`` is what an idle-reassignment timer
+    measures from. It never moves back (a late retry of an older action)."""
+
+    def aware(t: datetime) -> datetime:  # SQLite gives naive values back; they are UTC
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    last = case.last_agent_activity_at
+    if last is None or aware(when) > aware(last):
+        case.last_agent_activity_at = when
+        s.add(case)

@@ -306,4 +306,19 @@ def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:
     async def verify(address: str, actor: Actor = who) -> ops.VerifyResult:
         return await _act(ops.verify_mailbox(ctx, actor, address))  # type: ignore[no-any-return]
 
+    # --- replies from the case ------------------------------------------------------------
+
+    @r.post(
+        "/cases/{case}/replies",
+        summary="Reply to the case's customer (its assigned agent, or a supervisor); delivered in the background",
+        tags=["cases"],
+        status_code=202,
+    )
+    async def reply(case: str, body: ops.ReplyRequest, actor: Actor = who) -> ops.ReplyResult:
+        return await _act(ops.reply_to_case(ctx, actor, case, body))  # type: ignore[no-any-return]
+
+    @r.get("/cases/{case}/replies", summary="The case's replies and their delivery", tags=["cases"])
+    async def replies(case: str, actor: Actor = who) -> list[ops.CaseReplyView]:
+        return await _call(ops.case_replies, store, actor, case)
+
     return r

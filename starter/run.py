@@ -42,7 +42,7 @@ from routedesk.store import LoadResult, Store
 from routedesk.temporal import TemporalUnavailable, connect
 from starter.http import HttpIntakeServer, start_http_intake
 from starter.imap import start_imap_intake
-from starter.smtp import SmtpIntakeServer, start_smtp_intake
+from starter.smtp import SmtpIntakeServer, SmtpTlsError, start_smtp_intake
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("routedesk")
@@ -335,7 +335,12 @@ async def start_intake_channels(
                 timeout_seconds=intake.smtp.timeout_seconds,
                 max_sessions=intake.smtp.max_sessions,
                 submit_timeout=intake.submit_timeout_seconds,
+                tls_cert=intake.smtp.tls_cert,
+                tls_key=intake.smtp.tls_key,
+                require_tls=intake.smtp.require_tls,
             )
+        except SmtpTlsError as exc:
+            raise IntakeChannelError(str(exc)) from None
         except OSError as exc:
             where = f"{intake.smtp.host}:{intake.smtp.port}"
             detail = exc.strerror or exc

@@ -13,6 +13,9 @@
 - A session silent for ``intake.smtp.timeout_seconds`` is closed with ``421``; beyond
   ``intake.smtp.max_sessions`` concurrent sessions a new one gets ``421`` at connect.
 - Every refusal is one INFO line without addresses; addresses are logged at DEBUG only.
+- STARTTLS (RFC 3207) with ``intake.smtp.tls_cert`` and ``tls_key``; with ``require_tls``
+  every command but EHLO/HELO, NOOP, QUIT and STARTTLS gets ``530`` until the session is
+  encrypted, so mail never crosses the network in the clear.
 
 The server runs on the caller's event loop because the Temporal client is bound to it.
 """
@@ -22,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
@@ -145,7 +150,9 @@ class IntakeSMTP(SMTP):
         self.close_with("421 4.4.2 {host} Timeout, closing connection")
 
     def close_with(self, reply: str) -> None:
-        if self.transport is not None:
+        # A session the client just closed may not have been told yet; writing to a closed
+        # TLS transport (after STARTTLS) raises, unlike a plain one.
+        if self.transport is not None and not self.transport.is_closing():
             assert isinstance(self.transport, asyncio.WriteTransport)
             self.transport.write(reply.format(host=self.hostname).encode() + b"\r\n")
             self.transport.close()
@@ -226,6 +233,31 @@ class IntakeHandler:
         return f"250 2.0.0 OK queued as {sub.workflow_id}"
 
 
+class SmtpTlsError(Exception):
+    """The configured certificate or key cannot be used; the message says which and why."""
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The server side of STARTTLS: ``cert`` (PEM, the chain after the certificate) and its
+    ``key``. The standard library's server defaults: TLS 1.2 or later, no client
+    certificate asked for (mail servers do not present one to a receiving server)."""
+    for what, path in (("tls_cert", cert), ("tls_key", key)):
+        # ssl names neither the file nor the problem; say which, before it tries.
+        if not os.path.isfile(path):
+            raise SmtpTlsError(f"intake.smtp TLS: {what} {path} does not exist")
+        if not os.access(path, os.R_OK):
+            raise SmtpTlsError(f"intake.smtp TLS: cannot read {what} {path} (permission denied)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise SmtpTlsError(
+            f"intake.smtp TLS: cannot use certificate {cert} with key {key}: {exc.strerror or exc} "
+            "(both must be PEM, and the key must match the certificate)"
+        ) from None
+    return context
+
+
 @dataclass
 class SmtpIntakeServer:
     server: asyncio.Server
@@ -268,8 +300,14 @@ async def start_smtp_intake(
     submit_timeout: float = 10,
     task_queue: str | None = None,
     id_prefix: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    require_tls: bool = False,
 ) -> SmtpIntakeServer:
     """Listen on ``host:port`` (0: a free port) on the running loop; raises OSError if taken.
+
+    ``tls_cert`` and ``tls_key``: offer STARTTLS with them (:class:`SmtpTlsError` if they
+    cannot be loaded); ``require_tls``: refuse mail before it (530).
 
     ``timeout_seconds``: a session that sends no command for that long (the DATA transfer
     included) is closed with 421. ``max_sessions``: more concurrent sessions get 421 at
@@ -277,6 +315,9 @@ async def start_smtp_intake(
     before it is a 451.
     """
     loop = asyncio.get_running_loop()
+    if require_tls and not (tls_cert and tls_key):
+        raise SmtpTlsError("intake.smtp.require_tls needs tls_cert and tls_key")
+    context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     quiet_aiosmtpd()
     sessions = Sessions(max_sessions)
     submitter = BoundedSubmitter(client, store, timeout=submit_timeout, task_queue=task_queue, id_prefix=id_prefix)
@@ -293,6 +334,8 @@ async def start_smtp_intake(
             decode_data=False,
             hostname=hostname,
             ident="routedesk intake",
+            tls_context=context,
+            require_starttls=require_tls,
             loop=loop,
         )
 

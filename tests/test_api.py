@@ -236,3 +236,53 @@ async def test_user_and_token_commands(stack: Stack) -> None:
     # With the agent's token, the CLI acts as that agent.
     refused = await routedesk("agent", "presence", "bob", "Away", env={**env, "ROUTEDESK_TOKEN": token})
     assert refused.code == 1 and "acts only for agent alice" in refused.err
+
+
+async def test_reply_endpoint_lets_the_owning_agent_reply_and_refuses_another_agent(make_stack: Any) -> None:
+    from routedesk.models import CaseReplyRow
+    from tests.intake_support import smtp_sink
+    from tests.test_replies import assigned_case, relay_config, reply_notes
+
+    with smtp_sink() as sink:
+        stack: Stack = await make_stack(relay_config(sink))
+        case = await assigned_case(stack)  # alice's
+        alice = token_for(stack, "alice-user", "agent", "alice")
+        bob = token_for(stack, "bob-user", "agent", "bob")
+        url = f"/api/v1/cases/{case.number}/replies"
+        async with api(stack) as http:
+            # Another agent: 403, for themselves or in the owner's name, and no reply row.
+            res = await http.post(url, json={"body": "Not mine"}, headers=bob)
+            assert res.status_code == 403, res.text
+            assert "is assigned to alice: only its assigned agent or a supervisor may reply" in res.json()["error"]
+            res = await http.post(url, json={"body": "Not mine", "agent_id": "alice"}, headers=bob)
+            assert res.status_code == 403 and "acts only for agent bob" in res.json()["error"]
+            with stack.store.db.read() as s:
+                assert s.exec(select(CaseReplyRow)).all() == []
+            assert reply_notes(stack) == [] and sink.received() == []
+
+            res = await http.post(url, json={"body": "We are on it."}, headers=alice)
+            assert res.status_code == 202, res.text
+            queued = res.json()
+            assert (queued["case"], queued["to"], queued["status"]) == (case.number, "kim@customer.example", "queued")
+            with stack.store.db.read() as s:
+                [row] = s.exec(select(CaseReplyRow)).all()
+            assert (row.id, row.agent_id, row.by_supervisor, row.written_by, row.body) == (
+                queued["reply_id"],
+                "alice",
+                False,
+                "alice-user (agent)",
+                "We are on it.",
+            )
+            await eventually(lambda: reply_notes(stack, "sent"), what="the reply sent")
+            [delivered] = sink.received()
+            assert delivered.message["Message-ID"] == f"<{queued['message_id']}>"
+
+            # The case detail lists it with its delivery; the trace names who did it.
+            shown = (await http.get(f"/api/v1/cases/{case.number}", headers=alice)).json()
+            assert [(r["reply_id"], r["agent_id"], r["status"], r["body"]) for r in shown["replies"]] == [
+                (queued["reply_id"], "alice", "sent", "We are on it.")
+            ]
+            reasons = [t["reason"] for t in shown["trace"] if t["stage"] == "reply"]
+            assert any("queued by alice-user (agent)" in r for r in reasons), reasons
+            listed = (await http.get(url, headers=bob)).json()
+            assert [r["status"] for r in listed] == ["sent"]

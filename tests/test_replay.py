@@ -116,3 +116,33 @@ async def assignment_histories(stack: Stack) -> dict[str, WorkflowHistory]:
 async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await replayer().replay_workflow(history)
+
+
+async def test_reply_histories_replay(make_stack: Any) -> None:
+    """SendReplyWorkflow: a reply the relay took, and one it refused (5xx, recorded failed)."""
+    from routedesk import operations as ops
+    from routedesk.auth import Actor, Role
+    from tests.intake_support import smtp_sink
+    from tests.test_replies import assigned_case, relay_config
+    from workflows.replies import SendReplyWorkflow
+
+    histories: dict[str, WorkflowHistory] = {}
+    for name, refuse in (("reply_sent", False), ("reply_refused_5xx", True)):
+        with smtp_sink(refuse=refuse) as sink:
+            stack: Stack = await make_stack(relay_config(sink))
+            case = await assigned_case(stack)
+            ctx = ops.Context(
+                store=stack.store, client=stack.client, task_queue=stack.task_queue, id_prefix=stack.id_prefix
+            )
+            alice = Actor(user="alice", role=Role.AGENT, agent_id="alice")
+            queued = await ops.reply_to_case(ctx, alice, case.number or "", ops.ReplyRequest(body="On it."))
+            handle = stack.client.get_workflow_handle_for(SendReplyWorkflow.run, queued.workflow_id)
+            assert (await handle.result()).status == ("failed" if refuse else "sent")
+            histories[name] = await handle.fetch_history()
+    for history in histories.values():
+        await replayer().replay_workflow(history)
+    if os.environ.get("ROUTEDESK_RECORD_HISTORIES") in ("1", "all"):
+        for name, history in histories.items():
+            path = HISTORIES / f"{name}.json"
+            if os.environ["ROUTEDESK_RECORD_HISTORIES"] == "all" or not path.exists():
+                path.write_text(history.to_json())

@@ -2,7 +2,8 @@
 
 from workflows.email_routing import EmailRoutingWorkflow
 from workflows.queue_dispatcher import QueueDispatcherWorkflow
+from workflows.replies import SendReplyWorkflow
 
-WORKFLOWS: list[type] = [EmailRoutingWorkflow, QueueDispatcherWorkflow]
+WORKFLOWS: list[type] = [EmailRoutingWorkflow, QueueDispatcherWorkflow, SendReplyWorkflow]
 
-__all__ = ["WORKFLOWS", "EmailRoutingWorkflow", "QueueDispatcherWorkflow"]
+__all__ = ["WORKFLOWS", "EmailRoutingWorkflow", "QueueDispatcherWorkflow", "SendReplyWorkflow"]

@@ -30,10 +30,15 @@ date is still open and the histories in tests/histories/ that exercise it are re
 - ``workflow.patched(EARLY_ANSWERS_BOUNDED)`` (2026-12-02): an answer that came before its
   offer applies only if it names that offer or is at most a few seconds old; histories
   recorded before applied any earlier answer of the agent.
+- ``workflow.patched(IN_QUEUE_OVERFLOW)`` (2026-12-02): a queue's ``waiting_longer_than``
+  overflow rule runs a durable timer per waiting item (``_watch_overflow``). Asked only when
+  the routing result (or a transfer) names such a rule, so histories without one carry no
+  marker and results recorded before have no ``in_queue_overflow``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -61,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         DirectAssignInput,
         DispatchRequest,
         EmailRoutingInput,
+        InQueueOverflow,
         IntakeRequest,
         IntakeResult,
         IntakeStatus,
@@ -73,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         RoutingStatus,
         Stage,
         ThreadInput,
+        TransferInput,
     )
     from workflows.offer_inbox import Answer, Decision, OfferInbox, OfferResult
 
@@ -81,6 +88,7 @@ T = TypeVar("T")
 
 REJECTED = "EmailRejected"  # the failure type of rejections recorded before 2026-12-02
 EARLY_ANSWERS_BOUNDED = "early-answers-bounded-2026-12-02"
+IN_QUEUE_OVERFLOW = "in-queue-overflow-2026-12-02"
 
 # Case-store activities: short attempts, retried with backoff for as long as a day, because a
 # store outage must delay routing, never drop an email. Errors that no retry can fix are
@@ -107,6 +115,12 @@ class EmailRoutingWorkflow:
         self._released = False
         self._inbox = OfferInbox()
         self._resolved = False
+        # Offers a transfer withdrew in the store (issue 18): one whose signal comes later is
+        # closed unrun.
+        self._withdrawn_offers: set[int] = set()
+        # The in-queue overflow rule of the item's current queue, and its timer's task.
+        self._overflow: InQueueOverflow | None = None
+        self._overflow_task: asyncio.Task[None] | None = None
 
     # --- queries and signals -------------------------------------------------------------
 
@@ -316,8 +330,12 @@ class EmailRoutingWorkflow:
                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5)),
             )
 
+        if decision.in_queue_overflow is not None:
+            self._arm_overflow(decision.in_queue_overflow)
         await self._assign_case(case, decision)
         await self._wait(lambda: self._resolved)
+        if self._overflow_task is not None:
+            await self._overflow_task  # ends once the case is assigned or resolved
         if ack is not None:
             # A final failure is recorded in the notification table; the case is unaffected.
             with contextlib.suppress(ActivityError):
@@ -404,6 +422,9 @@ class EmailRoutingWorkflow:
         """Wait for the answer on a durable timer; True when the case got assigned."""
         case_id = self._status.case_id
         assert case_id is not None
+        if offer.offer_id in self._withdrawn_offers:  # a transfer withdrew it before it came
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
+            return False
         self._inbox.open(offer, workflow.now(), bounded=self._early_answers_bounded(offer.agent_id))
         self._status.live_offer = offer.agent_id
         self._advance(Stage.OFFERED)
@@ -413,7 +434,7 @@ class EmailRoutingWorkflow:
         )
         with contextlib.suppress(TimeoutError):  # no answer: the offer timed out
             await self._wait(
-                lambda: self._inbox.is_answered(offer) or self._done(),
+                lambda: self._inbox.is_answered(offer) or self._done() or offer.offer_id in self._withdrawn_offers,
                 timeout=timedelta(seconds=offer.timeout_seconds),
             )
         answer = self._inbox.answer_to(offer)
@@ -422,6 +443,9 @@ class EmailRoutingWorkflow:
         if self._done():  # picked, assigned by a supervisor or resolved meanwhile: offer withdrawn
             self._inbox.close(offer, OfferResult.WITHDRAWN)
             return self._status.assigned_agent is not None
+        if offer.offer_id in self._withdrawn_offers:  # the case moved to another queue
+            self._inbox.close(offer, OfferResult.WITHDRAWN)
+            return False
 
         def answer_input(outcome: Any, reason: str | None = None) -> AnswerInput:
             return AnswerInput(
@@ -468,6 +492,61 @@ class EmailRoutingWorkflow:
             )
         self._set_assigned(agent_id)
         return f"{self._status.case_number} assigned to {agent_id}"
+
+    # --- transfers between queues (issue 18) -------------------------------------------
+
+    async def _transfer(self, queue_id: str, reason: str) -> bool:
+        """Move the waiting case to ``queue_id`` (overflow, SLA actions); True when it moved.
+
+        The store withdraws a live offer (whose wait here then ends) and wakes the new
+        queue's dispatcher; the assignment loop keeps waiting for offers, which now come
+        from that dispatcher. Refused (False) when the case is assigned, resolved or in that
+        queue already.
+        """
+        case_id = self._status.case_id
+        if case_id is None or self._done():
+            return False
+        result = await self._store(
+            AssignmentActivities.transfer_to_queue,
+            TransferInput(case_id=case_id, queue_id=queue_id, step=self._step("transfer"), reason=reason),
+        )
+        if result.withdrawn_offer_id is not None:
+            self._withdrawn_offers.add(result.withdrawn_offer_id)
+        if result.transferred:
+            self._status.queue = queue_id
+            update = sa.ROUTING_QUEUE.value_set(queue_id)
+            self._pending_sa[update.key.name] = update
+            self._flush_search_attributes()  # the main loop may wait long before its next flush
+            self._overflow = None
+            if result.in_queue_overflow is not None:
+                self._arm_overflow(result.in_queue_overflow)
+        return result.transferred
+
+    def _arm_overflow(self, overflow: InQueueOverflow) -> None:
+        """Time the current queue's in-queue overflow rule (issue 18) on a durable timer."""
+        self._overflow = overflow
+        running = self._overflow_task is not None and not self._overflow_task.done()
+        if not running and workflow.patched(IN_QUEUE_OVERFLOW):
+            self._overflow_task = asyncio.create_task(self._watch_overflow())
+
+    async def _watch_overflow(self) -> None:
+        """Transfer the item when it has waited too long in its queue; a transfer re-arms the
+        timer with the new queue's rule (timed from the transfer). Ends once the case is
+        assigned or resolved, when a timer left is cancelled."""
+        while not self._done() and self._overflow is not None:
+            overflow = self._overflow
+            left = overflow.transfer_at - workflow.now()
+            if left > timedelta(0):
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._done() or self._overflow is not overflow,  # noqa: B023
+                        timeout=left,
+                    )
+                    continue  # assigned, resolved or moved meanwhile: look again
+                except TimeoutError:
+                    pass
+            self._overflow = None
+            await self._transfer(overflow.to_queue, overflow.reason)
 
     # --- helpers -----------------------------------------------------------------------
 

@@ -26,12 +26,13 @@ Temporal activity and wakes the dispatchers it names after the commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
+from routedesk import time_routing
 from routedesk.assignment import strategy as assignment
 from routedesk.assignment.wake import claim_wakes, queues_to_wake
 from routedesk.config import Workstream
@@ -47,6 +48,8 @@ from routedesk.contracts import (
     OfferAttempt,
     OfferInfo,
     PreferredOfferRequest,
+    TransferInput,
+    TransferResult,
 )
 from routedesk.models import (
     AgentRow,
@@ -58,7 +61,7 @@ from routedesk.models import (
     TraceRow,
     utcnow,
 )
-from routedesk.store import Store, TraceEntry, add_trace
+from routedesk.store import Store, TraceEntry, add_trace, touch_agent_activity
 
 STAGE = "assignment"
 
@@ -164,6 +167,7 @@ def _assign(s: Session, case: CaseRow, agent: AgentRow, now: datetime) -> str | 
         s.add(member)
     case.assigned_agent_id = agent.id
     case.assigned_at = now
+    touch_agent_activity(s, case, now)  # assigned (or accepted): the idle clock starts here
     case.status = "assigned"
     case.awaiting_dispatch = False
     s.add(agent)
@@ -215,12 +219,18 @@ def _eligible(
     ws: Workstream,
     members: Iterable[tuple[AgentRow, QueueMemberRow]],
     offering: set[str],
+    defs: time_routing.TimeDefinitions | None = None,
 ) -> tuple[list[assignment.Candidate], list[str]]:
-    required = set(case.attributes.get("skills") or [])
+    # Required skills with levels (a name alone is level 1); agents' levels from the config.
+    required = time_routing.required_skills(case.attributes)
+    defs = defs or time_routing.TimeDefinitions(0)
     allowed = {p.value for p in ws.allowed_presences}
     eligible: list[assignment.Candidate] = []
     skipped: list[str] = []
+    distance: dict[str, int] = {}
     for agent, member in members:
+        has = time_routing.agent_skills(defs, agent.id, list(agent.skills))
+        lack = time_routing.lacks(required, has, ws.skill_match)
         if agent.id in case.excluded_agents:
             skipped.append(f"{agent.id} declined or timed out this round")
         elif agent.presence not in allowed:
@@ -229,9 +239,10 @@ def _eligible(
             skipped.append(f"{agent.id} at capacity ({agent.active_count}/{agent.capacity})")
         elif agent.id in offering:
             skipped.append(f"{agent.id} holds a live offer")
-        elif not required <= set(agent.skills):
-            skipped.append(f"{agent.id} lacks skills {', '.join(sorted(required - set(agent.skills)))}")
+        elif lack is not None:
+            skipped.append(f"{agent.id} {lack}")
         else:
+            distance[agent.id] = time_routing.skill_distance(required, has) or 0
             eligible.append(
                 assignment.Candidate(
                     agent_id=agent.id,
@@ -241,6 +252,14 @@ def _eligible(
                     last_released_at=agent.last_released_at,
                 )
             )
+    if ws.skill_match == "closest" and required and eligible:
+        # Closest match: the agents whose levels are nearest the required ones; the queue's
+        # method chooses among them.
+        best = min(distance[c.agent_id] for c in eligible)
+        for c in eligible:
+            if distance[c.agent_id] > best:
+                skipped.append(f"{c.agent_id} is a farther skill match (distance {distance[c.agent_id]} > {best})")
+        eligible = [c for c in eligible if distance[c.agent_id] == best]
     return eligible, skipped
 
 
@@ -260,7 +279,8 @@ def eligible_or_note_wait(
     out then starts a new round.
     """
     ws = store.workstream(case.workstream_id)
-    eligible, skipped = _eligible(case, ws, members, offering)
+    defs = time_routing.definitions(store)
+    eligible, skipped = _eligible(case, ws, members, offering, defs)
     if not eligible and sweep_key is not None and case.excluded_agents:
         case.excluded_agents = []
         case.waiting_noted = None
@@ -270,7 +290,7 @@ def eligible_or_note_wait(
             f"r{case.round}:new-round@{sweep_key}",
             TraceEntry(STAGE, queue.id, "new_round", "every eligible member declined or timed out; offering again"),
         )
-        eligible, skipped = _eligible(case, ws, members, offering)
+        eligible, skipped = _eligible(case, ws, members, offering, defs)
     if not eligible:
         # Traced once per round and exclusion set, not on every pass.
         step = _wait_step(case)
@@ -352,6 +372,9 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     queue = s.get(QueueRow, case.queue_id)
     if queue is None:
         return None, bool(claim_wakes(s, [case.queue_id]))
+    if _note_closed(s, store, case):
+        # Its dispatcher is woken to time its next pass to the opening.
+        return None, bool(claim_wakes(s, [case.queue_id]))
     ahead = s.exec(
         select(CaseRow.id)
         .where(
@@ -368,6 +391,27 @@ def offer_on_arrival(s: Session, store: Store, case: CaseRow) -> tuple[OfferInfo
     offering = live_offer_agents(s)
     offer, ws = offer_or_note_wait(s, store, queue, case, members, offering, f"{case.id}:r{case.round}:on-arrival")
     return (_info(offer, ws) if offer is not None else None), False
+
+
+def _note_closed(s: Session, store: Store, case: CaseRow) -> bool:
+    """True when the case's queue is closed and offers none until it opens (issue 18); the
+    wait is traced once."""
+    until = time_routing.closed_until(time_routing.definitions(store), case.queue_id, utcnow())
+    if until is None:
+        return False
+    step = f"{_wait_step(case)}:closed"
+    if case.waiting_noted != step:
+        _trace(
+            s,
+            case,
+            step,
+            TraceEntry(
+                STAGE, case.queue_id or "-", "waiting", f"queue closed: offered from {until:%Y-%m-%d %H:%M} UTC"
+            ),
+        )
+        case.waiting_noted = step
+        s.add(case)
+    return True
 
 
 def arrival_offer(s: Session, store: Store, case: CaseRow) -> OfferInfo | None:
@@ -443,6 +487,9 @@ class Assignments:
             return "no such agent"
         if s.get(QueueMemberRow, (case.queue_id, agent_id)) is None:
             return f"not a member of queue {case.queue_id}"
+        until = time_routing.closed_until(time_routing.definitions(self.store), case.queue_id, utcnow())
+        if until is not None:
+            return f"queue {case.queue_id} is closed until {until:%Y-%m-%d %H:%M} UTC"
         if agent.presence not in ws.allowed_presences:
             allowed = ", ".join(p.value for p in ws.allowed_presences)
             return f"presence {agent.presence} is not allowed (workstream {ws.id} allows {allowed})"
@@ -584,6 +631,12 @@ class Assignments:
             s.connection().execute(delete(QueueWakeRow).where(col(QueueWakeRow.queue_id) == inp.queue_id))
             if queue is None:
                 return DispatchResult(sweep_interval_seconds=sweep_interval), False
+            until = time_routing.closed_until(time_routing.definitions(self.store), queue.id, utcnow())
+            if until is not None:
+                # Closed (issue 18): nothing is offered; the next pass comes at the opening
+                # at the latest.
+                wait = max(1.0, min(sweep_interval, (until - utcnow()).total_seconds()))
+                return DispatchResult(sweep_interval_seconds=wait), False
             # Only the keys here: a backlog of thousands is walked as index rows, and a case
             # is loaded only when it may be offered or its wait is not traced yet.
             items = s.exec(
@@ -720,3 +773,82 @@ class Assignments:
                 new=True,  # the case was not resolved: no attempt has traced this
             )
             return None, queues_to_wake(s, freed)
+
+    # --- transfers (issue 18) -----------------------------------------------------------
+
+    def transfer_to_queue(self, inp: TransferInput) -> tuple[TransferResult, list[str]]:
+        """Move a waiting (not assigned, not resolved) case to another queue, for overflow and
+        SLA actions.
+
+        The case keeps its ``queued_at``, so it keeps its age for ordering in the new queue;
+        a live offer is withdrawn (its agent is free again); an item that was waiting for its
+        queue's assignment method waits for the new queue's, whose dispatcher is woken after
+        the commit. An item left unassigned for a pick, or still with its preferred agents,
+        stays so. Idempotent by ``inp.step``: a retry returns what the first attempt did.
+        """
+        with self.store.db.write() as s:
+            case = _case(s, inp.case_id)
+            done = s.exec(
+                select(TraceRow).where(
+                    TraceRow.email_id == case.source_email_id,
+                    TraceRow.step == inp.step,
+                    TraceRow.outcome == "transferred",
+                )
+            ).first()
+            if done is not None:  # a retry: the first attempt moved it
+                withdrawn_id = s.exec(
+                    select(OfferRow.id).where(
+                        OfferRow.case_id == case.id, OfferRow.reason == f"transferred ({inp.step})"
+                    )
+                ).first()
+                at = done.at if done.at.tzinfo else done.at.replace(tzinfo=UTC)
+                return TransferResult(
+                    transferred=True,
+                    queue_id=done.subject,
+                    withdrawn_offer_id=withdrawn_id,
+                    in_queue_overflow=time_routing.in_queue_overflow(
+                        time_routing.definitions(self.store), done.subject, at
+                    ),
+                ), []
+            refusal: str | None = None
+            if case.status == "resolved":
+                refusal = "the case is resolved"
+            elif case.assigned_agent_id is not None:
+                refusal = f"the case is assigned to {case.assigned_agent_id}"
+            elif case.queue_id == inp.queue_id:
+                refusal = f"the case is in queue {inp.queue_id} already"
+            target = s.get(QueueRow, inp.queue_id)
+            if refusal is None and target is None:
+                refusal = f"queue {inp.queue_id} is not in the config"
+            if refusal is not None or target is None:
+                # Not traced: nothing changed, and the caller gets the reason.
+                return TransferResult(transferred=False, queue_id=case.queue_id, reason=refusal), []
+            now = utcnow()
+            live = _live_offer_of_case(s, case)
+            lock_agents(s, [live.agent_id if live else None])
+            withdrawn_id = live.id if live is not None else None
+            dispatching = case.awaiting_dispatch or (live is not None and live.kind == "queue")
+            withdrawn = _withdraw(s, live, f"transferred ({inp.step})", now)
+            source = case.queue_id
+            case.queue_id = target.id
+            case.awaiting_dispatch = dispatching
+            case.waiting_noted = None  # a new wait, in the new queue, traced again
+            s.add(case)
+            entries = [
+                TraceEntry(STAGE, target.id, "transferred", f"from queue {source or '-'} to {target.id}: {inp.reason}")
+            ]
+            if withdrawn:
+                entries.insert(
+                    0, TraceEntry(STAGE, withdrawn, "withdrawn", f"offer withdrawn: case transferred to {target.id}")
+                )
+            _trace(s, case, inp.step, *entries)
+            s.flush()
+            wake = wake_for(s, self.store, target, case) if dispatching else []
+            freed = queues_to_wake(s, _queues_of(s, withdrawn)) if withdrawn else []
+            return TransferResult(
+                transferred=True,
+                queue_id=target.id,
+                from_queue=source,
+                withdrawn_offer_id=withdrawn_id,
+                in_queue_overflow=time_routing.in_queue_overflow(time_routing.definitions(self.store), target.id, now),
+            ), sorted({*wake, *freed})

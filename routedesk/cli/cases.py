@@ -1,12 +1,16 @@
-"""``routedesk case list|show|emails|assign|resolve``."""
+"""``routedesk case list|show|emails|assign|resolve|reply``."""
 
 from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from routedesk import operations as ops
-from routedesk.cli.common import actor, console, context, dump, friendly, open_store, print_json, run
+from routedesk.cli.common import UserError, actor, console, context, dump, friendly, open_store, print_json, run
 from routedesk.contracts import CASE_STATUSES
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and manage cases.")
@@ -50,6 +54,7 @@ def show(
                 markup=False,
                 soft_wrap=True,
             )
+    _print_replies(d.replies)
     console.print("routing trace", style="bold")
     for t in d.trace:
         console.print(
@@ -123,3 +128,67 @@ def resolve(case: str) -> None:
     """Close CASE and release its agent's capacity."""
     store = open_store()
     console.print(run(ops.resolve(context(store), actor(store), case)).message, markup=False)
+
+
+def _print_replies(replies: list[ops.CaseReplyView]) -> None:
+    if not replies:
+        return
+    console.print(f"replies ({len(replies)})", style="bold")
+    for r in replies:
+        who = f"{r.agent_id}{' (supervisor)' if r.by_supervisor else ''}"
+        console.print(
+            f"  #{r.reply_id:<4} {r.created_at.strftime('%Y-%m-%d %H:%M:%S')}  {who:<20} {r.status:<8} "
+            f"to {r.to}  <{r.message_id}>" + (f"  {r.reason}" if r.reason else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+        for line in r.body.strip().splitlines():
+            console.print(f"      {line}", markup=False, soft_wrap=True)
+
+
+# How long `case reply` waits to report "sent": a relay answers in well under a second; a
+# slow or failing one must not hold the agent's terminal (delivery goes on regardless).
+REPLY_WAIT_SECONDS = 3.0
+
+
+@app.command("reply")
+@friendly
+def reply(
+    case: str = typer.Argument(..., help="Case number, e.g. CASE-000123 or 123"),
+    agent: str | None = typer.Option(
+        None, "--agent", "-a", help="The agent who writes: the case's assigned agent (default: your token's agent)"
+    ),
+    body: str | None = typer.Option(None, "--body", help="The reply's text"),
+    file: Path | None = typer.Option(None, "--file", help="A file with the reply's text (- reads standard input)"),
+    as_supervisor: bool = typer.Option(False, "--as-supervisor", help="Reply in your own name, as a supervisor"),
+    request_key: str | None = typer.Option(None, "--request-key", help="Idempotency key: the same key is one reply"),
+) -> None:
+    """Write to the customer of CASE from the case's mailbox, threaded with the case."""
+    if (body is None) == (file is None):
+        raise UserError("give the reply's text with exactly one of --body TEXT or --file PATH")
+    if file is not None:
+        try:
+            text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the reply from {file}: {exc}") from None
+    else:
+        text = body or ""
+    store = open_store()
+    who = actor(store)
+    if agent is None and not as_supervisor and who.agent_id is None:
+        raise UserError("name the agent who replies (--agent A), or reply as a supervisor (--as-supervisor)")
+    req = ops.ReplyRequest(body=text, agent_id=agent, as_supervisor=as_supervisor, request_key=request_key)
+    queued = run(ops.reply_to_case(context(store), who, case, req))
+    status, reason = queued.status, None
+    deadline = time.monotonic() + REPLY_WAIT_SECONDS
+    while status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.1)  # bounded: the deadline above ends the wait
+        shown = [r for r in ops.case_replies(store, who, queued.case) if r.reply_id == queued.reply_id]
+        if shown:
+            status, reason = shown[0].status, shown[0].reason
+    line = f"{queued.case}: reply #{queued.reply_id} to {queued.to} {status} (Message-ID <{queued.message_id}>)"
+    if status == "queued":
+        line += f"; the relay is being retried, `routedesk case show {queued.case}` shows when it goes out"
+    elif status != "sent":
+        line += f": {reason}"
+    console.print(line, markup=False, soft_wrap=True)
