@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script (--seed-into): the product code comes from PYTHONPATH
+    sys.path.append(str(ROOT))
 COMMANDS = [
     ["case", "list"],
     ["case", "show", "CASE-000001"],
@@ -44,14 +46,16 @@ def seed(url: str, copies: int = 3) -> int:
     from routedesk.contracts import IntakeRequest
     from routedesk.store import Store
 
+    # The examples of the checkout whose code runs (an older one may not read today's).
+    root = Path(sys.modules["routedesk.store"].__file__ or ROOT).resolve().parents[1]
     store = Store().init()
-    store.load_config(load_config(ROOT / "examples" / "routing.yaml"), source="examples/routing.yaml")
+    store.load_config(load_config(root / "examples" / "routing.yaml"), source="examples/routing.yaml")
     intake = IntakeActivities(store, RoutingActivities(store))
 
     async def take_in() -> int:
         cases = 0
         for n in range(copies):
-            for path in sorted((ROOT / "examples" / "emails").glob("*.eml")):
+            for path in sorted((root / "examples" / "emails").glob("*.eml")):
                 raw = path.read_bytes().replace(b"Message-ID: <", f"Message-ID: <bench{n}-".encode(), 1)
                 saved = store.save_raw_email(raw)
                 result = await intake.parse_email(IntakeRequest(email_id=saved.email_id))
@@ -69,6 +73,7 @@ def run_once(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "routedesk.cli.app", *args],
         env=env,
+        cwd=env["BENCH_CWD"],  # not a checkout: `-m` would put it before PYTHONPATH
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -109,23 +114,34 @@ def main() -> None:
         action="append",
         help="a checkout whose product code runs (default: this one); give it twice to compare two, interleaved",
     )
+    parser.add_argument("--seed-into", help=argparse.SUPPRESS)  # internal: seed this store, with this code
     args = parser.parse_args()
+    if args.seed_into:
+        print(seed(args.seed_into))
+        return
     sources = [p.resolve() for p in args.src or [ROOT]]
     with tempfile.TemporaryDirectory(prefix="routedesk-bench-cli-") as tmp:
-        url = args.database_url
-        if url is None:
-            url = f"sqlite:///{Path(tmp) / 'routedesk.db'}"
-            print(f"seeded a store with {seed(url)} cases", file=sys.stderr)
         envs = []
-        for src in sources:
+        for n, src in enumerate(sources):
             env = {
                 **os.environ,
-                "DATABASE_URL": url,
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
                 "COLUMNS": "120",
             }
             env.pop("ROUTEDESK_TOKEN", None)
-            envs.append(env)
+            url = args.database_url
+            if url is None:
+                # Each checkout's own code makes its store: its schema revision is that checkout's.
+                url = f"sqlite:///{Path(tmp) / f'routedesk-{n}.db'}"
+                made = subprocess.run(
+                    [sys.executable, __file__, "--seed-into", url],
+                    env=env,
+                    check=True,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                ).stdout.split()[-1]
+                print(f"seeded a store with {made} cases with the code from {src}", file=sys.stderr)
+            envs.append({**env, "DATABASE_URL": url, "BENCH_CWD": tmp})
         results = measure(args.runs, envs)
     for src, samples in zip(sources, results, strict=True):
         print(f"routedesk CLI start-up, {args.runs} runs each, code from {src}")
