@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup engine imap-server browser lint typecheck check bench bench-backlog clean
+.PHONY: run test setup engine imap-server browser lint typecheck check bench bench-backlog bench-cli bench-api clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,3 +60,11 @@ bench: setup
 bench-backlog: setup
 	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(if $(SRC),BENCH_SRC=$(SRC)) $(BIN)/python -m bench.backlog \
 		$(if $(BACKLOG),--count $(BACKLOG)) $(if $(CONC),--concurrency $(CONC)) $(if $(TAG),--tag $(TAG)) $(BENCH_ARGS)
+
+# Start-up time of the read-only CLI commands (RUNS per command) and the latency of the
+# agents' offers endpoint (REQUESTS); docs/benchmarks.md, *CLI start-up* and *API latency*.
+bench-cli: setup
+	$(BIN)/python -m bench.cli_startup $(if $(RUNS),--runs $(RUNS)) $(if $(SRC),--src $(SRC)) $(BENCH_ARGS)
+
+bench-api: setup
+	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m bench.api_latency $(if $(REQUESTS),--requests $(REQUESTS)) $(BENCH_ARGS)

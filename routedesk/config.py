@@ -13,7 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -833,6 +832,8 @@ def load_config(path: str | Path) -> RoutingConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read the file: {exc.strerror}")], str(p)) from None
+    import yaml  # only here: commands that do not read a config file start without it
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

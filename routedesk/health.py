@@ -25,20 +25,19 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import select
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from routedesk import metrics
 from routedesk import search_attributes as sa
 from routedesk.db import StoreEmpty, StoreUnavailable
-from routedesk.models import ImapPositionRow, MailboxRow, SettingRow
+from routedesk.models import MailboxRow, SettingRow
+from routedesk.operations import imap_statuses
 from routedesk.store import Store
 
 CHECK_TIMEOUT = 3.0  # seconds per check: a probe must answer before the orchestrator gives up
 OK = "ok"
-# IMAP fetcher states that make the service not ready (starter/imap.py writes them).
-FAILING = ("login_failed", "error")
 
 
 class NotReady(Exception):
@@ -109,12 +108,8 @@ class Probe:
         """IMAP mailboxes whose fetcher cannot log in (or keeps failing) are not silently
         retried forever: they make the service not ready, naming the mailbox and the error."""
 
-        def read() -> list[ImapPositionRow]:
-            with self.store.db.read() as s:
-                return list(s.exec(select(ImapPositionRow).where(col(ImapPositionRow.status).in_(FAILING))).all())
-
         try:
-            failing = await asyncio.to_thread(read)
+            failing = await asyncio.to_thread(lambda: imap_statuses(self.store, failing_only=True))
         except Exception as exc:
             raise NotReady(f"cannot read the mailboxes' state: {str(exc).splitlines()[0][:200]}") from None
         if failing:
@@ -188,11 +183,31 @@ class HealthServer:
         await self.task
 
 
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (as ``socket.create_server``) whose connections go
+    without Nagle's algorithm.
+
+    asyncio sets TCP_NODELAY only on sockets whose protocol number is IPPROTO_TCP, and
+    ``socket.create_server`` makes them with 0: each response on a kept-alive connection
+    (headers and body are two writes) then waited about 40 ms for the client's delayed ACK,
+    which made every API call take over 40 ms (docs/benchmarks.md, *API latency*).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def start_health_server(probe: Probe, host: str, port: int) -> HealthServer:
     """Serve the three endpoints on their own port (the worker's); OSError when taken."""
     app = FastAPI(title="routedesk health", openapi_url=None, docs_url=None, redoc_url=None)
     add_health_routes(app, probe)
-    sock = socket.create_server((host, port))
+    sock = tcp_listener(host, port)
     server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     bound = sock.getsockname()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-from routedesk.mail import first_header, normalize_message_id
-
 # How much of a message intake reads to find its Message-ID before storing it: the header
 # block of real mail is a few KB; a sender who buries the ID under megabytes of headers gets
 # deduplicated by content alone, and the store answers without parsing those megabytes.
@@ -19,6 +17,9 @@ def message_id_of(raw: bytes) -> str | None:
     Headers only, within :data:`MESSAGE_ID_SCAN_BYTES`, so this never fails on a broken
     message and costs little on a big one.
     """
+    # The mail package loads only when a message is read (not by every CLI command).
+    from routedesk.mail import first_header, normalize_message_id
+
     try:
         return normalize_message_id(first_header(raw[:MESSAGE_ID_SCAN_BYTES], "Message-ID"))
     except Exception:  # both never raise; this keeps the promise if that ever changes

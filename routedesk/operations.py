@@ -33,7 +33,7 @@ from sqlmodel import Session, col, func, select
 
 from routedesk import config_diff, ids, rules, settings
 from routedesk.auth import Actor, Forbidden, Role, require, require_agent_or
-from routedesk.config import RoutingConfig, load_config
+from routedesk.config import IntakeSettings, RoutingConfig, load_config
 from routedesk.contracts import (
     CASE_STATUSES,
     TERMINAL_STAGES,
@@ -406,6 +406,29 @@ class HeldEmail(BaseModel):
     workflow_id: str | None
 
 
+class ImapStatus(BaseModel):
+    """How an IMAP fetcher fares on one folder (``imap_position``; starter/imap.py writes it)."""
+
+    mailbox_address: str
+    folder: str
+    uidvalidity: int | None
+    last_uid: int
+    # connecting | idle | polling | fetching | login_failed | error | stopped
+    status: str
+    last_error: str | None  # e.g. the server's answer to a refused login
+    last_error_at: datetime | None
+    last_ok_at: datetime | None  # the last time the folder was fetched completely
+    fetched: int  # messages taken from the folder
+    uidvalidity_changes: int
+    previous_uidvalidity: int | None
+    uidvalidity_changed_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def failing(self) -> bool:
+        return self.status in IMAP_FAILING
+
+
 class MailboxView(BaseModel):
     address: str
     name: str
@@ -416,7 +439,7 @@ class MailboxView(BaseModel):
     unauthorized_sender_action: str
     acknowledgement: bool
     held: int
-    imap: list[dict[str, Any]] | None
+    imap: list[ImapStatus] | None  # None: no imap section; []: its fetcher has not run yet
 
 
 class ReleaseResult(BaseModel):
@@ -1096,9 +1119,9 @@ def list_mailboxes(store: Store, actor: Actor) -> list[MailboxView]:
                 .group_by(col(EmailRow.mailbox_address))
             ).all()
         )
-        imap: dict[str, list[ImapPositionRow]] = {}
-        for pos in s.exec(select(ImapPositionRow).order_by(col(ImapPositionRow.folder))).all():
-            imap.setdefault(pos.mailbox_address, []).append(pos)
+    imap: dict[str, list[ImapStatus]] = {}
+    for pos in imap_statuses(store):
+        imap.setdefault(pos.mailbox_address, []).append(pos)
     out = []
     for r in rows:
         box = Mailbox.model_validate(r.config)
@@ -1113,7 +1136,7 @@ def list_mailboxes(store: Store, actor: Actor) -> list[MailboxView]:
                 unauthorized_sender_action=str(box.unauthorized_sender_action),
                 acknowledgement=box.acknowledgement.enabled,
                 held=held.get(r.address, 0),
-                imap=[as_dict(p) for p in imap.get(r.address, [])] if box.imap else None,
+                imap=imap.get(r.address, []) if box.imap else None,
             )
         )
     return out
@@ -1860,3 +1883,30 @@ async def set_waiting_on_customer(ctx: Context, actor: Actor, number: str, on: b
         waiting_on_customer=on,
         message=f"{case.number} {state}" + ("" if changed else " (unchanged)"),
     )
+
+
+# --- the IMAP fetchers' state (CLI mailbox list, /readyz, GET /api/v1/mailboxes) ------------
+
+IMAP_FAILING = ("login_failed", "error")  # states that make the service not ready
+
+
+def imap_statuses(store: Store, actor: Actor | None = None, *, failing_only: bool = False) -> list[ImapStatus]:
+    """Every IMAP folder's fetcher state (by mailbox, then folder): last fetch, last error
+    (a refused login in the server's words), UIDVALIDITY, messages fetched."""
+    query = select(ImapPositionRow).order_by(col(ImapPositionRow.mailbox_address), col(ImapPositionRow.folder))
+    if failing_only:
+        query = query.where(col(ImapPositionRow.status).in_(IMAP_FAILING))
+    with store.db.read() as s:
+        return [ImapStatus.model_validate(as_dict(p)) for p in s.exec(query).all()]
+
+
+# --- the service's own start (routedesk worker, routedesk intake smtp|http) ------------------
+
+
+def loaded_intake_settings(store: Store) -> IntakeSettings | None:
+    """The loaded config's ``intake`` section; None when no config was loaded yet."""
+    from routedesk.models import SettingRow
+
+    with store.db.read() as s:
+        row = s.get(SettingRow, "intake")
+    return IntakeSettings.model_validate(row.value) if row is not None else None

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import socket
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -33,7 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from routedesk.health import Probe, add_health_routes
+from routedesk.health import Probe, add_health_routes, tcp_listener
 from routedesk.operations import Context
 from routedesk.store import Store
 from starter.api import api_router, install_error_handlers
@@ -286,7 +285,7 @@ async def start_http_intake(
         id_prefix=id_prefix,
         probe=probe,
     )
-    sock = socket.create_server((host, port), reuse_port=False)
+    sock = tcp_listener(host, port)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

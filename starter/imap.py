@@ -540,36 +540,133 @@ def imap_mailboxes(mailboxes: list[Mailbox] | dict[str, Mailbox], only: list[str
     return [m for m in boxes if m.imap is not None and (not wanted or m.address in wanted)]
 
 
+# How often the running intake asks the store for the config version in force (one
+# primary-key lookup, see Store.definitions): a mailbox added, changed or removed by
+# `routedesk config load` starts, restarts or stops its fetcher within about this long.
+CONFIG_CHECK_SECONDS = 1.0
+CHANGE_GRACE = 5.0  # seconds a fetcher stopped by a config change gets to finish its batch
+
+
 @dataclass
 class ImapIntake:
-    """The fetchers of every mailbox with an ``imap`` section."""
+    """The fetchers of every mailbox with an ``imap`` section, kept in step with the config.
 
-    fetchers: list[ImapFetcher] = field(default_factory=list)
+    With :meth:`watch` running, each new config version (``routedesk config load`` in any
+    process) is applied without a restart: a mailbox that gains an ``imap`` section gets a
+    fetcher, one that loses it (or is removed) has its fetcher stopped, and one whose ``imap``
+    section changed has its fetcher stopped and started again with the new settings; the
+    others keep their connection.
+    """
+
+    client: Client
+    store: Store
+    intake: IntakeSettings
+    only: list[str] | None = None  # addresses to fetch (``routedesk intake imap --mailbox``)
+    options: dict[str, Any] = field(default_factory=dict)  # passed to each ImapFetcher
+    fetchers: dict[str, ImapFetcher] = field(default_factory=dict)
+    version: int | None = None  # the config version the fetchers follow
+    _watcher: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def describe(self) -> str:
-        return "".join(f"  IMAP intake   {f.describe()}\n" for f in self.fetchers)
+        return "".join(f"  IMAP intake   {f.describe()}\n" for f in self.fetchers.values())
+
+    def _start(self, box: Mailbox) -> None:
+        fetcher = ImapFetcher(
+            self.client, self.store, box, max_message_bytes=self.intake.max_message_bytes, **self.options
+        )
+        self.fetchers[box.address] = fetcher.start()
+
+    def start(self, mailboxes: list[Mailbox] | dict[str, Mailbox], version: int | None = None) -> ImapIntake:
+        self.version = version
+        for box in imap_mailboxes(mailboxes, self.only):
+            self._start(box)
+        return self
+
+    async def apply(self, mailboxes: list[Mailbox] | dict[str, Mailbox], intake: IntakeSettings) -> list[str]:
+        """Make the fetchers match ``mailboxes``; returns what changed, one line each."""
+        async with self._lock:
+            wanted = {m.address: m for m in imap_mailboxes(mailboxes, self.only)}
+            changes: list[str] = []
+            stopping: list[ImapFetcher] = []
+            restarting: set[str] = set()
+            for address, fetcher in list(self.fetchers.items()):
+                box = wanted.get(address)
+                if box is None:
+                    changes.append(f"stopped {address} (no imap section in the config any more)")
+                elif box.imap != fetcher.mailbox.imap or intake.max_message_bytes != self.intake.max_message_bytes:
+                    changes.append(f"restarted {address} (its imap settings changed)")
+                    restarting.add(address)
+                else:
+                    fetcher.mailbox = box  # same connection; the mailbox's other options live in the store
+                    continue
+                stopping.append(self.fetchers.pop(address))
+            # Stopped before their successors start: never two sessions on one folder.
+            await asyncio.gather(*(f.stop(CHANGE_GRACE) for f in stopping))
+            self.intake = intake
+            for address, box in wanted.items():
+                if address not in self.fetchers:
+                    if address not in restarting:
+                        changes.append(f"started {address}")
+                    self._start(box)
+            return changes
+
+    def watch(self, interval: float = CONFIG_CHECK_SECONDS) -> ImapIntake:
+        """Follow new config versions until :meth:`stop` (see the class docstring)."""
+        self._watcher = asyncio.create_task(self._watch(interval), name="imap config watch")
+        return self
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)  # bounded: the poll period of the version number
+            try:
+                defs = await asyncio.to_thread(self.store.definitions, interval)
+                if defs.version == self.version:
+                    continue
+                intake = await asyncio.to_thread(self.store.intake_settings)
+                changes = await self.apply(defs.mailboxes, intake)
+                self.version = defs.version
+            except Exception as exc:  # the store may be down for a while: try again next time
+                log.warning("IMAP intake: cannot read the config version in force: %s", _describe(exc))
+                continue
+            for line in changes:
+                log.info("IMAP intake, config version %s: %s", defs.version, line)
 
     async def stop(self, timeout: float = 10.0) -> None:
-        await asyncio.gather(*(f.stop(timeout / 2) for f in self.fetchers))
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        async with self._lock:
+            await asyncio.gather(*(f.stop(timeout / 2) for f in self.fetchers.values()))
 
 
 def start_imap_intake(
-    client: Client, store: Store, mailboxes: list[Mailbox], intake: IntakeSettings, **kw: Any
+    client: Client,
+    store: Store,
+    mailboxes: list[Mailbox] | dict[str, Mailbox],
+    intake: IntakeSettings,
+    *,
+    watch: bool = False,
+    only: list[str] | None = None,
+    version: int | None = None,
+    **kw: Any,
 ) -> ImapIntake:
-    """Start a fetcher for each mailbox that has an ``imap`` section, on this event loop."""
-    return ImapIntake(
-        [
-            ImapFetcher(client, store, m, max_message_bytes=intake.max_message_bytes, **kw).start()
-            for m in imap_mailboxes(mailboxes)
-        ]
-    )
+    """Start a fetcher for each mailbox that has an ``imap`` section, on this event loop; with
+    ``watch``, follow the config versions loaded from now on (``version``: the one
+    ``mailboxes`` come from, default the one in force)."""
+    if watch and version is None:
+        version = store.definitions(max_age=0).version
+    running = ImapIntake(client, store, intake, only=only, options=kw).start(mailboxes, version)
+    return running.watch() if watch else running
 
 
 async def serve_imap(store: Store, only: list[str] | None = None) -> int:
     """``routedesk intake imap``: run the fetchers of the loaded config until SIGINT/SIGTERM."""
     from routedesk.temporal import connect as temporal_connect
 
-    boxes = imap_mailboxes(store.mailboxes(), only)
+    defs = store.definitions(max_age=0)
+    boxes = imap_mailboxes(defs.mailboxes, only)
     if not boxes:
         which = f" among {', '.join(only)}" if only else ""
         raise LookupError(
@@ -581,7 +678,7 @@ async def serve_imap(store: Store, only: list[str] | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    running = start_imap_intake(client, store, boxes, intake)
+    running = start_imap_intake(client, store, boxes, intake, watch=True, only=only, version=defs.version)
     print(f"routedesk IMAP intake is running\n{running.describe()}Ctrl-C stops it.", flush=True)
     try:
         await stop.wait()

@@ -253,7 +253,10 @@ async def run_parts(
         except IntakeChannelError as exc:
             print(f"routedesk: {exc}", file=sys.stderr)
             return 2
-        imap = start_imap_intake(client, store, list(store.mailboxes().values()) if parts.imap else [], intake)
+        # The fetchers follow config loads from here on (starter/imap.py, ImapIntake).
+        defs = store.definitions(max_age=0)
+        boxes = list(defs.mailboxes.values()) if parts.imap else []
+        imap = start_imap_intake(client, store, boxes, intake, watch=parts.imap, version=defs.version)
         health: HealthServer | None = None
         web: ConsolePart | None = None
         try:

@@ -94,3 +94,66 @@ async def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
     assert "queues[2].assignment_method" in res.err and "fastest" not in res.out
     ok = await routedesk("config", "check", str(EXAMPLES / "routing.yaml"))
     assert ok.code == 0 and "3 mailboxes" in ok.out
+
+
+# The modules a read-only command must not load: the Temporal SDK, the servers, Alembic (the
+# store's revision is read with plain SQL) and the mail parser. Their cost is measured by
+# bench/cli_startup.py (docs/benchmarks.md); this guards the discipline without timing.
+HEAVY = {"temporalio", "fastapi", "starlette", "uvicorn", "aiosmtpd", "alembic", "mako", "yaml", "starter"}
+READ_ONLY = [["case", "list"], ["case", "show", "CASE-000001"], ["agent", "list"], ["queue", "list"]]
+
+IMPORTS_PROBE = """
+import json, sys
+from routedesk.cli.app import build
+codes = []
+for args in json.loads(sys.argv[1]):
+    try:
+        build(args)(args=args, prog_name="routedesk")
+    except SystemExit as exc:
+        codes.append(exc.code)
+heavy = set(json.loads(sys.argv[2]))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy or m.startswith("routedesk.mail"))
+print(json.dumps({"codes": codes, "loaded": loaded}))
+"""
+
+
+async def test_read_only_commands_import_no_temporal_server_or_alembic_module(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    from routedesk.config import load_config
+    from routedesk.store import Store
+    from tests.support import ROOT
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url).init()
+    store.load_config(load_config(EXAMPLES / "routing.yaml"))
+    store.db.dispose()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        IMPORTS_PROBE,
+        json.dumps(READ_ONLY),
+        json.dumps(sorted(HEAVY)),
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    # Each command ran: the lists succeed, the unknown case is a one-line error (exit 1).
+    assert result["codes"] == [0, 1, 0, 0], out.decode() + err.decode()
+    assert "CASE-000001" in out.decode() + err.decode()
+    assert result["loaded"] == []
+
+
+def test_the_schema_head_read_from_the_revision_files_is_alembics() -> None:
+    from routedesk import migrations
+
+    revs, head = migrations.revisions()
+    alembic_revs, alembic_head = migrations._alembic_revisions()
+    assert (revs, head) == (alembic_revs, alembic_head)
+    assert migrations.known(head) and not migrations.known("9999")

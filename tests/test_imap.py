@@ -412,3 +412,111 @@ async def test_make_run_fetches_every_mailbox_with_an_imap_section(
         store.db.dispose()
     assert proc.returncode == 0, out.decode()
     assert f"IMAP intake   {SUPPORT} <- imap://{user}@127.0.0.1:{dovecot.port}/INBOX" in out.decode()
+
+
+# --- configuration loaded while the service runs ---------------------------------------------
+
+
+async def test_imap_mailboxes_added_changed_and_removed_by_config_load_take_effect_within_5s(
+    stack: Stack, dovecot: Dovecot, user: str, tmp_path: Path
+) -> None:
+    """The service's IMAP part (as make run and `routedesk intake imap` run it) follows
+    `routedesk config load`: no restart, each change in force within 5 s of the load."""
+    env = stack_env(stack)
+    data: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "routing.yaml").read_text())
+    [support] = [m for m in data["mailboxes"] if m["address"] == SUPPORT]
+    imap = {"host": dovecot.host, "port": dovecot.port, "tls": "none", "username": user, "password_env": PASSWORD_ENV}
+
+    async def load(name: str) -> float:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        res = await routedesk("config", "load", str(path), env=env)
+        assert res.code == 0, res.err
+        return time.monotonic()
+
+    def cases_from(subject: str) -> bool:
+        return any(r.subject == subject and r.case_id for r in email_rows(stack))
+
+    defs = stack.store.definitions(max_age=0)
+    running = imap_mod.start_imap_intake(
+        stack.client,
+        stack.store,
+        defs.mailboxes,
+        stack.store.intake_settings(),
+        watch=True,
+        version=defs.version,
+        task_queue=stack.task_queue,
+        id_prefix=stack.id_prefix,
+        backoff_initial=0.1,
+    )
+    try:
+        assert running.fetchers == {}  # the example config fetches nothing
+        # Added: the support mailbox gains an imap section; mail already waits in its folder.
+        dovecot.append(user, make_email(subject="Waiting for the new fetcher"))
+        support["imap"] = dict(imap)
+        loaded = await load("added.yaml")
+        await eventually(lambda: cases_from("Waiting for the new fetcher"), timeout=5, what="a case within 5 s")
+        assert time.monotonic() - loaded < 5
+        first = running.fetchers[SUPPORT]
+
+        # Changed: another folder; the fetcher is restarted on it.
+        dovecot.create(user, "Cases")
+        dovecot.append(user, make_email(subject="In the new folder"), folder="Cases")
+        support["imap"] = {**imap, "folder": "Cases"}
+        loaded = await load("changed.yaml")
+        await eventually(lambda: cases_from("In the new folder"), timeout=5, what="the new folder fetched within 5 s")
+        assert time.monotonic() - loaded < 5
+        assert running.fetchers[SUPPORT] is not first and running.fetchers[SUPPORT].imap.folder == "Cases"
+        assert (p := position_row(stack)) is not None and p.status == "stopped"  # INBOX's fetcher ended
+
+        # Removed: the fetcher stops; mail delivered afterwards stays on the server.
+        del support["imap"]
+        loaded = await load("removed.yaml")
+        await eventually(lambda: SUPPORT not in running.fetchers, timeout=5, what="the fetcher stopped within 5 s")
+        assert time.monotonic() - loaded < 5
+        stopped = await eventually(
+            lambda: (p := position_row(stack, "Cases")) and p.status == "stopped" and p, what="status stopped"
+        )
+        assert stopped.fetched == 1
+    finally:
+        await running.stop()
+    assert case_count(stack) == 2
+    assert dovecot.flags(user) == {1: {"\\Seen"}} and dovecot.flags(user, "Cases") == {1: {"\\Seen"}}
+
+
+async def test_a_refused_login_shows_in_the_api_mailbox_entry_and_on_readyz(
+    make_stack: MakeStack, dovecot: Dovecot, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One typed IMAP status (routedesk.operations.imap_statuses) behind GET /api/v1/mailboxes,
+    /readyz and `routedesk mailbox list`: a wrong password shows in the server's words."""
+    import httpx
+
+    from routedesk import auth
+    from routedesk.health import Probe
+    from starter.http import start_http_intake
+
+    monkeypatch.setenv(PASSWORD_ENV, "wrong")
+    stack = await make_stack(imap_config(dovecot, user))
+    auth.add_user(stack.store, "ops-admin", "admin", None)
+    headers = {"Authorization": f"Bearer {auth.create_token(stack.store, 'ops-admin')}"}
+    server = await start_http_intake(
+        stack.client, stack.store, token="intake-token", port=0, probe=Probe(stack.store, stack.client)
+    )
+    try:
+        async with (
+            fetching(stack, backoff_initial=0.2, backoff_max=0.5),
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            await eventually(lambda: (p := position_row(stack)) and p.status == "login_failed", what="login_failed")
+            res = await http.get("/api/v1/mailboxes", headers=headers)
+            assert res.status_code == 200, res.text
+            [support] = [m for m in res.json() if m["address"] == SUPPORT]
+            [state] = support["imap"]
+            assert (state["folder"], state["status"], state["fetched"]) == ("INBOX", "login_failed", 0)
+            assert "AUTHENTICATIONFAILED" in state["last_error"] and state["last_error_at"]
+            assert all(m["imap"] is None for m in res.json() if m["address"] != SUPPORT)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert f"IMAP {SUPPORT} (INBOX): login_failed:" in ready.text and "AUTHENTICATIONFAILED" in ready.text
+    finally:
+        await server.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.table import Table
 
@@ -39,18 +37,18 @@ def list_mailboxes(as_json: bool = typer.Option(False, "--json")) -> None:
     console.print(table)
     for d in rows:  # why a fetcher is failing, in the server's words
         for p in d.imap or []:
-            if p["status"] in ("login_failed", "error") and p["last_error"]:
-                console.print(f"  {d.address} imap {p['status']}: {p['last_error']}", markup=False, soft_wrap=True)
+            if p.failing and p.last_error:
+                console.print(f"  {d.address} imap {p.status}: {p.last_error}", markup=False, soft_wrap=True)
 
 
-def _imap_state(positions: list[dict[str, Any]] | None) -> str:
+def _imap_state(positions: list[ops.ImapStatus] | None) -> str:
     if positions is None:
         return "-"
     if not positions:
         return "not started"
     p = positions[0]
-    note = f", UIDVALIDITY changed {p['uidvalidity_changes']}x" if p["uidvalidity_changes"] else ""
-    return f"{p['status']} ({p['folder']}, {p['fetched']} fetched{note})"
+    note = f", UIDVALIDITY changed {p.uidvalidity_changes}x" if p.uidvalidity_changes else ""
+    return f"{p.status} ({p.folder}, {p.fetched} fetched{note})"
 
 
 @app.command("verify")

@@ -102,15 +102,16 @@ async def _serve(
 
 
 def _stored_intake(store: Store, *, required: bool) -> IntakeSettings | None:
-    from routedesk.intake_settings import intake_settings
-    from routedesk.models import SettingRow
+    from routedesk.config import IntakeSettings
+    from routedesk.operations import loaded_intake_settings
 
-    with store.db.read() as s:
-        if s.get(SettingRow, "intake") is None:
-            if required:
-                return None
-            log.warning("no routing config in the case store yet; load one with `routedesk config load FILE`")
-        return intake_settings(s)
+    intake = loaded_intake_settings(store)
+    if intake is None:
+        if required:
+            return None
+        log.warning("no routing config in the case store yet; load one with `routedesk config load FILE`")
+        return IntakeSettings()
+    return intake
 
 
 def _override(intake: IntakeSettings, *, smtp: bool, http: bool, **kw: object) -> IntakeSettings:

@@ -17,17 +17,23 @@ or a data step) and test it with tests/test_migrations.py.
 from __future__ import annotations
 
 import logging
+import re
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
 from routedesk import models  # noqa: F401  (registers the tables)
+
+# Alembic (with Mako and its dialect modules) costs more than a read-only CLI command's whole
+# query: it is imported only to create, stamp or migrate a store. Every process start and
+# every command reads the store's revision with plain SQL and this version's head from the
+# revision files' text (:func:`revisions`), which tests/test_cli.py checks against Alembic.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 # Alembic says which dialect it uses each time it looks at a store (every process start, every
 # CLI command): at routedesk's INFO level that would be noise on stderr. Its warnings stay.
@@ -40,6 +46,8 @@ BASELINE = "0001"
 
 
 def config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
     cfg.attributes["connection"] = connection
@@ -48,22 +56,58 @@ def config(connection: Connection | None = None) -> Config:
 
 @cache
 def script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config())
 
 
-def head() -> str:
+_REVISION = re.compile(r"^revision(?:\s*:[^=]*)?\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision(?:\s*:[^=]*)?\s*=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.MULTILINE)
+
+
+@cache
+def revisions() -> tuple[frozenset[str], str]:
+    """Every revision id in ``versions/`` and the head, read from the files' text.
+
+    A layout this does not understand (a merge revision, two heads) falls back to Alembic.
+    """
+    revs: set[str] = set()
+    downs: set[str] = set()
+    for path in sorted((SCRIPT_LOCATION / "versions").glob("*.py")):
+        body = path.read_text()
+        rev, down = _REVISION.search(body), _DOWN_REVISION.search(body)
+        if rev is None:
+            continue
+        if down is None:  # not a single string or None: let Alembic read it
+            return _alembic_revisions()
+        revs.add(rev.group(1))
+        if down.group(1):
+            downs.add(down.group(1))
+    heads = revs - downs
+    if len(heads) != 1 or not downs <= revs:
+        return _alembic_revisions()
+    return frozenset(revs), heads.pop()
+
+
+def _alembic_revisions() -> tuple[frozenset[str], str]:
     rev = script().get_current_head()
     assert rev is not None, "routedesk/migrations/versions has no revision"
-    return rev
+    return frozenset(s.revision for s in script().walk_revisions()), rev
+
+
+def head() -> str:
+    return revisions()[1]
 
 
 def known(revision: str) -> bool:
-    return any(s.revision == revision for s in script().walk_revisions())
+    return revision in revisions()[0]
 
 
 def stamped_revision(conn: Connection) -> str | None:
     """The revision in ``alembic_version``; None when the table is missing or empty."""
-    return MigrationContext.configure(conn).get_current_revision()
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def current(conn: Connection) -> str | None:
@@ -77,12 +121,17 @@ def current(conn: Connection) -> str | None:
 
 def create(conn: Connection) -> None:
     """Make the tables of an empty store from the models and record it at head."""
+    from alembic.migration import MigrationContext
+
     SQLModel.metadata.create_all(conn)
     MigrationContext.configure(conn).stamp(script(), "head")
 
 
 def upgrade(conn: Connection) -> None:
     """Bring a store at an older revision to head, on ``conn`` (the caller commits)."""
+    from alembic import command
+    from alembic.migration import MigrationContext
+
     if stamped_revision(conn) is None:
         MigrationContext.configure(conn).stamp(script(), BASELINE)
     command.upgrade(config(conn), "head")
