@@ -19,7 +19,7 @@ import asyncio
 import threading
 import weakref
 from contextvars import ContextVar, Token
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -276,3 +276,29 @@ async def _deliver_keys(store: Store, keys: list[str]) -> None:
                     break
                 except PushFailed:
                     await asyncio.sleep(0.5 * 2 ** (attempt - 1))  # bounded backoff between attempts
+
+
+# A pending presence notice or alert this old was left by a worker that stopped before it
+# sent it (they are sent right after their commit): the next worker to start sends it.
+STALE_PENDING_SECONDS = 60.0
+
+
+def stale_pending_keys(store: Store, older_than: float = STALE_PENDING_SECONDS) -> list[str]:
+    """Keys of presence notices and alerts still pending after ``older_than`` seconds. Offer
+    notifications are not among them: their activity retries them durably."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    with store.db.read() as s:
+        keys = s.exec(
+            select(PushRow.key)
+            .where(PushRow.status == "pending", PushRow.kind != "offer", col(PushRow.created_at) < cutoff)
+            .order_by(col(PushRow.id))
+        ).all()
+    return list(dict.fromkeys(keys))
+
+
+async def resume_pending(store: Store, older_than: float = STALE_PENDING_SECONDS) -> int:
+    """Send what a stopped worker left pending (at worker start); how many messages' keys.
+    At least once: a worker that died after sending but before recording sends it again."""
+    keys = await asyncio.to_thread(stale_pending_keys, store, older_than)
+    await _deliver_keys(store, keys)
+    return len(keys)

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 
+from routedesk import pushes, settings
 from routedesk import search_attributes as sa
-from routedesk import settings
 from routedesk.config import ConfigError, ConsoleSettings, IntakeSettings, RoutingConfig, load_config
 from routedesk.db import DEFAULT_DIR, StoreUnavailable
 from routedesk.health import HealthServer, Probe, start_health_server
@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("routedesk")
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not send the notices left pending: %s", task.exception())
+
 
 STOP_DEADLINE = 8.0  # seconds from SIGTERM to exit, whatever is still waiting
 CHANNEL_GRACE = 4.0  # of which the intake channels get this long to answer what is in flight
@@ -247,6 +253,10 @@ async def run_parts(
     stop = stop_on_signals(stopping)
     probe = Probe(store, client, sdk_metrics_url=sdk_metrics_url)
     worker = build_worker(client, store) if parts.worker else None
+    if worker is not None:
+        # Alerts and presence notices a stopped worker left unsent go out now.
+        resume = asyncio.get_running_loop().create_task(pushes.resume_pending(store))
+        resume.add_done_callback(_log_failure)
     async with worker if worker is not None else contextlib.nullcontext():
         try:
             channels = await start_intake_channels(client, store, intake, smtp=parts.smtp, http=parts.http, probe=probe)

@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,11 +22,12 @@ import pytest
 from sqlmodel import select
 
 from routedesk import operations as ops
+from routedesk import pushes
 from routedesk.assignment import wake
 from routedesk.auth import Actor, Role
 from routedesk.config import RoutingConfig, parse_config
 from routedesk.contracts import AssignRequest
-from routedesk.models import AlertRow, PushRow
+from routedesk.models import AlertRow, PushRow, utcnow
 from tests.configs import agent, assignment_config
 from tests.support import Stack, eventually, make_email
 from tests.test_api import api, token_for
@@ -393,3 +395,28 @@ async def test_an_item_taken_in_time_raises_no_waiting_alert(make_stack: Any) ->
     assert alerts(stack) == []
     history = await stack.handle(wf).fetch_history()
     assert "waiting_alert" not in history.to_json()
+
+
+async def test_alerts_a_stopped_worker_left_pending_are_sent_by_the_next(make_stack: Any, sink: Sink) -> None:
+    """Alerts go out right after their commit; one still pending a minute later was left by a
+    worker that stopped first, and the next worker's start sends it, once."""
+    stack: Stack = await make_stack(config([agent("a1")]))
+    with stack.store.db.write() as s:
+        for key, age in (("alert:left", 120), ("alert:fresh", 0)):
+            s.add(
+                PushRow(
+                    key=key,
+                    kind="alert",
+                    recipient="supervisors",
+                    channel="webhook",
+                    target=f"{sink.url}/{key.split(':')[1]}",
+                    payload={"event": "alert", "case_number": "CASE-000042"},
+                    created_at=utcnow() - timedelta(seconds=age),
+                )
+            )
+    assert await pushes.resume_pending(stack.store) == 1
+    assert sink.bodies("/left") == [{"event": "alert", "case_number": "CASE-000042"}]
+    assert sink.bodies("/fresh") == []  # its own worker is still sending it
+    with stack.store.db.read() as s:
+        assert {p.key: p.status for p in s.exec(select(PushRow))} == {"alert:left": "sent", "alert:fresh": "pending"}
+    assert await pushes.resume_pending(stack.store) == 0  # sent: never again
