@@ -173,7 +173,6 @@ async def serve(config_path: Path, ui_port: int) -> int:
                 f"  config        {config_path}\n"
                 f"{channels.describe()}"
                 "  try           .venv/bin/routedesk send examples/emails/03-key-account-outage.eml\n"
-                "Ctrl-C stops everything.\n"
             )
 
         parts = Parts(worker=True, smtp=True, http=True, imap=True, console=cfg.console.enabled)
@@ -241,6 +240,7 @@ async def run_parts(
     *,
     sdk_metrics_url: str | None = None,
     console: ConsoleSettings | None = None,
+    closing: str = "Ctrl-C stops everything.\n",
 ) -> int:
     """Run the parts until SIGTERM or Ctrl-C, then stop them in order within the deadline.
 
@@ -284,7 +284,8 @@ async def run_parts(
             except IntakeChannelError as exc:
                 print(f"routedesk: {exc}", file=sys.stderr)
                 return 2
-            print(banner(channels, health) + (web.describe() if web else "") + imap.describe(), flush=True)
+            lines = banner(channels, health) + (web.describe() if web else "") + imap.describe()
+            print(lines + closing, flush=True)
             await stop.wait()
         finally:
             log.info("stopping the intake channels")

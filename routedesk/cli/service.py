@@ -96,9 +96,18 @@ async def _serve(
             lines.append(channels.describe().rstrip("\n"))
         if health is not None:
             lines.append(f"  health        http://{health.host}:{health.port}/readyz (and /healthz, /metrics)")
-        return "\n".join(lines) + "\nSIGTERM or Ctrl-C stops it.\n"
+        return "\n".join(lines) + "\n"
 
-    return await run_parts(client, store, intake, parts, StopDeadline(), banner, sdk_metrics_url=sdk_url)
+    return await run_parts(
+        client,
+        store,
+        intake,
+        parts,
+        StopDeadline(),
+        banner,
+        sdk_metrics_url=sdk_url,
+        closing="SIGTERM or Ctrl-C stops it.\n",
+    )
 
 
 def _stored_intake(store: Store, *, required: bool) -> IntakeSettings | None:
