@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from routedesk.config import ConfigError, RouteRule, parse_config
 from routedesk.rules import RuleContext, classify, evaluate, route
 from tests.configs import agent, assignment_config
+from tests.support import EXAMPLES
 
 
 def cond(data: dict[str, Any]) -> Any:
@@ -177,3 +179,59 @@ def test_config_errors_name_the_key(patch: dict[str, Any], key: str, message: st
     with pytest.raises(ConfigError) as info:
         parse_config({**BASE, **patch})
     assert any(k == key and message in m for k, m in info.value.problems), info.value.problems
+
+
+ISSUE_18_SHAPE = """
+calendars:
+  - id: office
+    timezone: Europe/Berlin
+    hours: {mon: ["09:00-17:00"], tue: ["09:00-12:00", "13:00-17:00"], wed: ["09:00-17:00"]}
+    holidays: ["2026-12-25", {date: "2026-12-24", hours: ["09:00-12:00"]}]
+queues:
+  - id: sales
+    operating_hours: office
+    overflow:
+      - when: {out_of_operating_hours: true}
+        action: {transfer_to_queue: general}
+      - when: {waiting_longer_than: 10m}
+        action: {transfer_to_queue: general}
+sla_policies:
+  - id: key-accounts
+    when: {field: attr.tier, op: equals, value: key_account}
+    calendar: office
+    first_response: 1h
+    resolution: 8h
+    warning_at: 0.8
+    on_warning: [{notify: supervisors}]
+    on_violation: [{raise_priority: Urgent}, {transfer_to_queue: vip}]
+workstreams:
+  - id: support-email
+    reassign_if_idle: 4h
+    skill_match: exact
+"""
+
+
+def test_the_time_aware_configuration_shape_integrations_rely_on_is_accepted_as_written() -> None:
+    """The configuration shape of the time-aware routing issue, keys exactly as documented."""
+    data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
+    shape = yaml.safe_load(ISSUE_18_SHAPE)
+    data["calendars"], data["sla_policies"] = shape["calendars"], shape["sla_policies"]
+    [sales] = [q for q in data["queues"] if q["id"] == "sales"]
+    sales.pop("offer_when_closed", None)
+    sales.update(shape["queues"][0])
+    [ws] = [w for w in data["workstreams"] if w["id"] == "support-email"]
+    ws.update(shape["workstreams"][0])
+    cfg = parse_config(data)
+    [policy] = cfg.sla_policies
+    assert (policy.calendar, policy.first_response, policy.resolution, policy.warning_at) == ("office", "1h", "8h", 0.8)
+    assert [a.describe() for a in policy.on_violation] == ["raise_priority: Urgent", "transfer_to_queue: vip"]
+    [queue] = [q for q in cfg.queues if q.id == "sales"]
+    assert queue.operating_hours == "office"
+    assert [(r.when.out_of_operating_hours, r.when.waiting_longer_than) for r in queue.overflow] == [
+        (True, None),
+        (None, "10m"),
+    ]
+    assert (cfg.workstream("support-email").reassign_if_idle, cfg.workstream("support-email").skill_match) == (
+        "4h",
+        "exact",
+    )
