@@ -24,7 +24,7 @@ KEYED_SECTIONS = (
     ("calendars", "id"),
     ("sla_policies", "id"),
 )
-SETTING_SECTIONS = ("routing", "intake")
+SETTING_SECTIONS = ("routing", "intake", "supervisors", "console")
 RULE_LISTS = ("classification_rules", "route_to_queue_rules")
 
 
