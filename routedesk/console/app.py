@@ -226,9 +226,9 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         return sess.actor
 
     async def live_url(url: str) -> str:
-        """The page's event stream, told the change marker the page was rendered at: a change
-        between rendering and the stream's start (a reply sent a moment after the redirect)
-        still reloads the page's fragments."""
+        """The page's event stream, told the change marker read before the page's data: a
+        change after that read (a reply sent a moment after the redirect) reloads the page's
+        fragments even when it lands before the stream starts."""
         since = _digest(await asyncio.to_thread(ops.change_marker, store))
         return f"{url}{'&' if '?' in url else '?'}since={since}"
 
@@ -319,6 +319,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         request: Request, agent_id: str, notice: str | None = None, sess: Session = reader
     ) -> Response:
         actor = sess.actor
+        events_url = await live_url(f"/events?agent={quote(agent_id)}")  # before reading what it shows
         offer = await offer_context(actor, agent_id)  # 403 for another agent's page
         agents = await call(ops.list_agents, store, actor)
         me = next((a for a in agents if a.id == agent_id), None)
@@ -335,7 +336,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             threads=threads,
             pickable=pickable,
             notice=notice,
-            events_url=await live_url(f"/events?agent={quote(agent_id)}"),
+            events_url=events_url,
             **offer,
         )
 
@@ -420,6 +421,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     @app.get("/cases/{number}", response_class=HTMLResponse)
     async def case_page(request: Request, number: str, notice: str | None = None, sess: Session = reader) -> Response:
         actor = sess.actor
+        events_url = await live_url("/events")  # before reading what it shows
         detail = await call(ops.show_case, store, actor, number)
         if actor.role is Role.AGENT and detail.case.assigned_agent_id != actor.agent_id:
             raise PageError(403, f"{actor.describe()} may open only their own cases")
@@ -437,7 +439,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             rounds=rounds,
             notice=notice,
             may_change=may_change(actor, detail.case),
-            events_url=await live_url("/events"),
+            events_url=events_url,
         )
 
     def may_change(actor: Actor, case: ops.CaseSummary) -> bool:
@@ -480,6 +482,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     @app.get("/supervisor", response_class=HTMLResponse)
     async def supervisor_page(request: Request, notice: str | None = None, sess: Session = reader) -> Response:
         actor = supervisor(sess)
+        events_url = await live_url("/events")  # before reading what it shows
         queues = await call(ops.list_queues, store, actor)
         agents = await call(ops.list_agents, store, actor)
         recent = await call(ops.search_cases, store, actor, ops.CaseQuery(per_page=RECENT))
@@ -493,7 +496,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             sla=await sla_marks(actor, recent.items),
             alerts=alerts,
             notice=notice,
-            events_url=await live_url("/events"),
+            events_url=events_url,
         )
 
     async def sla_marks(actor: Actor, items: list[ops.CaseSummary]) -> dict[str, ops.SlaMark]:
