@@ -3,7 +3,8 @@
 Each test runs the console (routedesk/console) on a free port against the test's stack (real
 Temporal, real store, real worker; mail arrives through the real SMTP intake). Playwright
 never downloads a browser: it launches /usr/bin/chromium (scripts/chromium.sh installs it).
-The run writes docs/console-agent.png and docs/console-supervisor.png (shown in the README).
+The run writes docs/console-agent.png, docs/console-supervisor.png and docs/console-case.png
+(shown in the README).
 """
 
 from __future__ import annotations
@@ -557,11 +558,16 @@ async def test_the_agent_replies_from_the_case_page_and_sees_it_sent_with_the_sl
             assert secret is not None
             assert msg["Subject"].endswith(f"[{number}:{token_key(secret, number)}]")
             assert msg.get_content().strip() == "We are looking into the outage now."
-            reply = page.locator("#replies li[data-reply]")
+            reply = page.locator("#thread li[data-reply]")
             await expect(reply.locator(".reply-status")).to_have_text("sent", timeout=10000)
             await expect(reply).to_contain_text("reply by dave to jane@globex.example")
+            # In the thread after Jane's email.
+            await expect(page.locator("#thread > li")).to_have_count(2)
+            assert await page.locator("#thread > li").last.get_attribute("data-reply") is not None
             assert await page.evaluate("window.__notReloaded === true")
             assert await unlabelled_controls(page) == []
+            if writes_screenshots(request):
+                await page.screenshot(path=str(DOCS / "console-case.png"), full_page=True)
             await context.close()
 
 

@@ -146,6 +146,18 @@ def _when(value: datetime | str | None) -> str:
     return f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({rel})"
 
 
+def _thread(detail: ops.CaseDetail) -> list[tuple[str, Any]]:
+    """The case's thread: the customer's emails and the replies from the case, oldest first."""
+
+    def at(value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    items: list[tuple[datetime, str, Any]] = [(at(e.received_at), "email", e) for e in detail.emails]
+    items += [(at(r.created_at), "reply", r) for r in detail.replies]
+    items.sort(key=lambda item: item[0])
+    return [(kind, item) for _, kind, item in items]
+
+
 def _digest(marker: str) -> str:
     """A change marker short enough for a URL (it lists every agent's presence and load)."""
     return hashlib.sha256(marker.encode()).hexdigest()[:20]
@@ -170,6 +182,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     app.state.stopping = False
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(age=_age, iso=_iso, when=_when, presences=[p.value for p in Presence], Role=Role)
+    templates.env.globals["thread"] = _thread
     templates.env.filters["first_lines"] = _first_lines
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
