@@ -1746,7 +1746,8 @@ def case_workflows(store: Store, actor: Actor, number: str) -> list[str]:
 def change_marker(store: Store) -> str:
     """A short value that changes whenever a board would show something new: a trace entry
     (every routing decision and every operation writes one), an offer made or ended, an
-    agent's presence or load, an email received or released. Four indexed reads."""
+    agent's presence or load, an email received or released, a supervisor alert raised.
+    Indexed reads."""
     with store.db.read() as s:
         trace = s.exec(select(func.max(TraceRow.id))).one()
         offers = s.exec(select(func.max(OfferRow.id))).one()

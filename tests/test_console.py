@@ -570,6 +570,19 @@ async def test_the_agent_replies_from_the_case_page_and_sees_it_sent_with_the_sl
                 await page.screenshot(path=str(DOCS / "console-case.png"), full_page=True)
             await context.close()
 
+            # A supervisor: in their own name by default, or in the case's agent's name if chosen.
+            async with http_session(console, "sam") as (http, csrf):
+                for author in ("self", "agent:dave"):
+                    data = {"body": f"From sam as {author}", "author": author, "csrf_token": csrf}
+                    res = await http.post(f"/cases/{number}/reply", data=data)
+                    assert res.status_code == 303, res.text
+            with stack.store.db.read() as s:
+                rows = s.exec(select(CaseReplyRow).order_by(CaseReplyRow.id)).all()  # type: ignore[arg-type]
+            assert [(r.agent_id, r.by_supervisor, r.written_by) for r in rows[1:]] == [
+                ("sam", True, "sam (supervisor)"),
+                ("dave", False, "sam (supervisor)"),
+            ]
+
 
 async def test_reply_refusals_show_the_operations_message(console: Console) -> None:
     """Another agent: 403 with the operation's line; no relay configured: 409; nothing recorded."""

@@ -15,7 +15,9 @@ Push: ``/events`` is one server-sent events stream per page. Like the API's
 ``/api/v1/agents/{id}/events`` (same poll interval) it reads the agent's live offer every
 200 ms and sends ``offer`` / ``offer_closed``; for every page it also reads the store's change
 marker (operations.change_marker) and sends ``board`` when it moved, on which the boards
-reload their fragment (htmx). No page polls.
+(and the case page's SLA and thread) reload their fragment (htmx). A page's stream starts from
+the marker read before the page's data (``?since=``), so nothing that changes in between is
+missed. No page polls.
 """
 
 from __future__ import annotations
