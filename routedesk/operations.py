@@ -1746,7 +1746,8 @@ def case_workflows(store: Store, actor: Actor, number: str) -> list[str]:
 def change_marker(store: Store) -> str:
     """A short value that changes whenever a board would show something new: a trace entry
     (every routing decision and every operation writes one), an offer made or ended, an
-    agent's presence or load, an email received or released. Four indexed reads."""
+    agent's presence or load, an email received or released, a supervisor alert raised.
+    Indexed reads."""
     with store.db.read() as s:
         trace = s.exec(select(func.max(TraceRow.id))).one()
         offers = s.exec(select(func.max(OfferRow.id))).one()
@@ -1756,7 +1757,8 @@ def change_marker(store: Store) -> str:
         released = s.exec(
             select(func.count()).select_from(IntakeHoldRow).where(col(IntakeHoldRow.released_at).is_not(None))
         ).one()
-    return f"{trace}:{offers}:{live}:{agents}:{emails}:{released}"
+        alerts = _newest_alert_id(s)
+    return f"{trace}:{offers}:{live}:{agents}:{emails}:{released}:{alerts}"
 
 
 # --- Temporal UI summaries of routing workflows; supervisor alerts (issue 17) ---------------------
@@ -1910,3 +1912,45 @@ def loaded_intake_settings(store: Store) -> IntakeSettings | None:
     with store.db.read() as s:
         row = s.get(SettingRow, "intake")
     return IntakeSettings.model_validate(row.value) if row is not None else None
+
+
+# --- the console's SLA column, newest alert (issue 18, issue 17) -------------------------------
+
+
+def _newest_alert_id(s: Any) -> int | None:
+    """The newest supervisor alert's id: the change marker moves when an alert is raised."""
+    from routedesk.models import AlertRow
+
+    return s.exec(select(func.max(AlertRow.id))).one()
+
+
+class SlaMark(BaseModel):
+    """What a case list shows of a case's SLA: the earliest open due time and its breaches."""
+
+    policy: str | None
+    due_at: datetime | None
+    breached: bool  # a target was violated (this round or an earlier one)
+    warned: bool  # a warning time passed
+    waiting_on_customer: bool
+
+
+def case_sla_marks(store: Store, actor: Actor, numbers: Sequence[str]) -> dict[str, SlaMark]:
+    """The SLA marks of the listed cases (one indexed read), by case number; cases with no
+    SLA policy, no pause and no breach are left out."""
+    if not numbers:
+        return {}
+    with store.db.read() as s:
+        rows = s.exec(select(CaseRow).where(col(CaseRow.number).in_(list(numbers)))).all()
+    out: dict[str, SlaMark] = {}
+    for c in rows:
+        breaches = list(c.sla_breaches or [])
+        if c.sla_policy_id is None and c.waiting_since is None and not breaches:
+            continue
+        out[c.number or ids.case_number(c.id or 0)] = SlaMark(
+            policy=c.sla_policy_id,
+            due_at=_utc(c.sla_due_at) if c.sla_due_at else None,
+            breached=any(b.get("kind") == "violation" for b in breaches),
+            warned=any(b.get("kind") == "warning" for b in breaches),
+            waiting_on_customer=c.waiting_since is not None,
+        )
+    return out

@@ -3,7 +3,8 @@
 Each test runs the console (routedesk/console) on a free port against the test's stack (real
 Temporal, real store, real worker; mail arrives through the real SMTP intake). Playwright
 never downloads a browser: it launches /usr/bin/chromium (scripts/chromium.sh installs it).
-The run writes docs/console-agent.png and docs/console-supervisor.png (shown in the README).
+The run writes docs/console-agent.png, docs/console-supervisor.png and docs/console-case.png
+(shown in the README).
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from sqlalchemy import insert
 from sqlmodel import select
 
 from routedesk import auth
-from routedesk.config import ConsoleSettings, load_config
+from routedesk.case_tokens import installation_secret, token_key
+from routedesk.config import ConsoleSettings, Relay, load_config
 from routedesk.console.app import ConsoleServer, start_console
 from routedesk.console.sessions import set_password
-from routedesk.models import CaseRow, ConsolePasswordRow, utcnow
+from routedesk.models import AlertRow, CaseReplyRow, CaseRow, ConsolePasswordRow, utcnow
 from routedesk.operations import Context
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 from tests.cli import stack_env
 from tests.conftest import MakeStack
+from tests.imap_support import SUPPORT, fetching, imap_config, position_row, running_dovecot
+from tests.intake_support import smtp_sink
 from tests.support import EXAMPLES, ROOT, Stack, eventually, example_email, history_events, make_email
 
 CHROMIUM = "/usr/bin/chromium"
@@ -500,3 +504,188 @@ async def test_a_supervisor_searches_assigns_resolves_releases_and_reprocesses(m
         boxes_page = (await http.get("/mailboxes")).text
         row = re.search(r"sales@acme\.example.*?</tr>", boxes_page, re.S)
         assert row and "<td>no</td>" in row.group(0)
+
+
+# --- replies from the case, SLA, waiting on the customer (issues 18, 19) ----------------------
+
+
+def case_row(stack: Stack, number: str) -> CaseRow:
+    return next(c for c in stack.cases() if c.number == number)
+
+
+async def test_the_agent_replies_from_the_case_page_and_sees_it_sent_with_the_sla_shown(
+    make_stack: MakeStack, browser: Browser, request: pytest.FixtureRequest
+) -> None:
+    cfg = load_config(EXAMPLES / "routing.yaml")
+    with smtp_sink() as sink:
+        relayed = cfg.intake.model_copy(update={"relay": Relay(**sink.relay())})
+        stack = await make_stack(cfg.model_copy(update={"intake": relayed}))
+        async with console_for(stack) as console:
+            # Jane (Globex, a key account: SLA policy key-accounts) is offered to dave; he accepts.
+            sub = await stack.submit(example_email("03-key-account-outage.eml"))
+            await stack.wait_offer(sub.workflow_id, "dave")
+            assert await stack.respond(sub.workflow_id, "dave", "accept") == "assigned"
+            number = case_row(stack, "CASE-000001").number or ""
+            context, page = await signed_in(browser, console, "dave-user", viewport={"width": 1280, "height": 800})
+            await page.goto(f"/cases/{number}")
+            await expect(page.locator("body[data-live='1']")).to_have_count(1)
+
+            # SLA: the policy, first response met (accepted), resolution due in under 8h.
+            await expect(page.locator("#sla-policy")).to_have_text("key-accounts")
+            await expect(page.locator("#sla-first-response")).to_contain_text("met ")
+            await expect(page.locator("#sla-resolution")).to_contain_text(re.compile(r"UTC \(in [0-7]h \d+m\)"))
+            await expect(page.locator("#sla-breaches")).to_have_text("none")
+
+            # Waiting on the customer: on, shown, and off again.
+            await page.get_by_role("button", name="Waiting on customer: off").click()
+            await expect(page.locator(".notice")).to_have_text(f"{number} waits on the customer")
+            await expect(page.locator("#sla-paused")).to_contain_text("waiting on the customer since")
+            assert case_row(stack, number).waiting_since is not None
+            await page.get_by_role("button", name="Waiting on customer: on").click()
+            await expect(page.locator(".notice")).to_have_text(f"{number} no longer waits on the customer")
+            assert case_row(stack, number).waiting_since is None
+
+            # The reply: queued at once, through the relay, then shown sent without a reload.
+            await page.evaluate("window.__notReloaded = true")
+            await page.get_by_label("Reply", exact=True).fill("We are looking into the outage now.")
+            await page.get_by_role("button", name="Send").click()
+            await expect(page.locator(".notice")).to_contain_text("reply to jane@globex.example")
+            await page.evaluate("window.__notReloaded = true")
+            delivered = await eventually(lambda: sink.received(), what="the reply at the relay")
+            msg = delivered[0].message
+            with stack.store.db.read() as s:
+                secret = installation_secret(s)
+            assert secret is not None
+            assert msg["Subject"].endswith(f"[{number}:{token_key(secret, number)}]")
+            assert msg.get_content().strip() == "We are looking into the outage now."
+            reply = page.locator("#thread li[data-reply]")
+            await expect(reply.locator(".reply-status")).to_have_text("sent", timeout=10000)
+            await expect(reply).to_contain_text("reply by dave to jane@globex.example")
+            # In the thread after Jane's email.
+            await expect(page.locator("#thread > li")).to_have_count(2)
+            assert await page.locator("#thread > li").last.get_attribute("data-reply") is not None
+            assert await page.evaluate("window.__notReloaded === true")
+            assert await unlabelled_controls(page) == []
+            if writes_screenshots(request):
+                await page.screenshot(path=str(DOCS / "console-case.png"), full_page=True)
+            await context.close()
+
+            # A supervisor: in their own name by default, or in the case's agent's name if chosen.
+            async with http_session(console, "sam") as (http, csrf):
+                for author in ("self", "agent:dave"):
+                    data = {"body": f"From sam as {author}", "author": author, "csrf_token": csrf}
+                    res = await http.post(f"/cases/{number}/reply", data=data)
+                    assert res.status_code == 303, res.text
+            with stack.store.db.read() as s:
+                rows = s.exec(select(CaseReplyRow).order_by(CaseReplyRow.id)).all()  # type: ignore[arg-type]
+            assert [(r.agent_id, r.by_supervisor, r.written_by) for r in rows[1:]] == [
+                ("sam", True, "sam (supervisor)"),
+                ("dave", False, "sam (supervisor)"),
+            ]
+
+
+async def test_reply_refusals_show_the_operations_message(console: Console) -> None:
+    """Another agent: 403 with the operation's line; no relay configured: 409; nothing recorded."""
+    sub = await console.stack.submit(example_email("03-key-account-outage.eml"))
+    await console.stack.wait_offer(sub.workflow_id, "dave")
+    assert await console.stack.respond(sub.workflow_id, "dave", "accept") == "assigned"
+    async with http_session(console, "alice-user") as (http, csrf):
+        res = await http.post("/cases/CASE-000001/reply", data={"body": "Hi", "csrf_token": csrf})
+        assert res.status_code == 403 and "alice-user (agent) may not reply" in res.text
+        res = await http.post("/cases/CASE-000001/waiting", data={"on": "1", "csrf_token": csrf})
+        assert res.status_code == 403 and "only its assigned agent or a supervisor" in res.text
+    async with http_session(console, "sam") as (http, csrf):
+        page = (await http.get("/cases/CASE-000001")).text
+        assert 'id="reply-author"' in page and 'value="agent:dave"' in page
+        res = await http.post("/cases/CASE-000001/reply", data={"body": "Hi", "csrf_token": ""})
+        assert res.status_code == 403 and "CSRF" in res.text
+        res = await http.post("/cases/CASE-000001/reply", data={"body": "Hi", "csrf_token": csrf})
+        assert res.status_code == 409 and "relay" in res.text and "Traceback" not in res.text
+    with console.stack.store.db.read() as s:
+        assert s.exec(select(CaseReplyRow)).all() == []
+    assert case_row(console.stack, "CASE-000001").waiting_since is None
+
+
+async def test_case_lists_show_sla_due_breach_and_no_eligible_agent(console: Console) -> None:
+    stack = console.stack
+    sub = await stack.submit(example_email("03-key-account-outage.eml"))
+    await stack.wait_offer(sub.workflow_id, "dave")
+    # A breach and a no-eligible-agent mark as the SLA timers and the dispatcher write them.
+    with stack.store.db.write() as s:
+        row = s.exec(select(CaseRow).where(CaseRow.number == "CASE-000001")).one()
+        due = row.sla_due_at
+        row.sla_breaches = [
+            {
+                "round": 1,
+                "target": "first_response",
+                "kind": "violation",
+                "at": utcnow().isoformat(),
+                "due": utcnow().isoformat(),
+            }
+        ]
+        row.no_eligible_agent_at = utcnow()
+        s.add(row)
+    assert due is not None
+    async with http_session(console, "sam") as (http, _):
+        for url in ("/cases", "/supervisor", "/queues/vip"):
+            text = (await http.get(url)).text
+            cells = re.search(r'data-case="CASE-000001".*?</tr>', text, re.S)
+            assert cells, url
+            due_cell = re.search(r'<td class="sla-due">(.*?)</td>', cells.group(0), re.S)
+            assert due_cell and f"{due:%Y-%m-%d %H:%M} UTC (in " in due_cell.group(1), url
+            assert "breached" in cells.group(0) and "no eligible agent" in cells.group(0), url
+        page = (await http.get("/cases/CASE-000001")).text
+        assert "first response violated" in page and "no eligible agent" in page
+
+
+# --- supervisor alerts, live (issue 17) -------------------------------------------------------
+
+
+async def test_a_new_alert_appears_on_the_open_board_without_a_reload(console: Console, browser: Browser) -> None:
+    context, boss = await signed_in(browser, console, "sam")
+    await expect(boss.locator("#alerts-board")).to_contain_text("No alerts.")
+    await expect(boss.locator("body[data-live='1']")).to_have_count(1)
+    await boss.evaluate("window.__notReloaded = true")
+    with console.stack.store.db.write() as s:
+        for i, kind in ((1, "waiting_too_long"), (2, "no_eligible_agent")):
+            s.add(
+                AlertRow(
+                    case_id=i,
+                    case_number=f"CASE-00000{i}",
+                    kind=kind,
+                    detail=f"detail {i}",
+                    queue_id="general",
+                    created_at=utcnow() + timedelta(seconds=i),
+                )
+            )
+    rows = boss.locator("#alerts-board tr[data-alert]")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first).to_contain_text("CASE-000002")  # newest first
+    await expect(rows.first).to_contain_text("no eligible agent")
+    await expect(rows.first).to_contain_text("detail 2")
+    assert await rows.first.get_by_role("link").get_attribute("href") == "/cases/CASE-000002"
+    assert await boss.evaluate("window.__notReloaded === true")
+    await context.close()
+
+
+# --- IMAP status on /mailboxes (issue 19) ------------------------------------------------------
+
+
+async def test_a_mailbox_whose_imap_login_fails_shows_it_on_the_mailboxes_page(
+    make_stack: MakeStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_dovecot() as dovecot:
+        user = dovecot.add_user("s3cret pass")
+        monkeypatch.setenv("RD_TEST_IMAP_PASSWORD", "wrong")
+        stack = await make_stack(imap_config(dovecot, user))
+        async with (
+            fetching(stack, backoff_initial=0.2, backoff_max=0.5),
+            console_for(stack) as console,
+            http_session(console, "sam") as (http, _),
+        ):
+            await eventually(lambda: (p := position_row(stack)) and p.status == "login_failed", what="login_failed")
+            page = (await http.get("/mailboxes")).text
+            row = re.search(re.escape(SUPPORT) + r".*?</tr>", page, re.S)
+            assert row, page
+            assert 'class="imap-login_failed">login failed</span>' in row.group(0)
+            assert "AUTHENTICATIONFAILED" in row.group(0)

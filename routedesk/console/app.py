@@ -15,13 +15,16 @@ Push: ``/events`` is one server-sent events stream per page. Like the API's
 ``/api/v1/agents/{id}/events`` (same poll interval) it reads the agent's live offer every
 200 ms and sends ``offer`` / ``offer_closed``; for every page it also reads the store's change
 marker (operations.change_marker) and sends ``board`` when it moved, on which the boards
-reload their fragment (htmx). No page polls.
+(and the case page's SLA and thread) reload their fragment (htmx). A page's stream starts from
+the marker read before the page's data (``?since=``), so nothing that changes in between is
+missed. No page polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import secrets
@@ -61,6 +64,7 @@ SESSION_EVERY = 15
 FIRST_LINES = 6
 PAGE_SIZE = 50
 RECENT = 15  # latest cases on the boards page
+ALERTS = 20  # newest supervisor alerts on the boards page
 
 T = TypeVar("T")
 
@@ -128,6 +132,39 @@ def _iso(value: datetime | None) -> str:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
+def _when(value: datetime | str | None) -> str:
+    """A due or met time (a datetime or the ISO text routedesk.sla.due_summary gives) as
+    ``2026-12-02 05:10 UTC (in 45m 0s)`` or ``(... ago)``."""
+    if value is None or value == "":
+        return "-"
+    try:
+        at = datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:  # not a time: shown as stored
+        return str(value)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    # _age counts from a past time: a future one is mirrored around now.
+    rel = f"in {_age(now - (at - now))}" if at > now else f"{_age(at)} ago"
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({rel})"
+
+
+def _thread(detail: ops.CaseDetail) -> list[tuple[str, Any]]:
+    """The case's thread: the customer's emails and the replies from the case, oldest first."""
+
+    def at(value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    items: list[tuple[datetime, str, Any]] = [(at(e.received_at), "email", e) for e in detail.emails]
+    items += [(at(r.created_at), "reply", r) for r in detail.replies]
+    items.sort(key=lambda item: item[0])
+    return [(kind, item) for _, kind, item in items]
+
+
+def _digest(marker: str) -> str:
+    """A change marker short enough for a URL (it lists every agent's presence and load)."""
+    return hashlib.sha256(marker.encode()).hexdigest()[:20]
+
+
 def _first_lines(text: str, n: int = FIRST_LINES) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return "\n".join(lines[:n])
@@ -146,7 +183,8 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     app = FastAPI(title="routedesk console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.stopping = False
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(age=_age, iso=_iso, presences=[p.value for p in Presence], Role=Role)
+    templates.env.globals.update(age=_age, iso=_iso, when=_when, presences=[p.value for p in Presence], Role=Role)
+    templates.env.globals["thread"] = _thread
     templates.env.filters["first_lines"] = _first_lines
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -201,6 +239,13 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         if not sess.actor.at_least(Role.SUPERVISOR):
             raise PageError(403, f"{sess.actor.describe()} may not open the supervisor pages")
         return sess.actor
+
+    async def live_url(url: str) -> str:
+        """The page's event stream, told the change marker read before the page's data: a
+        change after that read (a reply sent a moment after the redirect) reloads the page's
+        fragments even when it lands before the stream starts."""
+        since = _digest(await asyncio.to_thread(ops.change_marker, store))
+        return f"{url}{'&' if '?' in url else '?'}since={since}"
 
     reader = Depends(signed_in)
     writer = Depends(csrf_checked)
@@ -289,6 +334,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         request: Request, agent_id: str, notice: str | None = None, sess: Session = reader
     ) -> Response:
         actor = sess.actor
+        events_url = await live_url(f"/events?agent={quote(agent_id)}")  # before reading what it shows
         offer = await offer_context(actor, agent_id)  # 403 for another agent's page
         agents = await call(ops.list_agents, store, actor)
         me = next((a for a in agents if a.id == agent_id), None)
@@ -305,7 +351,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             threads=threads,
             pickable=pickable,
             notice=notice,
-            events_url=f"/events?agent={quote(agent_id)}",
+            events_url=events_url,
             **offer,
         )
 
@@ -379,6 +425,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             request,
             "cases.html",
             found=found,
+            sla=await sla_marks(actor, found.items),
             query=query,
             params=params,
             queues=queues,
@@ -389,6 +436,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     @app.get("/cases/{number}", response_class=HTMLResponse)
     async def case_page(request: Request, number: str, notice: str | None = None, sess: Session = reader) -> Response:
         actor = sess.actor
+        events_url = await live_url("/events")  # before reading what it shows
         detail = await call(ops.show_case, store, actor, number)
         if actor.role is Role.AGENT and detail.case.assigned_agent_id != actor.agent_id:
             raise PageError(403, f"{actor.describe()} may open only their own cases")
@@ -397,30 +445,88 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         rounds: dict[int, list[ops.TraceView]] = {}
         for t in detail.trace:
             rounds.setdefault(t.round, []).append(t)
-        return render(request, "case.html", d=detail, workflows=workflows, agents=agents, rounds=rounds, notice=notice)
+        return render(
+            request,
+            "case.html",
+            d=detail,
+            workflows=workflows,
+            agents=agents,
+            rounds=rounds,
+            notice=notice,
+            may_change=may_change(actor, detail.case),
+            events_url=events_url,
+        )
+
+    def may_change(actor: Actor, case: ops.CaseSummary) -> bool:
+        """Reply and waiting-on-customer controls: the case's own agent, or a supervisor."""
+        own = actor.agent_id is not None and actor.agent_id == case.assigned_agent_id
+        return actor.at_least(Role.SUPERVISOR) or own
+
+    @app.get("/cases/{number}/live", response_class=HTMLResponse)
+    async def case_live(request: Request, number: str, sess: Session = reader) -> Response:
+        """The case's SLA and replies, reloaded on board changes: a reply turns `sent` live."""
+        actor = sess.actor
+        detail = await call(ops.show_case, store, actor, number)
+        if actor.role is Role.AGENT and detail.case.assigned_agent_id != actor.agent_id:
+            raise PageError(403, f"{actor.describe()} may open only their own cases")
+        return render(request, "_caselive.html", d=detail)
+
+    @app.post("/cases/{number}/reply")
+    async def reply(
+        request: Request, number: str, body: str = Form(""), author: str = Form("self"), sess: Session = writer
+    ) -> Response:
+        actor = sess.actor
+        if not body.strip():
+            raise PageError(422, "the reply is empty: write the text to send")
+        if actor.at_least(Role.SUPERVISOR):
+            # A supervisor writes in their own name unless they choose the case's agent.
+            agent_id = author.removeprefix("agent:") if author.startswith("agent:") else None
+            req = ops.ReplyRequest(body=body, agent_id=agent_id, as_supervisor=agent_id is None)
+        else:
+            req = ops.ReplyRequest(body=body, agent_id=actor.agent_id)
+        res = await act(ops.reply_to_case(ctx, actor, number, req))
+        return back(request, f"/cases/{quote(number)}", f"reply to {res.to} {res.status}")
+
+    @app.post("/cases/{number}/waiting")
+    async def waiting(request: Request, number: str, on: str = Form(...), sess: Session = writer) -> Response:
+        res = await act(ops.set_waiting_on_customer(ctx, sess.actor, number, on == "1"))
+        return back(request, f"/cases/{quote(number)}", res.message)
 
     # --- supervisor boards --------------------------------------------------------------
 
     @app.get("/supervisor", response_class=HTMLResponse)
     async def supervisor_page(request: Request, notice: str | None = None, sess: Session = reader) -> Response:
         actor = supervisor(sess)
+        events_url = await live_url("/events")  # before reading what it shows
         queues = await call(ops.list_queues, store, actor)
         agents = await call(ops.list_agents, store, actor)
         recent = await call(ops.search_cases, store, actor, ops.CaseQuery(per_page=RECENT))
+        alerts = await call(ops.list_alerts, store, actor, limit=ALERTS)
         return render(
             request,
             "supervisor.html",
             queues=queues,
             agents=agents,
             recent=recent.items,
+            sla=await sla_marks(actor, recent.items),
+            alerts=alerts,
             notice=notice,
-            events_url="/events",
+            events_url=events_url,
         )
+
+    async def sla_marks(actor: Actor, items: list[ops.CaseSummary]) -> dict[str, ops.SlaMark]:
+        return await call(ops.case_sla_marks, store, actor, [c.number for c in items])
 
     @app.get("/supervisor/recent", response_class=HTMLResponse)
     async def recent_board(request: Request, sess: Session = reader) -> Response:
-        recent = await call(ops.search_cases, store, supervisor(sess), ops.CaseQuery(per_page=RECENT))
-        return render(request, "_recent.html", recent=recent.items)
+        actor = supervisor(sess)
+        recent = await call(ops.search_cases, store, actor, ops.CaseQuery(per_page=RECENT))
+        return render(request, "_recent.html", recent=recent.items, sla=await sla_marks(actor, recent.items))
+
+    @app.get("/supervisor/alerts", response_class=HTMLResponse)
+    async def alerts_board(request: Request, sess: Session = reader) -> Response:
+        alerts = await call(ops.list_alerts, store, supervisor(sess), limit=ALERTS)
+        return render(request, "_alerts.html", alerts=alerts)
 
     @app.get("/supervisor/queues", response_class=HTMLResponse)
     async def queues_board(request: Request, sess: Session = reader) -> Response:
@@ -437,7 +543,15 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         actor = supervisor(sess)
         found = await call(ops.queue_page, store, actor, queue_id, max(1, page), PAGE_SIZE)
         agents = await call(ops.list_agents, store, actor)
-        return render(request, "queue.html", queue_id=queue_id, found=found, agents=agents, params={})
+        return render(
+            request,
+            "queue.html",
+            queue_id=queue_id,
+            found=found,
+            agents=agents,
+            params={},
+            sla=await sla_marks(actor, found.items),
+        )
 
     # --- mail: held and rejected, mailboxes ---------------------------------------------
 
@@ -470,14 +584,16 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     # --- push ---------------------------------------------------------------------------
 
     @app.get("/events")
-    async def events(request: Request, agent: str | None = None, sess: Session = reader) -> StreamingResponse:
+    async def events(
+        request: Request, agent: str | None = None, since: str | None = None, sess: Session = reader
+    ) -> StreamingResponse:
         actor = sess.actor
         first = await call(ops.agent_offers, store, actor, agent) if agent else []  # 403 before streaming
 
         async def stream() -> AsyncIterator[str]:
             current: int | None = None
             live = first
-            marker = await asyncio.to_thread(ops.change_marker, store)
+            marker = since or _digest(await asyncio.to_thread(ops.change_marker, store))
             idle = 0.0
             tick = 0
             yield ": routedesk console events\nretry: 1000\n\n"
@@ -492,7 +608,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
                     current = None
                     idle = 0.0
                 if tick % BOARD_EVERY == 0:
-                    now = await asyncio.to_thread(ops.change_marker, store)
+                    now = _digest(await asyncio.to_thread(ops.change_marker, store))
                     if now != marker:
                         marker = now
                         yield "event: board\ndata: {}\n\n"
