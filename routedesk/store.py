@@ -13,7 +13,6 @@ from typing import Any
 from sqlmodel import Session, SQLModel, col, delete, func, insert, select, update
 
 from routedesk import config_diff, ids
-from routedesk.assignment.wake import queues_to_wake
 from routedesk.config import IntakeSettings, Mailbox, RoutingConfig, RoutingSettings, Workstream
 from routedesk.db import CONFIG_LOCK, Database
 from routedesk.limits import cap_text
@@ -251,6 +250,8 @@ class Store:
                 for agent_id in q.members
                 if (q.id, agent_id) not in old_members or agent_id in grown
             }
+            from routedesk.assignment.wake import queues_to_wake  # it imports the Temporal client
+
             wake_queues = queues_to_wake(s, eligible_more)
             s.merge(SettingRow(key="routing", value=cfg.routing.model_dump(mode="json")))
             s.merge(SettingRow(key="intake", value=cfg.intake.model_dump(mode="json")))
