@@ -14,13 +14,10 @@ The HTTP intake serves them beside its API; ``routedesk worker`` serves them on
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -35,6 +32,7 @@ from routedesk.db import StoreEmpty, StoreUnavailable
 from routedesk.models import MailboxRow, SettingRow
 from routedesk.operations import imap_statuses
 from routedesk.store import Store
+from routedesk.web import ServedApp, serve
 
 CHECK_TIMEOUT = 3.0  # seconds per check: a probe must answer before the orchestrator gives up
 OK = "ok"
@@ -164,51 +162,12 @@ def add_health_routes(app: FastAPI, probe: Probe | None) -> None:
         return Response(await probe.metrics(), media_type=CONTENT_TYPE_LATEST)
 
 
-class EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The host process owns SIGINT/SIGTERM and stops us itself.
-        yield
-
-
-@dataclass
-class HealthServer:
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-    host: str
-    port: int
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
-def tcp_listener(host: str, port: int) -> socket.socket:
-    """A bound, listening TCP socket (as ``socket.create_server``) whose connections go
-    without Nagle's algorithm.
-
-    asyncio sets TCP_NODELAY only on sockets whose protocol number is IPPROTO_TCP, and
-    ``socket.create_server`` makes them with 0: each response on a kept-alive connection
-    (headers and body are two writes) then waited about 40 ms for the client's delayed ACK,
-    which made every API call take over 40 ms (docs/benchmarks.md, *API latency*).
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen()
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+class HealthServer(ServedApp):
+    """The worker's /healthz, /readyz and /metrics on their own port."""
 
 
 async def start_health_server(probe: Probe, host: str, port: int) -> HealthServer:
     """Serve the three endpoints on their own port (the worker's); OSError when taken."""
     app = FastAPI(title="routedesk health", openapi_url=None, docs_url=None, redoc_url=None)
     add_health_routes(app, probe)
-    sock = tcp_listener(host, port)
-    server = EmbeddedServer(uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    bound = sock.getsockname()
-    return HealthServer(server, task, bound[0], bound[1])
+    return HealthServer(*serve(app, host, port))

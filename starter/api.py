@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routedesk import auth
+from routedesk import auth, web
 from routedesk import operations as ops
 from routedesk.auth import Actor
 
@@ -138,23 +138,11 @@ def _translate(exc: Exception) -> ApiError | None:
 
 async def _call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """A blocking operation (store reads) off the event loop, its refusals as ApiError."""
-    try:
-        return await asyncio.to_thread(fn, *args, **kw)
-    except Exception as exc:
-        err = _translate(exc)
-        if err is None:
-            raise
-        raise err from None
+    return await web.off_loop(_translate, fn, *args, **kw)
 
 
 async def _act(coro: Any) -> Any:
-    try:
-        return await coro
-    except Exception as exc:
-        err = _translate(exc)
-        if err is None:
-            raise
-        raise err from None
+    return await web.translated(_translate, coro)
 
 
 def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:

@@ -17,22 +17,20 @@ The OpenAPI document of both is served at ``/openapi.json`` and browsable at ``/
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
+from collections.abc import MutableMapping
 from email.utils import getaddresses
 from typing import Any
 
-import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from routedesk.health import Probe, add_health_routes, tcp_listener
+from routedesk import web
+from routedesk.health import Probe, add_health_routes
 from routedesk.operations import Context
 from routedesk.store import Store
 from starter.api import api_router, install_error_handlers
@@ -229,33 +227,8 @@ def create_app(
     return app
 
 
-class _EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The host process (make run, a test) owns SIGINT/SIGTERM and stops us itself.
-        yield
-
-
-@dataclass
-class HttpIntakeServer:
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting; requests in flight get up to ``grace`` seconds to be answered."""
-        self.server.config.timeout_graceful_shutdown = max(1, round(grace))
-        # Open event streams end at their next poll instead of holding the shutdown.
-        app = self.server.config.app
-        if hasattr(app, "state"):
-            app.state.stopping = True
-        self.server.should_exit = True
-        await self.task
+class HttpIntakeServer(web.ServedApp):
+    """The HTTP intake and the API (``stop(grace)``: requests in flight get ``grace`` seconds)."""
 
 
 async def start_http_intake(
@@ -285,9 +258,4 @@ async def start_http_intake(
         id_prefix=id_prefix,
         probe=probe,
     )
-    sock = tcp_listener(host, port)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    server = _EmbeddedServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    bound = sock.getsockname()
-    return HttpIntakeServer(server, task, bound[0], bound[1])
+    return HttpIntakeServer(*web.serve(app, host, port))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from routedesk.health import tcp_listener
+from routedesk.web import tcp_listener
 from tests.support import eventually
 
 

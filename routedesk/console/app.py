@@ -23,27 +23,23 @@ missed. No page polls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import secrets
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-import uvicorn
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routedesk import auth
+from routedesk import auth, web
 from routedesk import operations as ops
 from routedesk import settings as app_settings
 from routedesk.auth import Actor, Role
@@ -91,23 +87,11 @@ def _page_error(exc: Exception) -> PageError | None:
 
 async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     """A blocking operation (store reads) off the event loop; refusals become PageError."""
-    try:
-        return await asyncio.to_thread(fn, *args, **kw)
-    except Exception as exc:
-        err = _page_error(exc)
-        if err is None:
-            raise
-        raise err from None
+    return await web.off_loop(_page_error, fn, *args, **kw)
 
 
 async def act(coro: Any) -> Any:
-    try:
-        return await coro
-    except Exception as exc:
-        err = _page_error(exc)
-        if err is None:
-            raise
-        raise err from None
+    return await web.translated(_page_error, coro)
 
 
 def _age(value: datetime | None) -> str:
@@ -637,32 +621,9 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
     return app
 
 
-class _EmbeddedServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The host process (make run, a test) owns SIGINT/SIGTERM and stops us itself.
-        yield
-
-
-@dataclass
-class ConsoleServer:
-    server: uvicorn.Server
-    task: asyncio.Task[None]
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
+class ConsoleServer(web.ServedApp):
     async def stop(self, grace: float = 3.0) -> None:
-        """Stop accepting; open event streams end at their next poll."""
-        self.server.config.timeout_graceful_shutdown = max(1, round(grace))
-        app = self.server.config.app
-        if hasattr(app, "state"):
-            app.state.stopping = True
-        self.server.should_exit = True
-        await self.task
+        await super().stop(grace)
 
 
 async def start_console(
@@ -679,9 +640,4 @@ async def start_console(
     host = host if host is not None else (s.console_host or cfg.host)
     port = port if port is not None else (s.console_port if s.console_port is not None else cfg.port)
     app = create_app(ctx, cfg, ui_url=ui_url)
-    sock = socket.create_server((host, port), reuse_port=False)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
-    server = _EmbeddedServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    bound = sock.getsockname()
-    return ConsoleServer(server, task, bound[0], bound[1])
+    return ConsoleServer(*web.serve(app, host, port))
