@@ -27,11 +27,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
-from temporalio.exceptions import ApplicationError
 
 from routedesk import rules
-from routedesk.assignment.transactions import lock_agents
-from routedesk.assignment.wake import queues_to_wake
 from routedesk.calendars import Calendar, add_business_time, business_time_between, parse_duration
 from routedesk.config import Priority, SlaAction, SlaPolicy
 from routedesk.contracts import (
@@ -47,6 +44,28 @@ from routedesk.models import AgentNoticeRow, CaseRow, ConfigVersionRow, OfferRow
 from routedesk.store import Store, TraceEntry, add_trace
 
 log = logging.getLogger(__name__)
+
+
+# The store transactions below need the assignment transactions, the wake claims and
+# Temporal's ApplicationError; imported where used, so `case show` (routedesk.operations
+# reads due_summary) starts without the Temporal SDK.
+def _missing_case(case_id: int) -> Exception:
+    from temporalio.exceptions import ApplicationError
+
+    return ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
+
+
+def queues_to_wake(s: Session, queue_ids: list[str]) -> list[str]:
+    from routedesk.assignment.wake import queues_to_wake as claim
+
+    return claim(s, queue_ids)
+
+
+def lock_agents(s: Session, agent_ids: list[str | None]) -> dict[str, Any]:
+    from routedesk.assignment.transactions import lock_agents as lock
+
+    return lock(s, agent_ids)
+
 
 STAGE = "sla"
 TARGETS = ("first_response", "resolution")
@@ -235,7 +254,7 @@ class SlaTransactions:
     def _case(self, s: Session, case_id: int) -> CaseRow:
         case = s.get(CaseRow, case_id, with_for_update=True, populate_existing=True)
         if case is None:
-            raise ApplicationError(f"case {case_id} is not in the case store", type="CaseMissing", non_retryable=True)
+            raise _missing_case(case_id)
         return case
 
     def _policy(self, s: Session, case: CaseRow) -> tuple[SlaPolicy | None, Calendar | None]:
@@ -487,9 +506,7 @@ def idle_check(store: Store, inp: IdleCheckInput) -> tuple[IdleCheck, list[str]]
     with store.db.write() as s:
         case = s.get(CaseRow, inp.case_id, with_for_update=True, populate_existing=True)
         if case is None:
-            raise ApplicationError(
-                f"case {inp.case_id} is not in the case store", type="CaseMissing", non_retryable=True
-            )
+            raise _missing_case(inp.case_id)
         key = f"{case.number}:{inp.step}"
         if s.exec(select(AgentNoticeRow.id).where(AgentNoticeRow.idempotency_key == key)).first() is not None:
             return IdleCheck(reassigned=True), []  # a retry

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from routedesk.models import CaseRow
 from tests.cli import routedesk, stack_env
-from tests.support import EXAMPLES, Stack
+from tests.support import EXAMPLES, Stack, make_email
 
 
 async def test_send_prints_workflow_and_case_then_case_show_prints_the_trace(stack: Stack) -> None:
@@ -129,6 +130,22 @@ async def test_read_only_commands_import_no_temporal_server_or_alembic_module(tm
     url = f"sqlite:///{tmp_path / 'store.db'}"
     store = Store(url).init()
     store.load_config(load_config(EXAMPLES / "routing.yaml"))
+    # One case with an SLA policy, so `case show` takes its whole path (emails, replies, SLA).
+    saved = store.save_raw_email(make_email(subject="Printer on fire"))
+    with store.db.write() as s:
+        s.add(
+            CaseRow(
+                number="CASE-000001",
+                source_email_id=saved.email_id,
+                mailbox_address="support@acme.example",
+                workstream_id="support-email",
+                queue_id="general",
+                status="queued",
+                subject="Printer on fire",
+                sla_policy_id="key-accounts",
+                sla={"targets": {}},
+            )
+        )
     store.db.dispose()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -144,9 +161,9 @@ async def test_read_only_commands_import_no_temporal_server_or_alembic_module(tm
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     result = json.loads(out.decode().strip().splitlines()[-1])
-    # Each command ran: the lists succeed, the unknown case is a one-line error (exit 1).
-    assert result["codes"] == [0, 1, 0, 0], out.decode() + err.decode()
-    assert "CASE-000001" in out.decode() + err.decode()
+    # Each command ran, and `case show` showed the case with its SLA.
+    assert result["codes"] == [0, 0, 0, 0], out.decode() + err.decode()
+    assert "Printer on fire" in out.decode() and "key-accounts" in out.decode()
     assert result["loaded"] == []
 
 
