@@ -30,10 +30,13 @@ run: setup
 
 # Every test that touches the case store runs on SQLite and on PostgreSQL: the suite starts a
 # throwaway cluster from Debian's postgresql package (installed here when missing), or uses
-# the server a PostgreSQL DATABASE_URL names.
+# the server a PostgreSQL DATABASE_URL names. The tests wait on servers more than they compute,
+# so they run in TEST_JOBS processes (pytest-xdist), each with its own servers; TEST_JOBS=0 runs
+# them in this one.
+TEST_JOBS ?= 2
 test: setup imap-server browser
 	@scripts/ensure-postgres.sh
-	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS)) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
