@@ -31,12 +31,18 @@ run: setup
 # Every test that touches the case store runs on SQLite and on PostgreSQL: the suite starts a
 # throwaway cluster from Debian's postgresql package (installed here when missing), or uses
 # the server a PostgreSQL DATABASE_URL names. The tests wait on servers more than they compute,
-# so they run in TEST_JOBS processes (pytest-xdist), each with its own servers; TEST_JOBS=0 runs
-# them in this one.
+# so they run in TEST_JOBS processes (pytest-xdist), each with its own servers; the few that
+# assert a latency bound (marked serial) run afterwards, alone. TEST_JOBS=0: all in one process.
 TEST_JOBS ?= 2
+PYTEST := TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest
 test: setup imap-server browser
 	@scripts/ensure-postgres.sh
-	TEMPORAL_CLI=$$(scripts/temporal-cli.sh) $(BIN)/python -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS)) $(PYTEST_ARGS)
+ifeq ($(TEST_JOBS),0)
+	$(PYTEST) $(PYTEST_ARGS)
+else
+	$(PYTEST) -n $(TEST_JOBS) -m "not serial" $(PYTEST_ARGS)
+	$(PYTEST) -m serial $(PYTEST_ARGS) || test $$? -eq 5
+endif
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -199,6 +199,7 @@ async def test_agent_list_and_queue_show_match_the_store(stack: Stack) -> None:
     assert [c["number"] for c in listed] == [live[0].case_number]
 
 
+@pytest.mark.serial  # a latency bound: run alone, not beside another test process
 async def test_an_offer_made_while_the_event_stream_is_open_arrives_within_a_second(stack: Stack) -> None:
     dave = token_for(stack, "dave-user", "agent", "dave")
     async with api(stack) as http, http.stream("GET", "/api/v1/agents/dave/events", headers=dave) as stream:

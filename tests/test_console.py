@@ -205,6 +205,7 @@ async def test_sign_in_and_a_refused_sign_in(console: Console, browser: Browser)
 # --- offers pushed, accepted, seen on the board ---------------------------------------------
 
 
+@pytest.mark.serial  # a latency bound: run alone, not beside another test process
 async def test_an_offer_is_pushed_within_a_second_of_the_smtp_250_and_accepting_shows_on_the_board(
     console: Console, browser: Browser, request: pytest.FixtureRequest
 ) -> None:

@@ -118,6 +118,7 @@ async def test_mail_is_routed_then_marked_moved_or_deleted(
     assert pos.uidvalidity == dovecot.uidvalidity(user)
 
 
+@pytest.mark.serial  # a latency bound: run alone, not beside another test process
 async def test_idle_routes_new_mail_within_two_seconds(make_stack: MakeStack, dovecot: Dovecot, user: str) -> None:
     stack = await make_stack(imap_config(dovecot, user, poll_seconds=600))  # only IDLE can be this quick
     async with fetching(stack):

@@ -69,6 +69,7 @@ def worst_cases() -> dict[str, bytes]:
     }
 
 
+@pytest.mark.serial  # a latency bound: run alone, not beside another test process
 async def test_worst_case_mail_does_not_stall_normal_mail(stack: Stack) -> None:
     hostile = worst_cases()
 
