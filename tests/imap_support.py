@@ -30,7 +30,7 @@ from routedesk.imap_positions import position
 from routedesk.models import ImapPositionRow
 from starter.imap import ImapFetcher
 from tests.intake_support import config_with, free_port
-from tests.support import Stack
+from tests.support import Stack, self_signed
 
 SUPPORT = "support@acme.example"
 
@@ -134,17 +134,6 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 @contextlib.contextmanager
 def running_dovecot() -> Iterator[Dovecot]:
     binary = dovecot_binary()
@@ -152,7 +141,7 @@ def running_dovecot() -> Iterator[Dovecot]:
     dv: Dovecot | None = None
     try:
         (root / "mail").mkdir()
-        cert, key = _self_signed(root)
+        cert, key = self_signed(root)
         if os.geteuid() == 0:
             # Dovecot never accesses mail as root; its own system user does (the package made it).
             mail_user = pwd.getpwnam("dovecot")

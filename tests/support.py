@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -256,3 +257,15 @@ def activity_attempts(events: list[Any], activity_name: str) -> list[int]:
                 if data.get("activity_type") == activity_name:
                     attempts.append(int(data["attempt"]))
     return attempts
+
+
+def self_signed(directory: Path, name: str = "tls") -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and key for localhost / 127.0.0.1 (openssl)."""
+    cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

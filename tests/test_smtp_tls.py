@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,19 +16,8 @@ from routedesk.store import Store
 from starter.run import IntakeChannelError, start_intake_channels
 from starter.smtp import SmtpIntakeServer, SmtpTlsError, start_smtp_intake
 from tests.intake_support import case_for, config_with, in_client_thread
-from tests.support import Stack, make_email
+from tests.support import Stack, make_email, self_signed
 from tests.test_intake_smtp import smtp_intake
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "smtp-cert.pem", directory / "smtp-key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def trusting(cert: Path) -> ssl.SSLContext:
