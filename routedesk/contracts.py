@@ -54,7 +54,7 @@ class Status(StrEnum):
     """The one status vocabulary people see: the CLI, the HTTP API and the docs (README
     *Status vocabulary*). The workflow's ``Stage`` (the ``RoutingStage`` search attribute)
     uses the same words; a case's status is derived from its row and live offer in
-    ``routedesk.operations.case_status``, an email's from its intake decision and its case."""
+    ``routedesk.views.case_status``, an email's from its intake decision and its case."""
 
     RECEIVED = "received"  # stored; routing (intake, classification, queue) under way
     OFFERED = "offered"  # an agent holds the live offer

@@ -20,7 +20,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, func, select
@@ -29,12 +28,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 from routedesk import migrations
-from routedesk.settings import SettingInvalid, get_settings
+from routedesk.settings import DEFAULT_DIR, DEFAULT_URL, SettingInvalid, database_url, get_settings
+from routedesk.views import Reader
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DIR = Path(".routedesk")
-DEFAULT_URL = f"sqlite:///{DEFAULT_DIR / 'routedesk.db'}"
 
 
 class StoreUnavailable(Exception):
@@ -113,10 +110,6 @@ SUPPORTED = (
 SCHEMA_LOCK = 0x726F757465_01  # creating or migrating the tables
 SQLITE_SCHEMA_ATTEMPTS = 5  # see Database.upgrade
 CONFIG_LOCK = 0x726F757465_02  # replacing the definitions from a routing config
-
-
-def database_url(url: str | None = None) -> str:
-    return url or get_settings().database_url or DEFAULT_URL
 
 
 def _safe_address(url: str) -> str:
@@ -324,6 +317,12 @@ class Database:
         with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
             yield session
 
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """A read transaction for the views' plain SQL (routedesk.views)."""
+        with self.read_engine.connect() as conn, conn.begin():
+            yield Reader(conn.connection.driver_connection, postgres=self.is_postgres)
+
     def check(self) -> None:
         """Raise :class:`StoreUnavailable` unless the store answers, :class:`StoreEmpty`
         unless it has routedesk's tables, :class:`StoreOutdated` unless they are at the
@@ -344,6 +343,13 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+
+
+def reader_of(session: Session) -> Reader:
+    """The views' reader inside an ORM session's transaction (a page of the console's search
+    shapes the rows it selected with the views' statuses)."""
+    conn = session.connection()
+    return Reader(conn.connection.driver_connection, postgres=conn.dialect.name == "postgresql")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, func, select
 
-from routedesk import config_diff, ids, rules, settings
+from routedesk import config_diff, ids, rules, settings, views
 from routedesk.auth import Actor, Forbidden, Role, require, require_agent_or
 from routedesk.config import IntakeSettings, RoutingConfig, load_config
 from routedesk.contracts import (
-    CASE_STATUSES,
     TERMINAL_STAGES,
     AssignRequest,
     RespondRequest,
@@ -43,9 +42,10 @@ from routedesk.contracts import (
     Stage,
     Status,
 )
+from routedesk.db import reader_of
+from routedesk.errors import Invalid, NotFound, OperationError, Refused
 from routedesk.models import (
     AgentRow,
-    CaseReplyRow,
     CaseRow,
     ConfigVersionRow,
     EmailRow,
@@ -71,6 +71,18 @@ from routedesk.store import (
     clear_preferred_agents,
     set_preferred_agents,
     set_presence,
+)
+from routedesk.views import (
+    AgentView,
+    CaseDetail,
+    CaseFilter,
+    CaseReplyView,
+    CaseSummary,
+    EmailText,
+    OfferView,
+    QueueDetail,
+    QueueView,
+    parse_case_status,
 )
 
 if TYPE_CHECKING:
@@ -220,28 +232,6 @@ async def _closed_status(handle: WorkflowHandle[Any, RoutingOutcome]) -> Routing
 # (the configuration section, added separately, follows this one)
 
 
-class OperationError(Exception):
-    """A request the operation refuses, with one line the person can act on."""
-
-    status = 400
-
-
-class NotFound(OperationError):
-    status = 404
-
-
-class Invalid(OperationError):
-    """Wrong input: an unknown filter value, a malformed argument."""
-
-    status = 422
-
-
-class Refused(OperationError):
-    """The workflow or the store refused (no live offer, already assigned, ...)."""
-
-    status = 409
-
-
 @dataclass
 class Context:
     """What operations run against: the store and (connected on first use) Temporal."""
@@ -277,98 +267,6 @@ class Context:
 class ActionResult(BaseModel):
     message: str
     case: str | None = None
-
-
-class CaseSummary(BaseModel):
-    number: str
-    status: Status
-    queue_id: str | None
-    assigned_agent_id: str | None
-    priority: str
-    subject: str
-    contact_id: str | None
-    created_at: datetime
-    queued_at: datetime | None
-    # Every queue member reached max_declines_per_item: not offered automatically any more.
-    no_eligible_agent: bool = False
-
-
-class OfferView(BaseModel):
-    offer_id: int
-    case: str
-    agent_id: str
-    kind: str  # preferred | queue
-    status: str  # live | accepted | declined | timed_out | withdrawn | refused
-    queue_id: str | None
-    subject: str
-    contact_id: str | None
-    priority: str
-    offered_at: datetime
-    deadline: datetime | None  # live offers: when it times out
-    seconds_left: float | None
-    reason: str | None = None
-
-
-class TraceView(BaseModel):
-    at: datetime
-    stage: str
-    subject: str
-    outcome: str
-    reason: str
-    round: int = 1
-
-
-class EmailText(BaseModel):
-    email_id: int
-    kind: str  # first | reply
-    received_at: datetime
-    from_address: str | None
-    from_name: str | None
-    subject: str | None
-    status: str
-    text: str
-
-
-class CaseDetail(BaseModel):
-    case: CaseSummary
-    origin: str
-    mailbox: str
-    attributes: dict[str, Any]
-    workflow_id: str | None
-    emails: list[EmailText]
-    offers: list[OfferView]
-    trace: list[TraceView]
-    replies: list[CaseReplyView] = []  # agents' replies from the case (queued, sent, failed)
-    # SLA policy, due times, pause and breaches (routedesk.sla.due_summary); None without one.
-    sla: dict[str, Any] | None = None
-
-
-class AgentView(BaseModel):
-    id: str
-    name: str
-    presence: str
-    active: int
-    capacity: int
-    live_offer: OfferView | None
-    queues: list[str]
-
-
-class QueueView(BaseModel):
-    id: str
-    name: str
-    assignment_method: str
-    waiting: int  # in the queue, not assigned (offered ones included)
-    offered: int
-    by_priority: dict[str, int]
-    oldest_waiting_since: datetime | None
-    oldest_wait_seconds: float | None
-    eligible_now: list[str]  # members Available, with free capacity and no live offer
-    members: list[str]
-
-
-class QueueDetail(BaseModel):
-    queue: QueueView
-    items: list[CaseSummary]  # waiting items, best first (priority, then oldest)
 
 
 class EmailSummary(BaseModel):
@@ -475,99 +373,28 @@ class ReprocessResult(BaseModel):
 # --- the status vocabulary -----------------------------------------------------------------
 
 
-def case_status(case: CaseRow, *, live_offer: bool, left_unassigned: bool = False) -> Status:
-    """A case's status from its row and its live offer: the one place it is derived."""
-    if case.status == "resolved":
-        return Status.RESOLVED
-    if case.status == "assigned" or case.assigned_agent_id is not None:
-        return Status.ASSIGNED
-    if live_offer:
-        return Status.OFFERED
-    if case.status == "queued":
-        if not case.awaiting_dispatch and left_unassigned:
-            return Status.UNASSIGNED
-        return Status.WAITING_FOR_AGENT  # the queue's method or the preferred agents look
-    return Status.RECEIVED  # opened, still being classified and routed
-
-
-def parse_case_status(value: str) -> Status:
-    try:
-        status = Status(value.strip().lower())
-    except ValueError:
-        status = None
-    if status is None or status not in CASE_STATUSES:
-        raise Invalid(f"unknown case status {value!r}; valid: {', '.join(s.value for s in CASE_STATUSES)}")
-    return status
-
-
 def _statuses(s: Any, cases: Sequence[CaseRow]) -> dict[int, Status]:
-    ids_ = [c.id for c in cases if c.id is not None]
-    if not ids_:
-        return {}
-    live = set(s.exec(select(OfferRow.case_id).where(col(OfferRow.case_id).in_(ids_), OfferRow.status == "live")).all())
-    queued = [c.id for c in cases if c.status == "queued" and not c.awaiting_dispatch and c.id not in live]
-    unassigned: set[tuple[int, int]] = set()
-    if queued:
-        rows = s.exec(
-            select(TraceRow.case_id, TraceRow.round).where(
-                col(TraceRow.case_id).in_(queued), TraceRow.outcome == "unassigned"
-            )
-        ).all()
-        unassigned = {(cid, rnd) for cid, rnd in rows}
-    return {
-        c.id: case_status(c, live_offer=c.id in live, left_unassigned=(c.id, c.round) in unassigned)
-        for c in cases
-        if c.id is not None
-    }
+    return views.statuses(reader_of(s), cases)
 
 
 def _summary(c: CaseRow, status: Status) -> CaseSummary:
-    return CaseSummary(
-        number=c.number or ids.case_number(c.id or 0),
-        status=status,
-        queue_id=c.queue_id,
-        assigned_agent_id=c.assigned_agent_id,
-        priority=c.priority,
-        subject=c.subject,
-        contact_id=c.contact_id,
-        created_at=c.created_at,
-        queued_at=c.queued_at,
-        no_eligible_agent=c.no_eligible_agent_at is not None and c.assigned_agent_id is None,
-    )
+    return views.summary(c, status)
 
 
 def _utc(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return views.utc(value)
 
 
-def _offer_view(store: Store, o: OfferRow, case: CaseRow | None, now: datetime) -> OfferView:
-    deadline = None
-    left = None
-    if o.status == "live" and case is not None:
+def _offer_timeouts(store: Store) -> views.OfferTimeouts:
+    """Offer timeouts from the store's cached definitions (refreshed when a config loads)."""
+
+    def timeout(ws_id: str) -> float | None:
         try:
-            timeout = store.workstream(case.workstream_id).offer_timeout_seconds
+            return store.workstream(ws_id).offer_timeout_seconds
         except KeyError:  # workstream removed by a later config: no deadline known
-            timeout = None
-        if timeout is not None:
-            deadline = _utc(o.created_at) + timedelta(seconds=timeout)
-            left = max(0.0, (deadline - now).total_seconds())
-    return OfferView(
-        offer_id=o.id or 0,
-        case=o.case_number,
-        agent_id=o.agent_id,
-        kind=o.kind,
-        status=o.status,
-        queue_id=o.queue_id or (case.queue_id if case else None),
-        subject=case.subject if case else "",
-        contact_id=case.contact_id if case else None,
-        priority=case.priority if case else "",
-        offered_at=_utc(o.created_at),
-        deadline=deadline,
-        seconds_left=left,
-        reason=o.reason,
-    )
+            return None
+
+    return timeout
 
 
 # --- cases ---------------------------------------------------------------------------------
@@ -580,94 +407,21 @@ def find_case(store: Store, number: str) -> CaseRow:
     return case
 
 
-class CaseFilter(BaseModel):
-    agent: str | None = None
-    queue: str | None = None
-    status: str | None = None
-    limit: int = Field(default=200, ge=1, le=1000)
-
-
 def list_cases(store: Store, actor: Actor, flt: CaseFilter) -> list[CaseSummary]:
     """Cases, newest first; unknown filter values are an error naming the valid ones."""
-    status = parse_case_status(flt.status) if flt.status else None
-    with store.db.read() as s:
-        if flt.queue is not None and s.get(QueueRow, flt.queue) is None:
-            known = s.exec(select(QueueRow.id).order_by(QueueRow.id)).all()
-            raise Invalid(f"unknown queue {flt.queue!r}; valid: {', '.join(known) or 'none loaded'}")
-        if flt.agent is not None and s.get(AgentRow, flt.agent) is None:
-            known = s.exec(select(AgentRow.id).order_by(AgentRow.id)).all()
-            raise Invalid(f"unknown agent {flt.agent!r}; valid: {', '.join(known) or 'none loaded'}")
-        q = select(CaseRow).order_by(col(CaseRow.id).desc())
-        if flt.queue:
-            q = q.where(CaseRow.queue_id == flt.queue)
-        if flt.agent:
-            q = q.where(CaseRow.assigned_agent_id == flt.agent)
-        if status is not None:
-            row_status = {
-                Status.RESOLVED: "resolved",
-                Status.ASSIGNED: "assigned",
-                Status.RECEIVED: "new",
-            }.get(status, "queued")
-            q = q.where(CaseRow.status == row_status)
-        out: list[CaseSummary] = []
-        offset = 0
-        # Derived statuses (offered, waiting, unassigned) share a row status: filter in pages.
-        while len(out) < flt.limit:
-            rows = list(s.exec(q.offset(offset).limit(flt.limit)).all())
-            if not rows:
-                break
-            offset += len(rows)
-            st = _statuses(s, rows)
-            out += [_summary(c, st[c.id or 0]) for c in rows if status is None or st[c.id or 0] == status]
-        return out[: flt.limit]
+    with store.db.reader() as r:
+        return views.list_cases(r, flt)
 
 
 def show_case(store: Store, actor: Actor, number: str) -> CaseDetail:
-    case = find_case(store, number)
-    now = utcnow()
-    with store.db.read() as s:
-        st = _statuses(s, [case])[case.id or 0]
-        offers = list(s.exec(select(OfferRow).where(OfferRow.case_id == case.id).order_by(col(OfferRow.id))).all())
-    trace = store.trace(case_id=case.id)
-    return CaseDetail(
-        case=_summary(case, st),
-        origin=case.origin,
-        mailbox=case.mailbox_address,
-        attributes=case.attributes,
-        workflow_id=case.workflow_id,
-        emails=case_emails(store, actor, number, case=case),
-        offers=[_offer_view(store, o, case, now) for o in offers],
-        trace=[
-            TraceView(at=t.at, stage=t.stage, subject=t.subject, outcome=t.outcome, reason=t.reason, round=t.round)
-            for t in trace
-        ],
-        replies=case_replies(store, actor, number, case=case),
-        sla=_sla_detail(case),
-    )
+    with store.db.reader() as r:
+        return views.show_case(r, number, utcnow(), _offer_timeouts(store))
 
 
-def case_emails(store: Store, actor: Actor, number: str, *, case: CaseRow | None = None) -> list[EmailText]:
+def case_emails(store: Store, actor: Actor, number: str) -> list[EmailText]:
     """The case's first message and every customer reply, oldest first, with their text."""
-    case = case or find_case(store, number)
-    with store.db.read() as s:
-        rows = s.exec(
-            select(EmailRow)
-            .where((EmailRow.case_id == case.id) | (EmailRow.id == case.source_email_id))
-            .order_by(col(EmailRow.received_at), col(EmailRow.id))
-        ).all()
-        return [
-            EmailText(
-                email_id=e.id or 0,
-                kind="first" if e.id == case.source_email_id else "reply",
-                received_at=e.received_at,
-                from_address=e.from_address,
-                from_name=e.from_name,
-                subject=e.subject,
-                status=e.status,
-                text=e.body_text or "",
-            )
-            for e in rows
-        ]
+    with store.db.reader() as r:
+        return views.case_emails(r, views.find_case(r, number))
 
 
 # --- agents and queues ---------------------------------------------------------------------
@@ -676,113 +430,23 @@ def case_emails(store: Store, actor: Actor, number: str, *, case: CaseRow | None
 def agent_offers(store: Store, actor: Actor, agent_id: str, *, include_closed: bool = False) -> list[OfferView]:
     """The agent's live offer (at most one), or their latest 100 offers: one read."""
     require_agent_or(actor, agent_id, "see the offers")
-    now = utcnow()
-    with store.db.read() as s:
-        if s.get(AgentRow, agent_id) is None:
-            raise NotFound(f"no agent {agent_id!r}; `routedesk agent list` shows them")
-        q = (
-            select(OfferRow, CaseRow)
-            .join(CaseRow, col(CaseRow.id) == col(OfferRow.case_id))
-            .where(OfferRow.agent_id == agent_id)
-            .order_by(col(OfferRow.id).desc())
-        )
-        if not include_closed:
-            q = q.where(OfferRow.status == "live")
-        rows = s.exec(q.limit(100)).all()
-    return [_offer_view(store, o, c, now) for o, c in rows]
+    with store.db.reader() as r:
+        return views.agent_offers(r, agent_id, utcnow(), _offer_timeouts(store), include_closed=include_closed)
 
 
 def list_agents(store: Store, actor: Actor) -> list[AgentView]:
-    now = utcnow()
-    with store.db.read() as s:
-        agents = list(s.exec(select(AgentRow).order_by(AgentRow.id)).all())
-        queues: dict[str, list[str]] = {}
-        for m in s.exec(select(QueueMemberRow).order_by(QueueMemberRow.queue_id)).all():
-            queues.setdefault(m.agent_id, []).append(m.queue_id)
-        live = {
-            o.agent_id: (o, c)
-            for o, c in s.exec(
-                select(OfferRow, CaseRow)
-                .join(CaseRow, col(CaseRow.id) == col(OfferRow.case_id))
-                .where(OfferRow.status == "live")
-            ).all()
-        }
-    return [
-        AgentView(
-            id=a.id,
-            name=a.name,
-            presence=a.presence,
-            active=a.active_count,
-            capacity=a.capacity,
-            live_offer=_offer_view(store, *live[a.id], now) if a.id in live else None,
-            queues=queues.get(a.id, []),
-        )
-        for a in agents
-    ]
-
-
-def _queue_views(store: Store, queue_ids: list[str] | None = None) -> list[tuple[QueueView, list[CaseSummary]]]:
-    now = utcnow()
-    with store.db.read() as s:
-        q = select(QueueRow).order_by(QueueRow.id)
-        if queue_ids is not None:
-            q = q.where(col(QueueRow.id).in_(queue_ids))
-        queues = list(s.exec(q).all())
-        waiting = list(
-            s.exec(
-                select(CaseRow)
-                .where(CaseRow.status == "queued", col(CaseRow.assigned_agent_id).is_(None))
-                .where(col(CaseRow.queue_id).in_([x.id for x in queues]))
-                .order_by(col(CaseRow.priority_rank), col(CaseRow.queued_at), col(CaseRow.id))
-            ).all()
-        )
-        statuses = _statuses(s, waiting)
-        members: dict[str, list[AgentRow]] = {}
-        for m, a in s.exec(
-            select(QueueMemberRow, AgentRow).join(AgentRow, col(AgentRow.id) == col(QueueMemberRow.agent_id))
-        ).all():
-            members.setdefault(m.queue_id, []).append(a)
-        offering = set(s.exec(select(OfferRow.agent_id).where(OfferRow.status == "live")).all())
-    out = []
-    for qr in queues:
-        items = [c for c in waiting if c.queue_id == qr.id]
-        by_priority: dict[str, int] = {}
-        for c in items:
-            by_priority[c.priority] = by_priority.get(c.priority, 0) + 1
-        since = min((_utc(c.queued_at) for c in items if c.queued_at), default=None)
-        agents = sorted(members.get(qr.id, []), key=lambda a: a.id)
-        view = QueueView(
-            id=qr.id,
-            name=qr.name,
-            assignment_method=qr.assignment_method,
-            waiting=len(items),
-            offered=sum(1 for c in items if statuses.get(c.id or 0) == Status.OFFERED),
-            by_priority=by_priority,
-            oldest_waiting_since=since,
-            oldest_wait_seconds=(now - since).total_seconds() if since else None,
-            eligible_now=[
-                a.id
-                for a in agents
-                if a.presence == "Available" and a.active_count < a.capacity and a.id not in offering
-            ],
-            members=[a.id for a in agents],
-        )
-        out.append((view, [_summary(c, statuses[c.id or 0]) for c in items]))
-    return out
+    with store.db.reader() as r:
+        return views.list_agents(r, utcnow(), _offer_timeouts(store))
 
 
 def list_queues(store: Store, actor: Actor) -> list[QueueView]:
-    return [v for v, _ in _queue_views(store)]
+    with store.db.reader() as r:
+        return [v for v, _ in views.queue_views(r, utcnow())]
 
 
 def show_queue(store: Store, actor: Actor, queue_id: str) -> QueueDetail:
-    found = _queue_views(store, [queue_id])
-    if not found:
-        with store.db.read() as s:
-            known = s.exec(select(QueueRow.id).order_by(QueueRow.id)).all()
-        raise NotFound(f"no queue {queue_id!r}; valid: {', '.join(known) or 'none loaded'}")
-    view, items = found[0]
-    return QueueDetail(queue=view, items=items)
+    with store.db.reader() as r:
+        return views.show_queue(r, queue_id, utcnow())
 
 
 # --- actions on a case (through its routing workflow) --------------------------------------
@@ -1500,27 +1164,6 @@ class ReplyResult(BaseModel):
     new: bool  # False: a request with the same key had made this reply already
 
 
-REPLY_STATUS_SHOWN = {"pending": "queued"}  # the notification's status, as the case shows it
-
-
-class CaseReplyView(BaseModel):
-    """A reply as the case shows it: queued (with the last error while the relay is retried),
-    sent, or failed with the relay's answer."""
-
-    reply_id: int
-    agent_id: str
-    by_supervisor: bool
-    written_by: str
-    to: str
-    message_id: str
-    status: str  # queued | sent | failed | skipped
-    reason: str | None
-    attempts: int
-    created_at: datetime
-    sent_at: datetime | None
-    body: str
-
-
 def _reply_author(actor: Actor, req: ReplyRequest) -> tuple[str, bool]:
     """(the name the reply is written in, whether it is a supervisor's own reply).
 
@@ -1602,37 +1245,10 @@ async def _start_reply(client: Client, reply_id: int, workflow_id: str, task_que
         )
 
 
-def case_replies(store: Store, actor: Actor, number: str, *, case: CaseRow | None = None) -> list[CaseReplyView]:
+def case_replies(store: Store, actor: Actor, number: str) -> list[CaseReplyView]:
     """The case's replies, oldest first, with their delivery (the notification row)."""
-    case = case or find_case(store, number)
-    with store.db.read() as s:
-        rows = s.exec(
-            select(CaseReplyRow, NotificationRow)
-            .join(NotificationRow, col(NotificationRow.reply_id) == col(CaseReplyRow.id))
-            .where(CaseReplyRow.case_id == case.id)
-            .order_by(col(CaseReplyRow.id))
-        ).all()
-    return [
-        CaseReplyView(
-            reply_id=r.id or 0,
-            agent_id=r.agent_id,
-            by_supervisor=r.by_supervisor,
-            written_by=r.written_by,
-            to=r.to_address,
-            message_id=n.message_id,
-            status=REPLY_STATUS_SHOWN.get(n.status, n.status),
-            # While retried, the last error; once final, the relay's answer.
-            reason=n.last_error if n.status == "pending" else n.reason,
-            attempts=n.attempts,
-            created_at=_utc(r.created_at),
-            sent_at=_utc(n.sent_at) if n.sent_at else None,
-            body=r.body,
-        )
-        for r, n in rows
-    ]
-
-
-CaseDetail.model_rebuild()  # its replies field names CaseReplyView, defined in this later section
+    with store.db.reader() as r:
+        return views.case_replies(r, views.find_case(r, number))
 
 
 # --- console views: paged search, paged queue items, case workflows, change marker ----------
@@ -1812,14 +1428,6 @@ def list_alerts(store: Store, actor: Actor, *, limit: int = 200) -> list[AlertVi
 
 
 # --- waiting on the customer, SLA detail (issue 18) ---------------------------------------------
-
-
-def _sla_detail(case: CaseRow) -> dict[str, Any] | None:
-    from routedesk import sla
-
-    if case.sla_policy_id is None and case.waiting_since is None and not case.sla_breaches:
-        return None
-    return sla.due_summary(case)
 
 
 class WaitingResult(BaseModel):

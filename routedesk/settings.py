@@ -7,6 +7,8 @@ that sets a variable sees it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,7 +98,17 @@ def _lower_bound(field: FieldInfo | None) -> object:
     return None
 
 
+# The embedded store `make run` uses when DATABASE_URL is not set.
+DEFAULT_DIR = Path(".routedesk")
+DEFAULT_URL = f"sqlite:///{DEFAULT_DIR / 'routedesk.db'}"
+
+
 # The ones nearly every entry point needs, by name.
+def database_url(url: str | None = None) -> str:
+    """``url``, else DATABASE_URL, else the embedded store."""
+    return url or get_settings().database_url or DEFAULT_URL
+
+
 def temporal_address() -> str:
     """The Temporal address in effect: TEMPORAL_ADDRESS, else the profile's, else the default."""
     from routedesk.temporal import resolve_connection  # it reads these settings

@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 
 
 # The store transactions below need the assignment transactions, the wake claims and
-# Temporal's ApplicationError; imported where used, so `case show` (routedesk.operations
-# reads due_summary) starts without the Temporal SDK.
+# Temporal's ApplicationError; imported where used, so a process that only reads SLA state
+# starts without the Temporal SDK.
 def _missing_case(case_id: int) -> Exception:
     from temporalio.exceptions import ApplicationError
 
@@ -545,19 +545,3 @@ def idle_check(store: Store, inp: IdleCheckInput) -> tuple[IdleCheck, list[str]]
 def touch(case: CaseRow) -> None:
     """The assigned agent acted on the case (reassign_if_idle measures from here)."""
     case.last_agent_activity_at = utcnow()
-
-
-def due_summary(case: CaseRow) -> dict[str, Any]:
-    """What `case show` and the API's case detail display."""
-    state = case.sla or {}
-    targets = state.get("targets", {})
-    return {
-        "policy": case.sla_policy_id,
-        "due_at": _iso(_utc(case.sla_due_at)),
-        "first_response_due": _iso(_utc(case.sla_first_response_due)),
-        "first_response_met_at": (targets.get("first_response") or {}).get("met_at"),
-        "resolution_due": _iso(_utc(case.sla_resolution_due)),
-        "paused": state.get("paused_at") is not None,
-        "waiting_on_customer_since": _iso(_utc(case.waiting_since)),
-        "breaches": list(case.sla_breaches or []),
-    }

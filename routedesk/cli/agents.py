@@ -4,12 +4,17 @@ agents view."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from routedesk import operations as ops
-from routedesk.cli.common import actor, console, context, dump, friendly, open_store, print_json, run
+from routedesk import views
+from routedesk.cli.common import actor, console, context, dump, friendly, open_store, print_json, read_view, run
+
+if TYPE_CHECKING:
+    from routedesk.auth import Actor
+    from routedesk.store import Store
 
 app = typer.Typer(no_args_is_help=True, help="Agents: answer offers, set presence, pick work, see who is free.")
 
@@ -24,6 +29,8 @@ def _hms(value: datetime | None) -> str:
 @friendly
 def accept(case: str, agent: str = AGENT) -> None:
     """Accept the live offer of CASE (an Update: the answer is checked before it is recorded)."""
+    from routedesk import operations as ops
+
     store = open_store()
     console.print(run(ops.accept(context(store), actor(store), case, agent)).message, markup=False)
 
@@ -32,6 +39,8 @@ def accept(case: str, agent: str = AGENT) -> None:
 @friendly
 def decline(case: str, agent: str = AGENT, reason: str | None = typer.Option(None, help="Why")) -> None:
     """Decline the live offer of CASE; it goes to the next agent."""
+    from routedesk import operations as ops
+
     store = open_store()
     console.print(run(ops.decline(context(store), actor(store), case, agent, reason)).message, markup=False)
 
@@ -40,6 +49,8 @@ def decline(case: str, agent: str = AGENT, reason: str | None = typer.Option(Non
 @friendly
 def pick(case: str, agent: str = AGENT) -> None:
     """Take CASE from one of the agent's queues."""
+    from routedesk import operations as ops
+
     store = open_store()
     console.print(run(ops.pick(context(store), actor(store), case, agent)).message, markup=False)
 
@@ -48,6 +59,8 @@ def pick(case: str, agent: str = AGENT) -> None:
 @friendly
 def presence(agent: str, state: str = typer.Argument(..., help="Available, Busy, Away or Offline")) -> None:
     """Set the agent's presence; their queues' dispatchers wake to offer waiting work."""
+    from routedesk import operations as ops
+
     store = open_store()
     res = run(ops.set_agent_presence(context(store), actor(store), agent, state))
     console.print(f"{agent} is now {res.presence} (queues: {', '.join(res.queues) or 'none'})", markup=False)
@@ -61,8 +74,16 @@ def offers(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The agent's live offer (at most one) with the time left to answer, or every offer with --all."""
-    store = open_store()
-    rows = ops.agent_offers(store, actor(store), agent, include_closed=all_offers)
+
+    def full(store: Store, who: Actor) -> list[views.OfferView]:
+        from routedesk import operations as ops
+
+        return ops.agent_offers(store, who, agent, include_closed=all_offers)
+
+    rows = read_view(
+        lambda r: views.agent_offers(r, agent, views.now(), views.stored_offer_timeouts(r), include_closed=all_offers),
+        full,
+    )
     if as_json:
         print_json(dump(rows))
         return
@@ -92,8 +113,13 @@ def offers(
 @friendly
 def list_agents(as_json: bool = typer.Option(False, "--json")) -> None:
     """Agents: presence, work in progress / capacity, live offer, queues."""
-    store = open_store()
-    rows = ops.list_agents(store, actor(store))
+
+    def full(store: Store, who: Actor) -> list[views.AgentView]:
+        from routedesk import operations as ops
+
+        return ops.list_agents(store, who)
+
+    rows = read_view(lambda r: views.list_agents(r, views.now(), views.stored_offer_timeouts(r)), full)
     if as_json:
         print_json(dump(rows))
         return

@@ -5,12 +5,28 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from routedesk import operations as ops
-from routedesk.cli.common import UserError, actor, console, context, dump, friendly, open_store, print_json, run
+from routedesk import views
+from routedesk.cli.common import (
+    UserError,
+    actor,
+    console,
+    context,
+    dump,
+    friendly,
+    open_store,
+    print_json,
+    read_view,
+    run,
+)
+
+if TYPE_CHECKING:
+    from routedesk.auth import Actor
+    from routedesk.store import Store
 from routedesk.contracts import CASE_STATUSES
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and manage cases.")
@@ -23,8 +39,13 @@ def show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Print the case, its emails (with text), its offers and its routing trace."""
-    store = open_store()
-    d = ops.show_case(store, actor(store), case)
+
+    def full(store: Store, who: Actor) -> views.CaseDetail:
+        from routedesk import operations as ops
+
+        return ops.show_case(store, who, case)
+
+    d = read_view(lambda r: views.show_case(r, case, views.now(), views.stored_offer_timeouts(r)), full)
     if as_json:
         print_json(dump(d))
         return
@@ -65,7 +86,7 @@ def show(
         )
 
 
-def _print_emails(emails: list[ops.EmailText]) -> None:
+def _print_emails(emails: list[views.EmailText]) -> None:
     console.print(f"emails ({len(emails)})", style="bold")
     for e in emails:
         who = f"{e.from_name} <{e.from_address}>" if e.from_name else (e.from_address or "-")
@@ -82,8 +103,13 @@ def _print_emails(emails: list[ops.EmailText]) -> None:
 @friendly
 def emails(case: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """The case's first email and every customer reply, with their text."""
-    store = open_store()
-    rows = ops.case_emails(store, actor(store), case)
+
+    def full(store: Store, who: Actor) -> list[views.EmailText]:
+        from routedesk import operations as ops
+
+        return ops.case_emails(store, who, case)
+
+    rows = read_view(lambda r: views.case_emails(r, views.find_case(r, case)), full)
     if as_json:
         print_json(dump(rows))
         return
@@ -100,8 +126,14 @@ def list_cases(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List cases, newest first."""
-    store = open_store()
-    rows = ops.list_cases(store, actor(store), ops.CaseFilter(agent=agent, queue=queue, status=status, limit=limit))
+    flt = views.CaseFilter(agent=agent, queue=queue, status=status, limit=limit)
+
+    def full(store: Store, who: Actor) -> list[views.CaseSummary]:
+        from routedesk import operations as ops
+
+        return ops.list_cases(store, who, flt)
+
+    rows = read_view(lambda r: views.list_cases(r, flt), full)
     if as_json:
         print_json(dump(rows))
         return
@@ -119,6 +151,8 @@ def list_cases(
 @friendly
 def assign(case: str, agent: str = typer.Option(..., "--agent", "-a", help="Agent id")) -> None:
     """Supervisor: assign CASE to AGENT by hand (withdraws any live offer; capacity still holds)."""
+    from routedesk import operations as ops
+
     store = open_store()
     console.print(run(ops.assign(context(store), actor(store), case, agent)).message, markup=False)
 
@@ -127,11 +161,13 @@ def assign(case: str, agent: str = typer.Option(..., "--agent", "-a", help="Agen
 @friendly
 def resolve(case: str) -> None:
     """Close CASE and release its agent's capacity."""
+    from routedesk import operations as ops
+
     store = open_store()
     console.print(run(ops.resolve(context(store), actor(store), case)).message, markup=False)
 
 
-def _print_replies(replies: list[ops.CaseReplyView]) -> None:
+def _print_replies(replies: list[views.CaseReplyView]) -> None:
     if not replies:
         return
     console.print(f"replies ({len(replies)})", style="bold")
@@ -165,6 +201,8 @@ def reply(
     request_key: str | None = typer.Option(None, "--request-key", help="Idempotency key: the same key is one reply"),
 ) -> None:
     """Write to the customer of CASE from the case's mailbox, threaded with the case."""
+    from routedesk import operations as ops
+
     if (body is None) == (file is None):
         raise UserError("give the reply's text with exactly one of --body TEXT or --file PATH")
     if file is not None:
@@ -202,6 +240,8 @@ def wait(
     on: bool = typer.Option(..., "--on/--off", help="The case waits on the customer (SLA timers pause), or not"),
 ) -> None:
     """Mark CASE as waiting on the customer (--on) or not (--off); a customer reply ends it."""
+    from routedesk import operations as ops
+
     store = open_store()
     console.print(run(ops.set_waiting_on_customer(context(store), actor(store), case, on)).message, markup=False)
 

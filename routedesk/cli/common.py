@@ -1,28 +1,30 @@
 """What every CLI command shares: one-line errors, the store, the actor, output.
 
-Commands call routedesk.operations; nothing here or in the other command modules reads or
-writes rows. Temporal's SDK is imported only by commands that talk to Temporal, so the
-read-only commands start quickly.
+Commands call routedesk.operations (or, to read, routedesk.views); nothing here or in the
+other command modules reads or writes rows. The operations layer, the ORM and Temporal's SDK
+are imported only by the commands that use them: a command that only reads takes the
+views' lean path (:func:`read_view`) and starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from routedesk.auth import Actor, Forbidden, Unauthenticated, authenticate, local_admin
-from routedesk.config import ConfigError
-from routedesk.db import StoreEmpty, StoreUnavailable
-from routedesk.operations import Context, OperationError
-from routedesk.store import Store
+from routedesk.errors import OperationError
+
+if TYPE_CHECKING:
+    from routedesk.auth import Actor
+    from routedesk.operations import Context
+    from routedesk.store import Store
+    from routedesk.views import Reader
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -42,11 +44,27 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _temporal_unavailable(exc: Exception) -> bool:
-    # routedesk.temporal (and the SDK) is imported only by commands that connect: if it was
-    # never imported, this cannot be its exception.
-    mod = sys.modules.get("routedesk.temporal")
-    return mod is not None and isinstance(exc, mod.TemporalUnavailable)
+def _exit_code(exc: Exception) -> int | None:
+    """The exit code of a failure the user can act on (2: a server or store cannot be
+    reached); None for anything else. A module that was never imported cannot have raised
+    its exception, so only the ones loaded are asked."""
+    if isinstance(exc, UserError | OperationError):
+        return 1
+    db = sys.modules.get("routedesk.db")
+    if db is not None and isinstance(exc, db.StoreUnavailable):
+        return 2
+    if db is not None and isinstance(exc, db.StoreEmpty):
+        return 1
+    config = sys.modules.get("routedesk.config")
+    if config is not None and isinstance(exc, config.ConfigError):
+        return 1
+    auth = sys.modules.get("routedesk.auth")
+    if auth is not None and isinstance(exc, auth.Forbidden | auth.Unauthenticated):
+        return 1
+    temporal = sys.modules.get("routedesk.temporal")
+    if temporal is not None and isinstance(exc, temporal.TemporalUnavailable):
+        return 2
+    return None
 
 
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
@@ -56,21 +74,18 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except StoreUnavailable as exc:
-            fail(str(exc), code=2)
-        except ConfigError as exc:
-            fail(str(exc).replace("\n", "\n  "), code=1)
-        except (UserError, StoreEmpty, OperationError, Forbidden, Unauthenticated) as exc:
-            fail(str(exc), code=1)
         except Exception as exc:
-            if _temporal_unavailable(exc):
-                fail(str(exc), code=2)
-            raise
+            code = _exit_code(exc)
+            if code is None:
+                raise
+            fail(str(exc).replace("\n", "\n  "), code=code)
 
     return wrapper
 
 
 def run(coro: Coroutine[Any, Any, R]) -> R:
+    import asyncio  # here: the commands that only read never need it
+
     return asyncio.run(coro)
 
 
@@ -79,6 +94,8 @@ def open_store(*, create: bool = False) -> Store:
 
     ``create`` makes the tables when missing (intake may be the first thing to run).
     """
+    from routedesk.store import Store
+
     store = Store()
     if create:
         store.init()
@@ -90,12 +107,37 @@ def open_store(*, create: bool = False) -> Store:
 def actor(store: Store) -> Actor:
     """Who runs this command: the token's user with ROUTEDESK_TOKEN set, else the OS user as
     an admin (whoever can open the store can change it anyway)."""
+    from routedesk.auth import authenticate, local_admin
+
     token = os.environ.get(TOKEN_ENV, "").strip()
     return authenticate(store, token) if token else local_admin()
 
 
 def context(store: Store) -> Context:
+    from routedesk.operations import Context
+
     return Context(store=store)
+
+
+def read_view(lean: Callable[[Reader], R], full: Callable[[Store, Actor], R]) -> R:
+    """A read-only view, read straight from the store's driver (``lean``, routedesk.views)
+    when that reads what the operations layer would: no ROUTEDESK_TOKEN to check, and a
+    SQLite file or PostgreSQL server at this version's schema revision. Otherwise (or when the
+    store cannot be opened that way) through the operations layer (``full``), which also
+    says, in one line, what is wrong with the store."""
+    if not os.environ.get(TOKEN_ENV, "").strip():
+        from routedesk.settings import database_url
+        from routedesk.views import open_reader
+
+        try:
+            url = database_url()
+        except Exception:  # an unusable setting: the full path names it
+            url = ""
+        with open_reader(url) as reader:
+            if reader is not None:
+                return lean(reader)
+    store = open_store()
+    return full(store, actor(store))
 
 
 def print_json(data: Any) -> None:

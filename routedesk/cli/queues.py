@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from routedesk import operations as ops
-from routedesk.cli.common import actor, console, dump, friendly, open_store, print_json
+from routedesk import views
+from routedesk.cli.common import console, dump, friendly, print_json, read_view
+
+if TYPE_CHECKING:
+    from routedesk.auth import Actor
+    from routedesk.store import Store
 
 app = typer.Typer(no_args_is_help=True, help="Queues: waiting items, oldest wait, eligible agents.")
 
@@ -27,8 +33,13 @@ def _priorities(by: dict[str, int]) -> str:
 @friendly
 def list_queues(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every queue: waiting items by priority, oldest wait, eligible agents now, method."""
-    store = open_store()
-    rows = ops.list_queues(store, actor(store))
+
+    def full(store: Store, who: Actor) -> list[views.QueueView]:
+        from routedesk import operations as ops
+
+        return ops.list_queues(store, who)
+
+    rows = read_view(lambda r: [v for v, _ in views.queue_views(r, views.now())], full)
     if as_json:
         print_json(dump(rows))
         return
@@ -52,8 +63,13 @@ def list_queues(as_json: bool = typer.Option(False, "--json")) -> None:
 @friendly
 def show(queue: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """One queue and its waiting items, best first."""
-    store = open_store()
-    d = ops.show_queue(store, actor(store), queue)
+
+    def full(store: Store, who: Actor) -> views.QueueDetail:
+        from routedesk import operations as ops
+
+        return ops.show_queue(store, who, queue)
+
+    d = read_view(lambda r: views.show_queue(r, queue, views.now()), full)
     if as_json:
         print_json(dump(d))
         return

@@ -39,13 +39,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routedesk import auth, web
+from routedesk import auth, views, web
 from routedesk import operations as ops
 from routedesk import settings as app_settings
 from routedesk.auth import Actor, Role
 from routedesk.config import ConsoleSettings, Presence
 from routedesk.console import sessions
 from routedesk.console.sessions import Session
+from routedesk.contracts import CASE_STATUSES
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "rd_session"
@@ -117,7 +118,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _when(value: datetime | str | None) -> str:
-    """A due or met time (a datetime or the ISO text routedesk.sla.due_summary gives) as
+    """A due or met time (a datetime or the ISO text routedesk.views.due_summary gives) as
     ``2026-12-02 05:10 UTC (in 45m 0s)`` or ``(... ago)``."""
     if value is None or value == "":
         return "-"
@@ -414,7 +415,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             params=params,
             queues=queues,
             agents=agents,
-            statuses=[s.value for s in ops.CASE_STATUSES],
+            statuses=[s.value for s in CASE_STATUSES],
         )
 
     @app.get("/cases/{number}", response_class=HTMLResponse)
@@ -426,7 +427,7 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             raise PageError(403, f"{actor.describe()} may open only their own cases")
         workflows = await call(ops.case_workflows, store, actor, number)
         agents = await call(ops.list_agents, store, actor) if actor.at_least(Role.SUPERVISOR) else []
-        rounds: dict[int, list[ops.TraceView]] = {}
+        rounds: dict[int, list[views.TraceView]] = {}
         for t in detail.trace:
             rounds.setdefault(t.round, []).append(t)
         return render(

@@ -17,7 +17,6 @@ or a data step) and test it with tests/test_migrations.py.
 from __future__ import annotations
 
 import logging
-import re
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +25,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
 from routedesk import models  # noqa: F401  (registers the tables)
+from routedesk.revisions import from_files
 
 # Alembic (with Mako and its dialect modules) costs more than a read-only CLI command's whole
 # query: it is imported only to create, stamp or migrate a store. Every process start and
@@ -61,32 +61,11 @@ def script() -> ScriptDirectory:
     return ScriptDirectory.from_config(config())
 
 
-_REVISION = re.compile(r"^revision(?:\s*:[^=]*)?\s*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
-_DOWN_REVISION = re.compile(r"^down_revision(?:\s*:[^=]*)?\s*=\s*(?:None|[\"']([^\"']+)[\"'])\s*$", re.MULTILINE)
-
-
 @cache
 def revisions() -> tuple[frozenset[str], str]:
-    """Every revision id in ``versions/`` and the head, read from the files' text.
-
-    A layout this does not understand (a merge revision, two heads) falls back to Alembic.
-    """
-    revs: set[str] = set()
-    downs: set[str] = set()
-    for path in sorted((SCRIPT_LOCATION / "versions").glob("*.py")):
-        body = path.read_text()
-        rev, down = _REVISION.search(body), _DOWN_REVISION.search(body)
-        if rev is None:
-            continue
-        if down is None:  # not a single string or None: let Alembic read it
-            return _alembic_revisions()
-        revs.add(rev.group(1))
-        if down.group(1):
-            downs.add(down.group(1))
-    heads = revs - downs
-    if len(heads) != 1 or not downs <= revs:
-        return _alembic_revisions()
-    return frozenset(revs), heads.pop()
+    """Every revision id in ``versions/`` and the head: read from the files' text
+    (routedesk.revisions), or by Alembic for a layout that cannot tell (a merge, two heads)."""
+    return from_files() or _alembic_revisions()
 
 
 def _alembic_revisions() -> tuple[frozenset[str], str]:
