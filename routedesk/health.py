@@ -21,15 +21,12 @@ from datetime import timedelta
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from sqlalchemy import func
-from sqlmodel import select
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
 from routedesk import metrics
 from routedesk import search_attributes as sa
 from routedesk.db import StoreEmpty, StoreUnavailable
-from routedesk.models import MailboxRow, SettingRow
 from routedesk.operations import imap_statuses
 from routedesk.store import Store
 from routedesk.web import ServedApp, serve
@@ -69,13 +66,8 @@ class Probe:
         return OK
 
     async def check_config(self) -> str:
-        def read() -> tuple[bool, int]:
-            with self.store.db.read() as s:
-                loaded = s.get(SettingRow, "routing") is not None
-                return loaded, s.exec(select(func.count()).select_from(MailboxRow)).one()
-
         try:
-            loaded, mailboxes = await asyncio.to_thread(read)
+            loaded, mailboxes = await asyncio.to_thread(self.store.config_loaded)
         except Exception as exc:
             raise NotReady(f"cannot read the config from the case store: {str(exc).splitlines()[0][:200]}") from None
         if not loaded:

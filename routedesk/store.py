@@ -343,6 +343,12 @@ class Store:
         """
         return self.definitions(max_age=0).mailboxes
 
+    def config_loaded(self) -> tuple[bool, int]:
+        """Whether a routing config was loaded, and how many mailboxes it has (readiness)."""
+        with self.db.read() as s:
+            loaded = s.get(SettingRow, "routing") is not None
+            return loaded, int(s.exec(select(func.count()).select_from(MailboxRow)).one())
+
     def routing_settings(self) -> RoutingSettings:
         with self.db.read() as s:
             row = s.get(SettingRow, "routing")

@@ -34,9 +34,9 @@ from routedesk import auth
 from routedesk.case_tokens import installation_secret, token_key
 from routedesk.config import ConsoleSettings, Relay, load_config
 from routedesk.console.app import ConsoleServer, start_console
-from routedesk.console.sessions import set_password
 from routedesk.models import AlertRow, CaseReplyRow, CaseRow, ConsolePasswordRow, utcnow
 from routedesk.operations import Context
+from routedesk.sessions import set_password
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
 from tests.cli import stack_env
 from tests.conftest import MakeStack

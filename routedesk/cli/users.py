@@ -67,7 +67,7 @@ def passwd(
     import getpass
     import sys
 
-    from routedesk.console.sessions import set_password
+    from routedesk.sessions import set_password
 
     store = open_store(create=True)
     auth.require(actor(store), auth.Role.ADMIN, "set passwords")

@@ -5,7 +5,7 @@ from ``static/`` (no CDN, no build step). Route handlers are thin: they turn a f
 call of routedesk/operations.py with the signed-in user's :class:`Actor`, and its refusals
 into pages (403 not allowed, 404 no such thing, 409 refused by the case's workflow).
 
-Sign-in: ``/login`` checks the password's argon2 hash (routedesk/console/sessions.py); the
+Sign-in: ``/login`` checks the password's argon2 hash (routedesk/sessions.py); the
 session cookie is HttpOnly and SameSite=Lax, and the store keeps only its hash. Every POST
 carries the session's CSRF token (a form field, or the ``X-CSRF-Token`` header htmx sends);
 without it, or with a wrong one, the answer is 403 and nothing is done. The sign-in form
@@ -39,14 +39,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from routedesk import auth, views, web
+from routedesk import auth, sessions, views, web
 from routedesk import operations as ops
 from routedesk import settings as app_settings
 from routedesk.auth import Actor, Role
 from routedesk.config import ConsoleSettings, Presence
-from routedesk.console import sessions
-from routedesk.console.sessions import Session
 from routedesk.contracts import CASE_STATUSES
+from routedesk.sessions import Session
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "rd_session"
