@@ -434,6 +434,14 @@ def agent_offers(store: Store, actor: Actor, agent_id: str, *, include_closed: b
         return views.agent_offers(r, agent_id, utcnow(), _offer_timeouts(store), include_closed=include_closed)
 
 
+def find_offer(store: Store, actor: Actor, offer_id: int) -> OfferView:
+    """One offer, for its agent or a supervisor."""
+    with store.db.reader() as r:
+        offer = views.find_offer(r, offer_id, utcnow(), _offer_timeouts(store))
+    require_agent_or(actor, offer.agent_id, "see the offer")
+    return offer
+
+
 def list_agents(store: Store, actor: Actor) -> list[AgentView]:
     with store.db.reader() as r:
         return views.list_agents(r, utcnow(), _offer_timeouts(store))

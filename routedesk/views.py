@@ -581,6 +581,15 @@ def agent_offers(
     return [offer_view(o, cases[o.case_id], now, timeouts) for o in offers if o.case_id in cases]
 
 
+def find_offer(r: Reader, offer_id: int, now: datetime, timeouts: OfferTimeouts) -> OfferView:
+    """One offer by its id (the links in offer notifications name it)."""
+    found = r.rows("offer", "SELECT * FROM offer WHERE id = ?", [offer_id])
+    if not found:
+        raise NotFound(f"no offer {offer_id}; `routedesk agent offers AGENT --all` lists an agent's offers")
+    cases = _cases_by_id(r, [found[0].case_id])
+    return offer_view(found[0], cases.get(found[0].case_id), now, timeouts)
+
+
 def list_agents(r: Reader, now: datetime, timeouts: OfferTimeouts) -> list[AgentView]:
     agents = r.rows("agent", "SELECT id, name, presence, active_count, capacity FROM agent ORDER BY id")
     queues: dict[str, list[str]] = {}

@@ -369,6 +369,35 @@ async def test_an_agent_cannot_open_or_answer_another_agents_offer(console: Cons
     assert [(o.agent_id, o.status) for o in console.stack.offers()] == [("dave", "live")]
 
 
+async def test_the_links_in_offer_notifications_and_alerts_open_console_pages(console: Console) -> None:
+    """A notification's Accept/Decline link (``/agent/offers/N/accept``, see
+    tests/test_decline_rules.py) opens the agent's page on the live offer, answering nothing
+    by itself; an alert's link (``/cases/CASE-...``) opens the case."""
+    sub = await console.stack.submit(example_email("03-key-account-outage.eml"))
+    await console.stack.wait_offer(sub.workflow_id, "dave")
+    [offer] = console.stack.offers()
+    async with httpx.AsyncClient(base_url=console.url) as anonymous:  # signed out: sign-in first, then back
+        res = await anonymous.get(f"/agent/offers/{offer.id}/accept")
+        assert res.status_code == 303 and res.headers["location"] == f"/login?next=/agent/offers/{offer.id}/accept"
+    async with http_session(console, "alice-user") as (http, _):
+        assert (await http.get(f"/agent/offers/{offer.id}/accept")).status_code == 403  # not her offer
+    async with http_session(console, "dave-user") as (http, csrf):
+        for decision in ("accept", "decline"):
+            res = await http.get(f"/agent/offers/{offer.id}/{decision}", follow_redirects=True)
+            assert res.status_code == 200 and res.url.path == "/agent/dave"
+            assert f"CASE-000001 is offered to you: {decision} it below" in res.text
+            assert 'id="accept"' in res.text and 'id="decline"' in res.text  # the offer, with its buttons
+        assert [(o.agent_id, o.status) for o in console.stack.offers()] == [("dave", "live")]  # a GET answers nothing
+        assert (await http.get(f"/agent/offers/{offer.id}/maybe")).status_code == 404
+        assert (await http.get("/agent/offers/999999/accept")).status_code == 404
+        await http.post("/agent/dave/accept", data={"case": "CASE-000001", "csrf_token": csrf})
+        res = await http.get(f"/agent/offers/{offer.id}/accept", follow_redirects=True)
+        assert "the offer of CASE-000001 is no longer open (accepted)" in res.text
+    async with http_session(console, "sam") as (http, _):
+        res = await http.get("/cases/CASE-000001")
+        assert res.status_code == 200 and "CASE-000001" in res.text
+
+
 async def test_sign_in_locks_out_after_five_wrong_passwords(console: Console) -> None:
     for _ in range(5):
         async with httpx.AsyncClient(base_url=console.url) as http:

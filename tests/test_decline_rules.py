@@ -162,6 +162,8 @@ async def test_third_decline_stops_reoffers_marks_the_item_and_alerts(make_stack
         status.case_number,
     )
     assert "max_declines_per_item" in sink.bodies("/alerts-slack")[0]["text"]
+    # The console's case page (tests/test_console.py opens this path).
+    assert generic["case_url"].endswith(f"/cases/{status.case_number}")
 
     # Still pickable by hand.
     picked = await stack.handle(wf).execute_update(EmailRoutingWorkflow.pick, AssignRequest(agent_id="a1"))

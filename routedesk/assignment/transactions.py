@@ -210,7 +210,7 @@ def raise_alert(s: Session, store: Store, case: CaseRow, kind: str, detail: str)
     key = f"alert:{inserted[0]}"
     channels = pushes.supervisor_channels(s, store)
     number = case.number or f"case {case.id}"
-    url = f"{pushes.console_url(s)}/supervisor/cases/{number}"
+    url = f"{pushes.console_url(s)}/cases/{number}"
     text = f"Alert on {number} ({kind.replace('_', ' ')}): {detail}"
     generic = {
         "event": "alert",

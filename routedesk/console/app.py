@@ -339,6 +339,22 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             **offer,
         )
 
+    @app.get("/agent/offers/{offer_id}/{decision}")
+    async def offer_link(offer_id: int, decision: str, sess: Session = reader) -> Response:
+        """The Accept and Decline links of an offer notification (webhook, Slack, email).
+
+        A link must not answer by itself (a GET changes nothing; mail scanners follow links):
+        it opens the agent's page, which shows the live offer with its Accept and Decline
+        buttons, or says the offer is no longer open. Signed out, sign-in comes first."""
+        if decision not in ("accept", "decline"):
+            raise PageError(404, f"no such answer {decision!r}: the links are .../accept and .../decline")
+        offer = await call(ops.find_offer, store, sess.actor, offer_id)  # 403 for another agent's
+        if offer.status == "live":
+            notice = f"{offer.case} is offered to you: {decision} it below"
+        else:
+            notice = f"the offer of {offer.case} is no longer open ({offer.status.replace('_', ' ')})"
+        return RedirectResponse(f"/agent/{quote(offer.agent_id)}?notice={quote(notice)}", status_code=303)
+
     @app.get("/agent/{agent_id}/offer", response_class=HTMLResponse)
     async def agent_offer(request: Request, agent_id: str, sess: Session = reader) -> Response:
         return render(request, "_offer.html", **await offer_context(sess.actor, agent_id))
