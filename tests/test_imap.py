@@ -376,6 +376,7 @@ async def test_make_run_fetches_every_mailbox_with_an_imap_section(
 ) -> None:
     data = yaml.safe_load((ROOT / "examples" / "routing.yaml").read_text())
     data.setdefault("intake", {}).update({"smtp": {"port": free_port()}, "http": {"port": free_port()}})
+    data.setdefault("console", {})["port"] = free_port()  # not 8080: another `make run` may hold it
     [support] = [m for m in data["mailboxes"] if m["address"] == SUPPORT]
     support["imap"] = {"host": dovecot.host, "port": dovecot.port, "tls": "none", "username": user}
     support["imap"]["password_env"] = PASSWORD_ENV

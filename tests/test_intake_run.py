@@ -40,13 +40,16 @@ class Running:
     http_port: int
     db_url: str
     tag: str
+    console_port: int
 
 
 async def start_make_run(client: Client, tmp_path: Path) -> Running:
-    smtp_port, http_port = free_port(), free_port()
+    smtp_port, http_port, console_port = free_port(), free_port(), free_port()
     config = tmp_path / "routing.yaml"
     data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
     data.setdefault("intake", {}).update({"smtp": {"port": smtp_port}, "http": {"port": http_port}})
+    # Not the default 8080: another test's `make run` (or a developer's) may hold it.
+    data.setdefault("console", {})["port"] = console_port
     config.write_text(yaml.safe_dump(data))
     tag = uuid.uuid4().hex[:8]
     db_url = f"sqlite:///{tmp_path / 'routedesk.db'}"
@@ -62,7 +65,7 @@ async def start_make_run(client: Client, tmp_path: Path) -> Running:
         sys.executable, "-m", "starter.run", "--config", str(config),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    return Running(proc, smtp_port, http_port, db_url, tag)
+    return Running(proc, smtp_port, http_port, db_url, tag, console_port)
 
 
 async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path: Path) -> None:
@@ -101,6 +104,10 @@ async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path
 
         cases = await eventually(two_cases, timeout=30, what="both emails to become routed cases")
         assert {c.queue_id for c in cases} == {"vip", "general"}
+        # The console is part of the service.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{run.console_port}", timeout=10) as console:
+            page = await console.get("/login")
+            assert page.status_code == 200 and "Sign in" in page.text
         with store.db.read() as s:
             assert sorted(e.source for e in s.exec(select(EmailRow)).all()) == ["http", "smtp"]
     finally:
@@ -111,6 +118,7 @@ async def test_make_run_accepts_mail_over_smtp_and_http(client: Client, tmp_path
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text
     assert f"SMTP intake   127.0.0.1:{smtp_port}" in text and f"http://127.0.0.1:{http_port}/v1/emails" in text
+    assert f"console       http://127.0.0.1:{run.console_port}" in text
     assert not (tmp_path / ".routedesk" / "http-token").exists()  # the token came from the env
 
 
