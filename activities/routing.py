@@ -16,10 +16,10 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from activities.cases import open_case
 from routedesk import pushes, rules, sla, time_routing
 from routedesk.assignment.transactions import arrival_offer, offer_on_arrival
 from routedesk.assignment.wake import Kicker, claim_wakes
+from routedesk.cases import open_case
 from routedesk.config import Priority
 from routedesk.contracts import AssignmentPlan, CaseRef, OfferInfo, QueueDecision, RouteCaseInput, RoutedCase
 from routedesk.models import CaseRow, ContactRow, EmailRow, QueueRow, TraceRow, utcnow
