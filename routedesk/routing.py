@@ -3,7 +3,7 @@ route-to-queue rules pick the queue.
 
 Store transactions only (:class:`Router`). For a new email this runs inside intake's
 transaction (``parse_email`` calls :meth:`Router.route_in` through its ``RoutingActivities``);
-the ``route_case`` activity (activities/routing.py) runs :meth:`Router.route_case` on its own
+the ``route_case`` activity (``RoutingActivities``) runs :meth:`Router.route_case` on its own
 for a case a reply reopened, and for workflows whose history predates that."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ saw our mail can quote. Anything else is a reply from a stranger: intake opens a
 linked to the old one, or holds it for review (``intake.non_participant_reply``).
 
 Store transactions only: intake calls :func:`find_thread` inside its transaction, and the
-``thread_reply`` activity (activities/threads.py) runs :func:`thread_reply`.
+``thread_reply`` activity (``ThreadActivities``) runs :func:`thread_reply`.
 """
 
 from __future__ import annotations
