@@ -29,7 +29,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.notify import Notifier, record_auto_reply
 from activities.routing import RoutingActivities
-from activities.threads import ThreadMatch, find_thread
 from routedesk.config import IntakeSettings, Mailbox
 from routedesk.contracts import IntakeRequest, IntakeResult, RouteCaseInput
 from routedesk.db import Database
@@ -54,6 +53,7 @@ from routedesk.models import (
     utcnow,
 )
 from routedesk.store import Store, TraceEntry, add_trace
+from routedesk.threads import ThreadMatch, find_thread
 
 # A held email is evaluated again this long after the sender's oldest counted email leaves
 # the rate-limit window, so clocks a little apart do not make it miss its slot.

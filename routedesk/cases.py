@@ -1,7 +1,8 @@
 """Stage 2: identify the contact and create the case, exactly once per source email.
 
-Run inside routing (activities/routing.py, within intake's transaction for a new email), in
-the same transaction as classification and queue routing.
+A store transaction step, no activity: :class:`routedesk.routing.Router` runs it (within
+intake's transaction for a new email), in the same transaction as classification and queue
+routing.
 """
 
 from __future__ import annotations
