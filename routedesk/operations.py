@@ -179,6 +179,15 @@ async def reprocess_email(
     return plan
 
 
+def shown(status: RoutingStatus) -> RoutingStatus:
+    """The status in the people's vocabulary (README, *Status vocabulary*). ``queued`` is the
+    workflow's own step between choosing the queue and the first offer or the queue's
+    assignment method; people see it as ``waiting_for_agent``."""
+    if status.stage == Stage.QUEUED:
+        return status.model_copy(update={"stage": Stage.WAITING_FOR_AGENT})
+    return status
+
+
 async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0) -> RoutingStatus:
     """Wait until the case is in a queue or routing stopped.
 
@@ -204,7 +213,7 @@ async def wait_for_case(client: Client, workflow_id: str, timeout: float = 30.0)
         try:
             status: RoutingStatus = await handle.query(EmailRoutingWorkflow.routing_status)
             if status.queue or status.stage in TERMINAL_STAGES:
-                return status
+                return shown(status)
         except (RPCError, WorkflowQueryFailedError):
             pass  # no worker has picked it up yet
         if time.monotonic() > deadline:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from routedesk.contracts import RoutingStatus, Stage, Status
 from routedesk.models import CaseRow
+from routedesk.operations import shown
 from tests.cli import routedesk, stack_env
 from tests.support import EXAMPLES, Stack, make_email
 
@@ -20,6 +22,7 @@ async def test_send_prints_workflow_and_case_then_case_show_prints_the_trace(sta
     data = json.loads(sent.out)
     assert data["workflow_id"].startswith(f"{stack.id_prefix}email-")
     assert data["case_number"] == "CASE-000001"
+    assert data["stage"] in {s.value for s in Status}  # the people's words (never the workflow's "queued")
 
     again = await routedesk("send", eml, env=env)
     assert again.code == 0 and "CASE-000001" in again.out and data["workflow_id"] in again.out
@@ -39,6 +42,12 @@ async def test_send_prints_workflow_and_case_then_case_show_prints_the_trace(sta
     as_json = json.loads((await routedesk("case", "show", "1", "--json", env=env)).out)
     assert as_json["case"]["queue_id"] == "vip"
     assert [t["stage"] for t in as_json["trace"]][:2] == ["intake", "case"]
+
+
+def test_the_workflows_queued_step_is_shown_as_waiting_for_agent() -> None:
+    status = RoutingStatus(stage=Stage.QUEUED, email_id=1, case_number="CASE-000001", queue="vip")
+    assert shown(status).stage == Stage.WAITING_FOR_AGENT == Status.WAITING_FOR_AGENT
+    assert shown(status.model_copy(update={"stage": Stage.OFFERED})).stage == Stage.OFFERED
 
 
 async def test_send_of_a_rejected_email_says_why(stack: Stack) -> None:
