@@ -279,6 +279,25 @@ class Store:
             wake_queues,
         )
 
+    def newer_than_last_load_of(self, cfg: RoutingConfig, source: str) -> tuple[ConfigVersionRow, int] | None:
+        """When ``source`` was last loaded with this very content and another version was
+        loaded after it (``config load`` of another file, the API), that version in force and
+        the number ``source`` was loaded as; None otherwise. ``make run`` loads its file only
+        when the file changed since its last load: restarting it must not revert a config an
+        administrator loaded meanwhile."""
+        digest = config_diff.content_hash(config_diff.config_json(cfg))
+        with self.db.read() as s:
+            current = s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number).desc()).limit(1)).first()
+            last = s.exec(
+                select(ConfigVersionRow)
+                .where(ConfigVersionRow.source == source)
+                .order_by(col(ConfigVersionRow.number).desc())
+                .limit(1)
+            ).first()
+        if current is None or last is None or last.number == current.number or last.content_hash != digest:
+            return None
+        return current, last.number
+
     # --- cached definitions --------------------------------------------------------------
 
     def definitions(self, max_age: float = VERSION_CHECK_SECONDS) -> Definitions:

@@ -193,10 +193,22 @@ async def serve(config_path: Path, ui_port: int) -> int:
 
 
 def load_step(store: Store, cfg: RoutingConfig, config_path: Path) -> LoadResult:
-    """Load the file only when its content differs from the config version in force (a
-    restart with the same file changes nothing, so runtime edits stay); when it does, print
+    """Load the file only when it changed since it was last loaded (content hash): a restart
+    with the same file changes nothing, so runtime edits stay, and neither does a config an
+    administrator loaded since (``config load``, the API) get reverted. When it loads, print
     the runtime edits kept and the ones the file overrides."""
-    result = store.load_config(cfg, source=str(config_path.resolve()))
+    source = str(config_path.resolve())
+    newer = store.newer_than_last_load_of(cfg, source)
+    if newer is not None:
+        current, loaded_as = newer
+        print(
+            f"{config_path}: unchanged since it was loaded as config version {loaded_as}; "
+            f"config version {current.number} (loaded by {current.loaded_by} from {current.source or 'the API'}) "
+            "stays in force",
+            flush=True,
+        )
+        return LoadResult(current.number, False, current.number)
+    result = store.load_config(cfg, source=source)
     for line in result.report(str(config_path)):
         print(line, flush=True)
     return result

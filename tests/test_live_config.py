@@ -16,7 +16,7 @@ from sqlmodel import col, update
 
 from routedesk import config_diff
 from routedesk.config import load_config, parse_config
-from routedesk.models import ContactRow, EmailRow, RuntimeEditRow, utcnow
+from routedesk.models import ContactRow, EmailRow, QueueRow, RuntimeEditRow, utcnow
 from routedesk.store import Store
 from starter.run import load_step
 from tests.cli import routedesk, stack_env
@@ -165,6 +165,26 @@ async def test_make_run_keeps_a_cli_preferred_agent_change_and_lists_the_file_ov
     assert "the file now says [alice]: the file wins" in out
     with store.db.read() as s:
         assert s.get(RuntimeEditRow, (config_diff.PREFERRED, "globex-jane")) is None
+
+    # An administrator loads another file meanwhile: restarting with the unchanged file keeps it.
+    other = example_data()
+    other["queues"][0]["name"] = "Loaded by the admin"
+    other_path = write_config(tmp_path / "admin.yaml", other)
+    res = await routedesk("config", "load", str(other_path), env=env)
+    assert res.code == 0, res.err
+    capsys.readouterr()
+    result = load_step(store, load_config(path), path)
+    out = capsys.readouterr().out
+    assert not result.changed and result.version == 4
+    assert "unchanged since it was loaded as config version 3; config version 4 (loaded by" in out
+    assert store.definitions(max_age=0).version == 4
+    with store.db.read() as s:
+        assert s.get(QueueRow, "general").name == "Loaded by the admin"  # type: ignore[union-attr]
+    # Once the file changes, it is loaded again.
+    data["queues"][0]["name"] = "General again"
+    write_config(path, data)
+    result = load_step(store, load_config(path), path)
+    assert result.changed and result.version == 5
 
 
 async def test_config_whatif_counts_the_stored_mail_a_rule_change_moves(make_stack: MakeStack, tmp_path: Path) -> None:
