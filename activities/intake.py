@@ -27,7 +27,6 @@ from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import Notifier, record_auto_reply
 from activities.routing import RoutingActivities
 from activities.threads import ThreadMatch, find_thread
 from routedesk.config import IntakeSettings, Mailbox
@@ -53,6 +52,7 @@ from routedesk.models import (
     TraceRow,
     utcnow,
 )
+from routedesk.notifications import Notifier, record_auto_reply
 from routedesk.store import Store, TraceEntry, add_trace
 
 # A held email is evaluated again this long after the sender's oldest counted email leaves

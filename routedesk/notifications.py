@@ -1,5 +1,11 @@
 """Outbound email: acknowledgements of new cases and bounce replies to unauthorized senders.
 
+The store layer of outbound mail: rendering, the ``notification`` rows and their delivery
+through ``intake.relay`` (:class:`Notifier`, :func:`send_via_relay`). The intake records
+bounces here (:func:`record_auto_reply`), ``activities/notify.py`` wraps the acknowledgement
+as a Temporal activity, agents' replies (:mod:`routedesk.replies`) and email pushes
+(:mod:`routedesk.pushes`) send through the same code.
+
 Exactly-once delivery over SMTP is impossible (the relay can accept a message and the
 connection drop before we learn it), so the design bounds the damage instead:
 
@@ -38,7 +44,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlmodel import Session, col, func, select
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from routedesk.case_tokens import installation_secret, token_key
@@ -446,59 +451,53 @@ def record_notification(
     return row
 
 
-class NotifyActivities:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.notifier = Notifier(store)
+def record_acknowledgement(store: Store, case_id: int) -> int:
+    """Record the acknowledgement of a new case (at most one per case); its notification id.
 
-    @activity.defn(name="send_acknowledgement")
-    def send_acknowledgement(self, case_id: int) -> NotificationResult:
-        """Acknowledge a new case to its sender, at most once per case.
-
-        Never to auto-replies, bounces or unauthorized senders: those never get cases, and
-        the rules are checked again here in case a case was made some other way. Within the
-        automatic-reply limits (see ``record_auto_reply``).
-        """
-        mailboxes = self.store.mailboxes()
-        with self.store.db.write() as s:
-            case = s.get(CaseRow, case_id)
-            email = s.get(EmailRow, case.source_email_id) if case is not None else None
-            if case is None or email is None or case.number is None:
-                raise ApplicationError(
-                    f"case {case_id} is not in the case store",
-                    type="CaseMissing",
-                    non_retryable=True,
+    Never to auto-replies, bounces or unauthorized senders: those never get cases, and the
+    rules are checked again here in case a case was made some other way. Within the
+    automatic-reply limits (see ``record_auto_reply``). A refused one is recorded
+    ``suppressed`` with the reason; :meth:`Notifier.deliver` then sends a pending one.
+    """
+    mailboxes = store.mailboxes()
+    with store.db.write() as s:
+        case = s.get(CaseRow, case_id)
+        email = s.get(EmailRow, case.source_email_id) if case is not None else None
+        if case is None or email is None or case.number is None:
+            raise ApplicationError(
+                f"case {case_id} is not in the case store",
+                type="CaseMissing",
+                non_retryable=True,
+            )
+        box = mailboxes.get(case.mailbox_address)
+        row = _existing(s, "acknowledgement", email)
+        if row is None:
+            if box is None:
+                why: str | None = f"mailbox {case.mailbox_address} is no longer configured"
+            elif not box.acknowledgement.enabled:
+                why = f"acknowledgements are disabled for {box.address}"
+            else:
+                why = ack_suppression_reason(
+                    status=email.status,
+                    sender=email.from_address,
+                    headers=email.headers,
+                    content_type=content_type_of(email.headers),
+                    box=box,
+                    mailboxes=mailboxes,
                 )
-            box = mailboxes.get(case.mailbox_address)
-            row = _existing(s, "acknowledgement", email)
-            if row is None:
-                if box is None:
-                    why: str | None = f"mailbox {case.mailbox_address} is no longer configured"
-                elif not box.acknowledgement.enabled:
-                    why = f"acknowledgements are disabled for {box.address}"
-                else:
-                    why = ack_suppression_reason(
-                        status=email.status,
-                        sender=email.from_address,
-                        headers=email.headers,
-                        content_type=content_type_of(email.headers),
-                        box=box,
-                        mailboxes=mailboxes,
-                    )
-                if why or box is None:
-                    row = record_notification(
-                        s, kind="acknowledgement", email=email, case_id=case.id, to=email.from_address, suppressed=why
-                    )
-                else:
-                    row = record_auto_reply(
-                        s,
-                        kind="acknowledgement",
-                        email=email,
-                        case_id=case.id,
-                        box=box,
-                        settings=intake_settings(s),
-                        case=case,
-                    )
-            assert row.id is not None
-            row_id = row.id
-        return self.notifier.deliver(row_id)
+            if why or box is None:
+                row = record_notification(
+                    s, kind="acknowledgement", email=email, case_id=case.id, to=email.from_address, suppressed=why
+                )
+            else:
+                row = record_auto_reply(
+                    s,
+                    kind="acknowledgement",
+                    email=email,
+                    case_id=case.id,
+                    box=box,
+                    settings=intake_settings(s),
+                    case=case,
+                )
+        assert row.id is not None
+        return row.id

@@ -1,10 +1,13 @@
 """Agents' replies from the case (seed 001, step 3: responses go out from the support address,
 which keeps the thread).
 
+The store layer of replies: :func:`record_reply` (called by ``routedesk.operations``) and
+:class:`ReplyNotifier`, which the activities in ``activities/replies.py`` run.
+
 A reply is rendered and committed (a ``case_reply`` row and its ``notification`` row of kind
 ``reply`` with the full bytes and a Message-ID we generate) in the transaction that accepts
 the agent's command, so the command returns at once; ``SendReplyWorkflow`` then delivers it
-through ``intake.relay`` with :class:`activities.notify.Notifier`'s guarantees: identical
+through ``intake.relay`` with :class:`routedesk.notifications.Notifier`'s guarantees: identical
 bytes on every retry, never sent twice once recorded sent, a relay's 4xx or outage retried
 with backoff, a 5xx recorded ``failed`` with the relay's answer.
 
@@ -22,16 +25,15 @@ from dataclasses import dataclass
 from email.errors import MessageError
 
 from sqlmodel import Session, col, select
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import NotificationResult, Notifier, _new_message, _one_line, _reply_headers, wire_address
 from routedesk import sla
 from routedesk.case_tokens import installation_secret, token_key
 from routedesk.config import Mailbox
 from routedesk.intake_policy import case_token
 from routedesk.intake_settings import intake_settings
 from routedesk.models import CaseReplyRow, CaseRow, EmailRow, NotificationRow, utcnow
+from routedesk.notifications import NotificationResult, Notifier, _new_message, _one_line, _reply_headers, wire_address
 from routedesk.store import Store, StoreRefusal, TraceEntry, add_trace, touch_agent_activity
 
 MAX_BODY_CHARS = 200_000  # a reply is typed or pasted by a person; beyond this it is a mistake
@@ -270,6 +272,19 @@ def pending_reply_workflows(store: Store, case_id: int) -> list[tuple[int, str]]
 class ReplyNotifier(Notifier):
     """Delivers replies; a final status is traced in the name the reply was written in."""
 
+    def send(self, reply_id: int) -> NotificationResult:
+        """Deliver the queued reply once, from the mailbox's address (a person's mail has a
+        real envelope sender, so the relay's bounces reach the support mailbox)."""
+        reply, note = reply_notification(self.store, reply_id)
+        assert note.id is not None
+        return self.deliver(note.id, mail_from=reply.from_address)
+
+    def give_up(self, reply_id: int) -> NotificationResult:
+        """Record the reply ``failed`` with the relay's last error (the retries ran out)."""
+        _, note = reply_notification(self.store, reply_id)
+        reason = f"not sent: the relay could not take it for the whole retry period; last error: {note.last_error}"
+        return self._finish(note, "failed", reason)
+
     def _finished(self, s: Session, row: NotificationRow) -> None:
         reply = s.get(CaseReplyRow, row.reply_id)
         case = s.get(CaseRow, row.case_id)
@@ -291,33 +306,11 @@ class ReplyNotifier(Notifier):
         )
 
 
-class ReplyActivities:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.notifier = ReplyNotifier(store)
-
-    def _note(self, reply_id: int) -> tuple[CaseReplyRow, NotificationRow]:
-        with self.store.db.read() as s:
-            reply = s.get(CaseReplyRow, reply_id)
-            note = s.exec(select(NotificationRow).where(NotificationRow.reply_id == reply_id)).first()
-        if reply is None or note is None or note.id is None:
-            raise ApplicationError(
-                f"reply {reply_id} is not in the case store", type="ReplyMissing", non_retryable=True
-            )
-        return reply, note
-
-    @activity.defn(name="send_reply")
-    def send_reply(self, reply_id: int) -> NotificationResult:
-        """Deliver a queued reply once, from the mailbox's address (a person's mail has a
-        real envelope sender, so the relay's bounces reach the support mailbox)."""
-        reply, note = self._note(reply_id)
-        assert note.id is not None
-        return self.notifier.deliver(note.id, mail_from=reply.from_address)
-
-    @activity.defn(name="give_up_reply")
-    def give_up_reply(self, reply_id: int) -> NotificationResult:
-        """The relay stayed unreachable for the whole retry period: record the reply
-        ``failed`` with the last error, so the case shows it was not sent."""
-        _, note = self._note(reply_id)
-        reason = f"not sent: the relay could not take it for the whole retry period; last error: {note.last_error}"
-        return self.notifier._finish(note, "failed", reason)
+def reply_notification(store: Store, reply_id: int) -> tuple[CaseReplyRow, NotificationRow]:
+    """The reply and its notification row; ApplicationError (ReplyMissing) if not stored."""
+    with store.db.read() as s:
+        reply = s.get(CaseReplyRow, reply_id)
+        note = s.exec(select(NotificationRow).where(NotificationRow.reply_id == reply_id)).first()
+    if reply is None or note is None or note.id is None:
+        raise ApplicationError(f"reply {reply_id} is not in the case store", type="ReplyMissing", non_retryable=True)
+    return reply, note
