@@ -27,7 +27,6 @@ from sqlmodel import Session, col, func, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.notify import Notifier, record_auto_reply
 from activities.routing import RoutingActivities
 from routedesk.config import IntakeSettings, Mailbox
 from routedesk.contracts import IntakeRequest, IntakeResult, RouteCaseInput
@@ -52,6 +51,7 @@ from routedesk.models import (
     TraceRow,
     utcnow,
 )
+from routedesk.notifications import Notifier, record_auto_reply
 from routedesk.store import Store, TraceEntry, add_trace
 from routedesk.threads import ThreadMatch, find_thread
 

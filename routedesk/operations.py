@@ -1153,7 +1153,7 @@ def config_versions(store: Store, actor: Actor) -> list[dict[str, Any]]:
 
 # --- replies from the case (README *Replies from the case*) ---------------------------------
 #
-# An agent's reply is rendered and committed as queued in one transaction (activities/replies.py
+# An agent's reply is rendered and committed as queued in one transaction (routedesk/replies.py
 # holds the rendering and the store writes the delivery shares), then its SendReplyWorkflow
 # delivers it through intake.relay; the operation never waits for the relay.
 
@@ -1208,7 +1208,7 @@ async def reply_to_case(ctx: Context, actor: Actor, number: str, req: ReplyReque
     reply: anyone else gets :class:`Forbidden` and nothing is recorded. Returns once the reply
     is committed and its ``SendReplyWorkflow`` started. ``req.request_key`` makes a retried
     request one reply. The trace names the actor."""
-    from activities.replies import NotOwner, ReplyRefused, pending_reply_workflows, record_reply
+    from routedesk.replies import NotOwner, ReplyRefused, pending_reply_workflows, record_reply
 
     author, by_supervisor = _reply_author(actor, req)
     case = find_case(ctx.store, number)

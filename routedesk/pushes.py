@@ -10,7 +10,10 @@ unaffected. Channels:
   ``priority``, ``queue``, ``deadline``, ``accept_url``, ``decline_url``...);
 - ``slack``: a POST of a Slack incoming-webhook payload, ``{"text": ..., "blocks": [...]}``;
 - ``email``: a plain-text email through ``intake.relay`` (none configured: ``failed`` with
-  that reason, at once).
+  that reason, at once), sent with :func:`routedesk.notifications.send_via_relay`.
+
+An offer's rows are recorded by :func:`offer_payloads`, which the ``notify_offer`` activity
+(``activities/offer_notify.py``) calls before it delivers them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import httpx
 from sqlmodel import Session, col, select
 
 from routedesk.config import NotifyChannels, RoutingSettings, SupervisorChannels
-from routedesk.models import ConfigVersionRow, PushRow, SettingRow, utcnow
+from routedesk.models import CaseRow, ConfigVersionRow, OfferRow, PushRow, SettingRow, utcnow
 from routedesk.store import Store, insert_ignoring_conflict
 
 WEBHOOK_TIMEOUT_SECONDS = 10.0
@@ -205,7 +208,7 @@ class _NoRelay(Exception):
 
 
 def _send_email(store: Store, row: PushRow) -> None:
-    from activities.notify import send_via_relay, wire_address
+    from routedesk.notifications import send_via_relay, wire_address
 
     relay = store.intake_settings().relay
     if relay is None:
@@ -302,3 +305,72 @@ async def resume_pending(store: Store, older_than: float = STALE_PENDING_SECONDS
     keys = await asyncio.to_thread(stale_pending_keys, store, older_than)
     await _deliver_keys(store, keys)
     return len(keys)
+
+
+# --- offer notifications (recorded and sent by the notify_offer activity) ---------------------
+
+
+def offer_payloads(store: Store, offer_id: int) -> str | None:
+    """Record the pending rows of the offer's notification; its key (None: nothing to send)."""
+    with store.db.write() as s:
+        offer = s.get(OfferRow, offer_id)
+        if offer is None:
+            return None
+        case = s.get(CaseRow, offer.case_id)
+        assert case is not None
+        channels = agent_channels(s, store, offer.agent_id)
+        if not channels.any:
+            return None
+        ws = store.workstream(case.workstream_id)
+        base = console_url(s)
+        deadline = offer.created_at + timedelta(seconds=ws.offer_timeout_seconds)
+        accept_url = f"{base}/agent/offers/{offer_id}/accept"
+        decline_url = f"{base}/agent/offers/{offer_id}/decline"
+        generic = {
+            "event": "offer",
+            "offer_id": offer_id,
+            "agent_id": offer.agent_id,
+            "kind": offer.kind,
+            "case_number": offer.case_number,
+            "subject": case.subject,
+            "priority": case.priority,
+            "queue": offer.queue_id,
+            "deadline": iso(deadline),
+            "accept_url": accept_url,
+            "decline_url": decline_url,
+        }
+        text = f"New offer: {offer.case_number} ({case.priority}) {case.subject}"
+        record(
+            s,
+            key=f"offer:{offer_id}",
+            kind="offer",
+            recipient=offer.agent_id,
+            webhook=channels.webhook,
+            slack_webhook=channels.slack_webhook,
+            emails=[channels.email] if channels.email else [],
+            generic=generic,
+            slack=slack_payload(
+                text,
+                {
+                    "Case": offer.case_number,
+                    "Priority": case.priority,
+                    "Queue": offer.queue_id or "-",
+                    "Answer by": iso(deadline),
+                },
+                {"Accept": accept_url, "Decline": decline_url},
+            ),
+            mail={
+                **email_payload(
+                    f"[{offer.case_number}] offered to you: {case.subject}",
+                    [
+                        text,
+                        f"Queue: {offer.queue_id or '-'}",
+                        f"Answer by: {iso(deadline)}",
+                        f"Accept: {accept_url}",
+                        f"Decline: {decline_url}",
+                    ],
+                ),
+                "from": case.mailbox_address,
+            },
+        )
+        return f"offer:{offer_id}"

@@ -19,7 +19,6 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from activities.replies import reply_subject
 from routedesk import migrations
 from routedesk import operations as ops
 from routedesk.auth import Actor, Forbidden, Role
@@ -27,6 +26,7 @@ from routedesk.case_tokens import installation_secret, token_key
 from routedesk.config import Relay, RoutingConfig
 from routedesk.db import Database, supported_url
 from routedesk.models import CaseReplyRow, CaseRow, NotificationRow
+from routedesk.replies import reply_subject
 from routedesk.store import Store
 from tests.cli import routedesk, stack_env
 from tests.configs import agent, assignment_config

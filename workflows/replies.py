@@ -20,8 +20,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notify import NotificationResult
     from activities.replies import ReplyActivities
+    from routedesk.notifications import NotificationResult
 
 RELAY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
