@@ -1,4 +1,7 @@
-"""Activities: every read and write of the case store, each idempotent."""
+"""Activities: thin Temporal wrappers. Each runs one idempotent store transaction from
+routedesk/ (intake, routing, threads, assignment, notifications, replies, SLA) in a thread
+and does what only an activity can: wake a queue's dispatcher after the commit, retry by
+Temporal's policy, report its attempt."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import Client
 
@@ -50,7 +49,3 @@ class RoutingActivities:
         """After the commit: ask the case's queue dispatcher for a pass."""
         if self.kicker is not None:
             await self.kicker.kick([routed.decision.queue_id], task_queue=activity.info().task_queue)
-
-    def route_in(self, s: Session, inp: RouteCaseInput) -> tuple[RoutedCase, bool]:
-        """:meth:`Router.route_in` inside the caller's transaction ``s`` (intake's)."""
-        return self.router.route_in(s, inp)

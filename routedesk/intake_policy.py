@@ -1,7 +1,7 @@
 """Intake rules as pure functions: routing-address matching, loop and noise protection,
 sender allowlists, the per-sender rate limit and reply (thread) detection.
 
-No I/O here: ``activities/intake.py`` reads the store, calls these, and records the outcome.
+No I/O here: ``routedesk/intake.py`` reads the store, calls these, and records the outcome.
 Keeping the rules pure lets the unit tests cover every rule without a server.
 """
 

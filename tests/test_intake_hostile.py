@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from activities import intake
+from routedesk import intake
 from routedesk.contracts import IntakeResult, IntakeStatus
 from routedesk.limits import HISTORY_TEXT_LIMIT
 from tests.intake_support import case_for, in_client_thread, settled
