@@ -939,10 +939,11 @@ def parse_since(text: str) -> timedelta:
 
 
 def load_config_file(
-    store: Store, path: str | Path, *, by: str | None = None, cfg: RoutingConfig | None = None
+    store: Store, actor: Actor, path: str | Path, *, by: str | None = None, cfg: RoutingConfig | None = None
 ) -> LoadResult:
-    """Validate the file (unless ``cfg`` is its validated content) and load it as a new config
-    version (no new version when its content is the version in force's)."""
+    """Admin: validate the file (unless ``cfg`` is its validated content) and load it as a new
+    config version (no new version when its content is the version in force's)."""
+    require(actor, Role.ADMIN, "load configuration")
     cfg = cfg or load_config(path)
     return store.load_config(cfg, by=by, source=str(Path(path).resolve()))
 
@@ -951,8 +952,9 @@ def _current_version(s: Session) -> ConfigVersionRow | None:
     return s.exec(select(ConfigVersionRow).order_by(col(ConfigVersionRow.number).desc()).limit(1)).first()
 
 
-def preview_config_file(store: Store, path: str | Path) -> ConfigPreview:
+def preview_config_file(store: Store, actor: Actor, path: str | Path) -> ConfigPreview:
     """What loading the file would change (nothing is written)."""
+    require(actor, Role.SUPERVISOR, "preview configuration")
     return preview_config(store, load_config(path))
 
 
@@ -977,8 +979,9 @@ def preview_config(store: Store, cfg: RoutingConfig) -> ConfigPreview:
     )
 
 
-def config_history(store: Store) -> list[ConfigVersionInfo]:
+def config_history(store: Store, actor: Actor) -> list[ConfigVersionInfo]:
     """Every stored version, oldest first, each with a summary of its changes."""
+    require(actor, Role.SUPERVISOR, "list config versions")
     out: list[ConfigVersionInfo] = []
     previous: dict[str, Any] | None = None
     with store.db.read() as s:
@@ -998,10 +1001,11 @@ def config_history(store: Store) -> list[ConfigVersionInfo]:
     return out
 
 
-def config_whatif(store: Store, path: str | Path, since: timedelta) -> WhatIf:
+def config_whatif(store: Store, actor: Actor, path: str | Path, since: timedelta) -> WhatIf:
     """Run the file's classification and route-to-queue rules (routedesk.rules, pure) over the
     first emails of the cases received in the period, and count those whose queue or priority
     would differ from their case's. Reads only: no workflow, no writes."""
+    require(actor, Role.SUPERVISOR, "run a what-if")
     return config_whatif_for(store, load_config(path), since)
 
 
@@ -1148,7 +1152,7 @@ def whatif_config_text(store: Store, actor: Actor, text: str, since: str = "7d")
 
 def config_versions(store: Store, actor: Actor) -> list[dict[str, Any]]:
     require(actor, Role.SUPERVISOR, "list config versions")
-    return [v.as_dict() for v in config_history(store)]
+    return [v.as_dict() for v in config_history(store, actor)]
 
 
 # --- replies from the case (README *Replies from the case*) ---------------------------------

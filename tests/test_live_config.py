@@ -261,3 +261,28 @@ def test_diff_names_changed_keys_and_rules() -> None:
     assert config_diff.content_hash(old) == config_diff.content_hash(
         config_diff.config_json(parse_config(example_data()))
     )
+
+
+async def test_config_commands_check_the_role_of_routedesk_token(store: Store, tmp_path: Path) -> None:
+    """With ROUTEDESK_TOKEN the CLI acts as the token's user: only an admin loads a config,
+    and the version names them; an agent may not even look at the history."""
+    from routedesk import auth
+
+    store.load_config(load_config(EXAMPLES / "routing.yaml"), source="examples/routing.yaml")
+    auth.add_user(store, "ag", "agent", "alice")
+    auth.add_user(store, "boss", "admin", None)
+    data = example_data()
+    data["queues"][0]["name"] = "Renamed"
+    path = write_config(tmp_path / "routing.yaml", data)
+    agent_env = {"DATABASE_URL": store.db.url, "ROUTEDESK_TOKEN": auth.create_token(store, "ag")}
+    for args in (["load", str(path)], ["history"], ["diff", str(path)], ["whatif", str(path)]):
+        res = await routedesk("config", *args, env=agent_env)
+        assert res.code == 1, (args, res.out, res.err)
+        assert "ag (agent) may not" in res.err and "role or above" in res.err
+    assert store.definitions(max_age=0).version == 1
+
+    admin_env = {"DATABASE_URL": store.db.url, "ROUTEDESK_TOKEN": auth.create_token(store, "boss")}
+    res = await routedesk("config", "load", str(path), env=admin_env)
+    assert res.code == 0, res.err
+    history = json.loads((await routedesk("config", "history", "--json", env=admin_env)).out)
+    assert [(v["number"], v["loaded_by"]) for v in history][-1] == (2, "boss (admin)")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
-from routedesk.cli.common import UserError, console, context, friendly, open_store, print_json, run
+from routedesk.cli.common import TOKEN_ENV, UserError, actor, console, context, friendly, open_store, print_json, run
 from routedesk.config import load_config
 from routedesk.store import Store, StoreRefusal
 
@@ -37,7 +38,10 @@ def load(
 
     cfg = load_config(file)  # a bad file is refused before the store is touched
     store = Store().init()  # creates the tables on first use
-    result = operations.load_config_file(store, file, by=by, cfg=cfg)
+    who = actor(store)
+    # With ROUTEDESK_TOKEN, the version names the token's user; else --by or the OS user.
+    by = by or (who.describe() if os.environ.get(TOKEN_ENV, "").strip() else None)
+    result = operations.load_config_file(store, who, file, by=by, cfg=cfg)
     for line in result.report(str(file)):
         console.print(line, markup=False)
     if result.wake_queues:
@@ -61,7 +65,8 @@ def diff(file: Path, as_json: bool = typer.Option(False, "--json")) -> None:
     contacts, settings) and which runtime edits it would override; nothing is loaded."""
     from routedesk import operations
 
-    preview = operations.preview_config_file(open_store(), file)
+    store = open_store()
+    preview = operations.preview_config_file(store, actor(store), file)
     if as_json:
         print_json(preview.as_dict())
         return
@@ -86,7 +91,8 @@ def history(as_json: bool = typer.Option(False, "--json")) -> None:
     """Loaded config versions: number, when, by whom, from which file, content hash, changes."""
     from routedesk import operations
 
-    versions = operations.config_history(open_store())
+    store = open_store()
+    versions = operations.config_history(store, actor(store))
     if as_json:
         print_json([v.as_dict() for v in versions])
         return
@@ -115,7 +121,8 @@ def whatif(
 
     try:
         period = operations.parse_since(since)
-        result = operations.config_whatif(open_store(), file, period)
+        store = open_store()
+        result = operations.config_whatif(store, actor(store), file, period)
     except StoreRefusal as exc:
         raise UserError(str(exc)) from None
     if as_json:
