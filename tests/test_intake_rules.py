@@ -183,10 +183,14 @@ async def test_unverified_mailbox_holds_until_verified(make_stack: Any) -> None:
         ("intake", "held"),
         ("intake#2", "accepted"),
     ]
-    # A reload of the config (still verified: false) keeps the verification done by hand.
-    stack.store.load_config(stack.config)
+    # A new config version (still verified: false; another key changed, so it is a real
+    # load, not the same content) keeps the verification done by hand.
+    reloaded = stack.store.load_config(config_with(support={"verified": False, "name": "Acme Support (reloaded)"}))
+    assert reloaded.changed and reloaded.version == 2
     later = await stack.submit(email_with(subject="And now?"))
     await case_for(stack, later.email_id)
+    boxes = json.loads((await routedesk("mailbox", "list", "--json", env=env)).out)
+    assert [(b["address"], b["verified"]) for b in boxes][0] == ("support@acme.example", True)
 
 
 async def test_verify_of_an_unknown_mailbox_says_so(stack: Stack) -> None:

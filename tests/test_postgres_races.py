@@ -202,10 +202,21 @@ def test_config_loads_at_once_all_succeed_and_keep_runtime_state(
         a1.presence, a1.active_count = "Busy", 1
         s.add(a1)
     stores = [Store(pg_store.db.url) for _ in range(4)]
+    # Each load a different content (a queue renamed): the same content twice is no load at
+    # all, and would not race on the definitions' rows.
+    first, *rest = CONFIG.queues
+    configs = [
+        CONFIG.model_copy(update={"queues": [first.model_copy(update={"name": f"Queue {n}"}), *rest]})
+        for n in range(len(stores) * 5)
+    ]
     try:
-        for _ in range(5):
-            for fut in [pool.submit(st.load_config, CONFIG) for st in stores]:
-                fut.result(timeout=60)  # each used to fail with IntegrityError now and then
+        results = []
+        for rnd in range(5):
+            batch = configs[rnd * len(stores) : (rnd + 1) * len(stores)]
+            futures = [pool.submit(st.load_config, cfg) for st, cfg in zip(stores, batch, strict=True)]
+            results += [fut.result(timeout=60) for fut in futures]  # each used to fail with IntegrityError now and then
+        assert all(r.changed for r in results)
+        assert sorted(r.version for r in results) == list(range(2, 2 + len(configs)))
     finally:
         for st in stores:
             st.db.dispose()
