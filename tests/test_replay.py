@@ -67,7 +67,9 @@ async def test_fresh_histories_replay(make_stack: Any) -> None:
                 path.write_text(history.to_json())
 
 
-SHORT_RATE_LIMIT = {"rate_limit": {"max_messages": 1, "window_seconds": 1}}
+# Long enough that the second email is decided inside the first one's window on a loaded
+# machine (with 1 s, a slow decision found the window over and accepted it: no hold).
+SHORT_RATE_LIMIT = {"rate_limit": {"max_messages": 1, "window_seconds": 4}}
 
 
 async def hold_histories(stack: Stack) -> dict[str, WorkflowHistory]:
