@@ -361,7 +361,7 @@ ROLE_TABLE: dict[str, tuple[int, int, int]] = {
 
 @pytest.mark.parametrize("role", ["agent", "supervisor", "admin"])
 async def test_role_by_endpoint_table(stack: Stack, role: str) -> None:
-    from routedesk.models import ApiTokenRow, ConfigVersionRow, EmailRow, MailboxRow, UserRow
+    from routedesk.models import ApiTokenRow, ConfigVersionRow, EmailRow, IntakeHoldRow, MailboxRow, UserRow
 
     user, _, _ = ROLE_USERS[role]
     headers = token_for(stack, *ROLE_USERS[role])
@@ -370,11 +370,13 @@ async def test_role_by_endpoint_table(stack: Stack, role: str) -> None:
     rejected = await stack.submit(example_email("07-no-routing-address.eml"))
     await stack.handle(rejected.workflow_id).result()
     [rejected_row] = [e for e in stack.emails() if e.status == "rejected"]
-    with stack.store.db.write() as s:  # a mailbox to verify
+    with stack.store.db.write() as s:  # a mailbox to verify; its mail is held until then
         box = s.get(MailboxRow, "billing@acme.example")
         assert box is not None
         box.verified = False
         s.add(box)
+    held = await stack.submit(make_email(subject="Invoice question", to="billing@acme.example"))
+    await stack.wait_stage(held.workflow_id, "held")
     data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
     data["agents"].append({"id": "zoe", "name": "Zoe New", "presence": "Available"})
     config_text = yaml.safe_dump(data, sort_keys=False)
@@ -418,7 +420,11 @@ async def test_role_by_endpoint_table(stack: Stack, role: str) -> None:
         box = s.get(MailboxRow, "billing@acme.example")
         email = s.get(EmailRow, rejected_row.id)
         newbie = s.get(UserRow, "newbie")
+        hold = s.get(IntakeHoldRow, held.email_id)
     assert box is not None and box.verified is allowed["verify a mailbox"]
+    assert hold is not None and hold.released_by == (f"{user} ({role}) (release)" if role != "agent" else None)
+    if role != "agent":
+        assert got["release held mail"].json()["released"] == [held.email_id]
     assert email is not None and email.reprocessed == (1 if allowed["reprocess a rejected email"] else 0)
     versions = rows(ConfigVersionRow)
     assert len(versions) == versions_before + (1 if allowed["load configuration"] else 0)
@@ -439,7 +445,10 @@ async def test_role_by_endpoint_table(stack: Stack, role: str) -> None:
             got["add a user"].json()["error"] == "sam (supervisor) may not add users: it needs the admin role or above"
         )
         assert newbie is None
-    if role != "agent":
+    if role != "agent":  # the role check passed; the case's workflow refused: bob is not in vip
+        assert got["pick a vip case for bob"].json()["error"] == (
+            "cannot assign CASE-000001 to bob: bob is not a member of queue vip"
+        )
         await eventually(lambda: stack.cases()[0].status == "resolved", what="the case resolved in the store")
         assert any(t.reason == f"resolved by {user} ({role})" for t in stack.trace(case_id=stack.cases()[0].id))
     if role == "admin":
