@@ -235,6 +235,12 @@ async def test_user_and_token_commands(stack: Stack) -> None:
     token = made.out.strip().splitlines()[-1]
     assert made.code == 0 and token.startswith("rd_")
     assert auth.authenticate(stack.store, token).agent_id == "alice"
+    # Who added the user and created the token is stored: the CLI's local admin.
+    [user] = [u for u in auth.list_users(stack.store) if u.name == "ann"]
+    with stack.store.db.read() as s:
+        [tok] = s.exec(select(auth.ApiTokenRow).where(auth.ApiTokenRow.user_name == "ann")).all()
+    assert user.created_by is not None and user.created_by.endswith(" (admin)")
+    assert tok.created_by == user.created_by
     # With the agent's token, the CLI acts as that agent.
     refused = await routedesk("agent", "presence", "bob", "Away", env={**env, "ROUTEDESK_TOKEN": token})
     assert refused.code == 1 and "acts only for agent alice" in refused.err
