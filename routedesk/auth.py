@@ -77,6 +77,14 @@ class AuthRefusal(Exception):
     """A user or token request that cannot be done (unknown user, bad role)."""
 
 
+class UserExists(AuthRefusal):
+    """Adding, as new, a user whose name is taken."""
+
+
+class NoSuchUser(AuthRefusal):
+    """A token for a user nobody added."""
+
+
 def require(actor: Actor, role: Role, what: str) -> None:
     if not actor.at_least(role):
         raise Forbidden(f"{actor.describe()} may not {what}: it needs the {role.value} role or above")
@@ -100,7 +108,11 @@ def hashes_match(given: str, stored: str) -> bool:
     return hmac.compare_digest(given.encode(), stored.encode())
 
 
-def add_user(store: Store, name: str, role: str, agent_id: str | None) -> UserRow:
+def add_user(
+    store: Store, name: str, role: str, agent_id: str | None, *, by: str | None = None, new_only: bool = False
+) -> UserRow:
+    """Add user ``name`` (or change their role; with ``new_only``, :class:`UserExists`);
+    ``by`` is who did it, as the trace names people."""
     name = name.strip()
     if not name:
         raise AuthRefusal("a user needs a name")
@@ -116,22 +128,25 @@ def add_user(store: Store, name: str, role: str, agent_id: str | None) -> UserRo
         if agent_id and s.get(AgentRow, agent_id) is None:
             raise AuthRefusal(f"no agent {agent_id!r}; `routedesk agent list` shows them")
         row = s.get(UserRow, name)
+        if row is not None and new_only:
+            raise UserExists(f"user {name!r} exists (role {row.role}); pick another name, or change their role")
         if row is None:
-            row = UserRow(name=name, role=r.value, agent_id=agent_id)
+            row = UserRow(name=name, role=r.value, agent_id=agent_id, created_by=by)
         else:  # adding again changes the role: one user per name
             row.role, row.agent_id = r.value, agent_id
         s.add(row)
         return row
 
 
-def create_token(store: Store, user: str) -> str:
-    """A new token for ``user``; only its hash is stored, so this is the one time it is seen."""
+def create_token(store: Store, user: str, *, by: str | None = None) -> str:
+    """A new token for ``user``; only its hash is stored, so this is the one time it is seen.
+    ``by`` is who created it."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     digest = token_hash(token)
     with store.db.write() as s:
         if s.get(UserRow, user) is None:
-            raise AuthRefusal(f"no user {user!r}; add one first: routedesk user add {user} --role ROLE")
-        s.add(ApiTokenRow(user_name=user, lookup=digest[:LOOKUP_DIGITS], token_hash=digest))
+            raise NoSuchUser(f"no user {user!r}; add one first: routedesk user add {user} --role ROLE")
+        s.add(ApiTokenRow(user_name=user, lookup=digest[:LOOKUP_DIGITS], token_hash=digest, created_by=by))
     return token
 
 

@@ -407,6 +407,7 @@ class UserRow(SQLModel, table=True):
     role: str  # agent | supervisor | admin
     agent_id: str | None = None  # agents only: the agent this user is
     created_at: datetime = Field(default_factory=utcnow)
+    created_by: str | None = None  # who added the user, "ada (admin)" (revision 0009)
 
 
 class ApiTokenRow(SQLModel, table=True):
@@ -423,6 +424,7 @@ class ApiTokenRow(SQLModel, table=True):
     token_hash: str
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
+    created_by: str | None = None  # who created the token, "ada (admin)" (revision 0009)
 
 
 class CaseReplyRow(SQLModel, table=True):

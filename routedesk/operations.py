@@ -1583,3 +1583,88 @@ def case_sla_marks(store: Store, actor: Actor, numbers: Sequence[str]) -> dict[s
             waiting_on_customer=c.waiting_since is not None,
         )
     return out
+
+
+# --- users and API tokens (admins; routedesk user add|list, routedesk token create) -----------
+#
+# Who added a user or created a token is stored on its row (``created_by``, "ada (admin)"),
+# as a config load stores ``loaded_by``: users and tokens belong to no case, so no case trace.
+
+
+class UserView(BaseModel):
+    name: str
+    role: str
+    agent_id: str | None
+    created_at: datetime
+    created_by: str | None  # None: added before revision 0009 recorded it
+    tokens: int  # how many tokens the user has (the tokens themselves are never shown again)
+
+
+class NewUser(BaseModel):
+    name: str = Field(description="The user's name, unique; the trace names them by it")
+    role: str = Field(description="agent, supervisor or admin")
+    agent_id: str | None = Field(default=None, description="For role agent: the agent id they act for")
+
+
+class NewToken(BaseModel):
+    user: str
+    token: str = Field(description="The bearer token: shown this once, only its hash is stored")
+    created_by: str
+
+
+def _user_view(row: Any, tokens: int) -> UserView:
+    return UserView(
+        name=row.name,
+        role=row.role,
+        agent_id=row.agent_id,
+        created_at=_utc(row.created_at),
+        created_by=row.created_by,
+        tokens=tokens,
+    )
+
+
+def list_users(store: Store, actor: Actor) -> list[UserView]:
+    """Admin: every user, their role and how many tokens they hold."""
+    from routedesk import auth
+    from routedesk.models import ApiTokenRow
+
+    require(actor, Role.ADMIN, "list users")
+    rows = auth.list_users(store)
+    with store.db.read() as s:
+        counts: dict[str, int] = dict(
+            s.exec(  # type: ignore[arg-type]
+                select(ApiTokenRow.user_name, func.count()).group_by(col(ApiTokenRow.user_name))
+            ).all()
+        )
+    return [_user_view(r, counts.get(r.name, 0)) for r in rows]
+
+
+def add_user(store: Store, actor: Actor, new: NewUser) -> UserView:
+    """Admin: add a user (a taken name is refused: :class:`Refused`, nothing changes)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from routedesk import auth
+
+    require(actor, Role.ADMIN, "add users")
+    try:
+        row = auth.add_user(store, new.name, new.role, new.agent_id, by=actor.describe(), new_only=True)
+    except auth.UserExists as exc:
+        raise Refused(str(exc)) from None
+    except auth.AuthRefusal as exc:  # a bad role, a missing or unknown agent: the request's fault
+        msg = str(exc).replace("--agent AGENT_ID", "agent_id").replace("--agent", "agent_id")
+        raise Invalid(msg.replace("--role ", "role ")) from None
+    except IntegrityError:  # the same name added at the same moment by another request
+        raise Refused(f"user {new.name.strip()!r} exists; pick another name") from None
+    return _user_view(row, 0)
+
+
+def create_token(store: Store, actor: Actor, user: str) -> NewToken:
+    """Admin: a new bearer token for ``user``, returned this once (only its hash is stored)."""
+    from routedesk import auth
+
+    require(actor, Role.ADMIN, "create tokens")
+    try:
+        token = auth.create_token(store, user, by=actor.describe())
+    except auth.NoSuchUser as exc:
+        raise NotFound(str(exc)) from None
+    return NewToken(user=user, token=token, created_by=actor.describe())

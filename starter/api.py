@@ -366,4 +366,23 @@ def api_router(ctx: ops.Context, stopping: Callable[[], bool]) -> APIRouter:
     async def alerts(actor: Actor = who) -> list[ops.AlertView]:
         return await _call(ops.list_alerts, store, actor)
 
+    # --- users and tokens (admin; routedesk user add|list, routedesk token create) -----------
+
+    @r.get("/users", summary="Admin: users, their roles and token counts", tags=["users"])
+    async def users(actor: Actor = who) -> list[ops.UserView]:
+        return await _call(ops.list_users, store, actor)
+
+    @r.post("/users", summary="Admin: add a user with a role", tags=["users"], status_code=201)
+    async def user_add(body: ops.NewUser, actor: Actor = who) -> ops.UserView:
+        return await _call(ops.add_user, store, actor, body)
+
+    @r.post(
+        "/users/{name}/tokens",
+        summary="Admin: a new bearer token for the user, shown in this answer only (stored hashed)",
+        tags=["users"],
+        status_code=201,
+    )
+    async def token_create(name: str, actor: Actor = who) -> ops.NewToken:
+        return await _call(ops.create_token, store, actor, name)
+
     return r

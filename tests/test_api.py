@@ -235,6 +235,12 @@ async def test_user_and_token_commands(stack: Stack) -> None:
     token = made.out.strip().splitlines()[-1]
     assert made.code == 0 and token.startswith("rd_")
     assert auth.authenticate(stack.store, token).agent_id == "alice"
+    # Who added the user and created the token is stored: the CLI's local admin.
+    [user] = [u for u in auth.list_users(stack.store) if u.name == "ann"]
+    with stack.store.db.read() as s:
+        [tok] = s.exec(select(auth.ApiTokenRow).where(auth.ApiTokenRow.user_name == "ann")).all()
+    assert user.created_by is not None and user.created_by.endswith(" (admin)")
+    assert tok.created_by == user.created_by
     # With the agent's token, the CLI acts as that agent.
     refused = await routedesk("agent", "presence", "bob", "Away", env={**env, "ROUTEDESK_TOKEN": token})
     assert refused.code == 1 and "acts only for agent alice" in refused.err
@@ -332,3 +338,211 @@ async def test_config_over_the_api_is_for_admins_and_wakes_the_queues_it_gives_a
         assert (versions[-1]["loaded_by"], versions[-1]["source"]) == ("ada (admin)", "api")
         again = (await http.post("/api/v1/config", content=text, headers=admin)).json()
         assert (again["changed"], again["woken_queues"]) == (False, [])
+
+
+# --- role x endpoint: each role's expected answer on every guarded action --------------------
+
+ROLE_USERS = {
+    "agent": ("bob-user", "agent", "bob"),
+    "supervisor": ("sam", "supervisor", None),
+    "admin": ("ada", "admin", None),
+}
+ROLE_INDEX = {"agent": 0, "supervisor": 1, "admin": 2}
+# endpoint -> HTTP status for an (agent, supervisor, admin) token, in the order they are sent.
+# bob is in general and sales, not in vip; CASE-000001 is a vip case offered to dave.
+# A supervisor's pick for bob passes the role check and is refused by the case's workflow
+# (409: a business refusal, not 403).
+ROLE_TABLE: dict[str, tuple[int, int, int]] = {
+    "pick a vip case for bob": (403, 409, 409),
+    "release held mail": (403, 200, 200),
+    "reprocess a rejected email": (403, 200, 200),
+    "verify a mailbox": (403, 403, 200),
+    "resolve a case": (403, 200, 200),
+    "load configuration": (403, 403, 200),
+    "list users": (403, 403, 200),
+    "add a user": (403, 403, 201),
+    "create a token": (403, 403, 201),
+}
+
+
+@pytest.mark.parametrize("role", ["agent", "supervisor", "admin"])
+async def test_role_by_endpoint_table(stack: Stack, role: str) -> None:
+    from routedesk.models import ApiTokenRow, ConfigVersionRow, EmailRow, IntakeHoldRow, MailboxRow, UserRow
+
+    user, _, _ = ROLE_USERS[role]
+    headers = token_for(stack, *ROLE_USERS[role])
+    vip = await stack.submit(example_email("03-key-account-outage.eml"))
+    await stack.wait_offer(vip.workflow_id, "dave")
+    rejected = await stack.submit(example_email("07-no-routing-address.eml"))
+    await stack.handle(rejected.workflow_id).result()
+    [rejected_row] = [e for e in stack.emails() if e.status == "rejected"]
+    with stack.store.db.write() as s:  # a mailbox to verify; its mail is held until then
+        box = s.get(MailboxRow, "billing@acme.example")
+        assert box is not None
+        box.verified = False
+        s.add(box)
+    held = await stack.submit(make_email(subject="Invoice question", to="billing@acme.example"))
+    await stack.wait_stage(held.workflow_id, "held")
+    data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
+    data["agents"].append({"id": "zoe", "name": "Zoe New", "presence": "Available"})
+    config_text = yaml.safe_dump(data, sort_keys=False)
+
+    def rows(table: Any) -> list[Any]:
+        with stack.store.db.read() as s:
+            return list(s.exec(select(table)).all())
+
+    versions_before = len(rows(ConfigVersionRow))
+    got: dict[str, httpx.Response] = {}
+    async with api(stack) as http:
+        requests = {
+            "pick a vip case for bob": http.post(
+                "/api/v1/agents/bob/pick", json={"case": "CASE-000001"}, headers=headers
+            ),
+            "release held mail": http.post("/api/v1/emails/release", json={"all": True}, headers=headers),
+            "reprocess a rejected email": http.post(
+                f"/api/v1/emails/{rejected_row.id}/reprocess", json={}, headers=headers
+            ),
+            "verify a mailbox": http.post("/api/v1/mailboxes/billing@acme.example/verify", headers=headers),
+            "resolve a case": http.post("/api/v1/cases/CASE-000001/resolve", headers=headers),
+            "load configuration": http.post("/api/v1/config", content=config_text, headers=headers),
+            "list users": http.get("/api/v1/users", headers=headers),
+            "add a user": http.post("/api/v1/users", json={"name": "newbie", "role": "supervisor"}, headers=headers),
+            "create a token": http.post(f"/api/v1/users/{user}/tokens", headers=headers),
+        }
+        assert list(requests) == list(ROLE_TABLE)
+        for what, request in requests.items():  # one at a time, in the table's order
+            got[what] = await request
+    statuses = {what: res.status_code for what, res in got.items()}
+    assert statuses == {what: codes[ROLE_INDEX[role]] for what, codes in ROLE_TABLE.items()}, {
+        w: r.text for w, r in got.items()
+    }
+    for what, res in got.items():  # every refusal is JSON a person can act on
+        if res.status_code >= 400:
+            assert res.json()["error"], what
+
+    allowed = {what: got[what].status_code < 300 for what in ROLE_TABLE}
+    # What changed state did so in the store, and only when allowed.
+    with stack.store.db.read() as s:
+        box = s.get(MailboxRow, "billing@acme.example")
+        email = s.get(EmailRow, rejected_row.id)
+        newbie = s.get(UserRow, "newbie")
+        hold = s.get(IntakeHoldRow, held.email_id)
+    assert box is not None and box.verified is allowed["verify a mailbox"]
+    assert hold is not None and hold.released_by == (f"{user} ({role}) (release)" if role != "agent" else None)
+    if role != "agent":
+        assert got["release held mail"].json()["released"] == [held.email_id]
+    assert email is not None and email.reprocessed == (1 if allowed["reprocess a rejected email"] else 0)
+    versions = rows(ConfigVersionRow)
+    assert len(versions) == versions_before + (1 if allowed["load configuration"] else 0)
+    assert [t.created_by for t in sorted(rows(ApiTokenRow), key=lambda t: t.id or 0) if t.user_name == user] == (
+        [None, "ada (admin)"] if role == "admin" else [None]
+    )
+    if role == "agent":
+        assert got["pick a vip case for bob"].json()["error"] == (
+            "bob-user (agent) may not pick CASE-000001: bob is not in its queue vip"
+        )
+        assert "needs the supervisor role" in got["release held mail"].json()["error"]
+        assert stack.cases()[0].status != "resolved" and newbie is None
+    if role == "supervisor":
+        assert got["verify a mailbox"].json()["error"] == (
+            "sam (supervisor) may not verify mailboxes: it needs the admin role or above"
+        )
+        assert (
+            got["add a user"].json()["error"] == "sam (supervisor) may not add users: it needs the admin role or above"
+        )
+        assert newbie is None
+    if role != "agent":  # the role check passed; the case's workflow refused: bob is not in vip
+        assert got["pick a vip case for bob"].json()["error"] == (
+            "cannot assign CASE-000001 to bob: bob is not a member of queue vip"
+        )
+        await eventually(lambda: stack.cases()[0].status == "resolved", what="the case resolved in the store")
+        assert any(t.reason == f"resolved by {user} ({role})" for t in stack.trace(case_id=stack.cases()[0].id))
+    if role == "admin":
+        assert (versions[-1].loaded_by, versions[-1].source) == ("ada (admin)", "api")
+        assert newbie is not None and (newbie.role, newbie.agent_id, newbie.created_by) == (
+            "supervisor",
+            None,
+            "ada (admin)",
+        )
+        token = got["create a token"].json()
+        assert (token["user"], token["created_by"]) == (user, "ada (admin)")
+        assert auth.authenticate(stack.store, token["token"]).user == user
+        listed = {u["name"]: u for u in got["list users"].json()}
+        assert (listed["ada"]["role"], listed["ada"]["tokens"]) == ("admin", 1)  # listed before the new token
+
+
+async def test_user_endpoints_refuse_duplicates_bad_roles_and_unknown_users_as_json(stack: Stack) -> None:
+    from routedesk.models import UserRow
+
+    admin = token_for(stack, "ada", "admin")
+    async with api(stack) as http:
+        made = await http.post(
+            "/api/v1/users", json={"name": "kim", "role": "agent", "agent_id": "alice"}, headers=admin
+        )
+        assert made.status_code == 201, made.text
+        assert (made.json()["role"], made.json()["agent_id"], made.json()["created_by"]) == (
+            "agent",
+            "alice",
+            "ada (admin)",
+        )
+        again = await http.post("/api/v1/users", json={"name": "kim", "role": "admin"}, headers=admin)
+        assert again.status_code == 409 and "user 'kim' exists (role agent)" in again.json()["error"]
+        bad = await http.post("/api/v1/users", json={"name": "bo", "role": "boss"}, headers=admin)
+        assert bad.status_code == 422 and "role must be one of agent, supervisor, admin" in bad.json()["error"]
+        no_agent = await http.post("/api/v1/users", json={"name": "bo", "role": "agent"}, headers=admin)
+        assert no_agent.status_code == 422 and "needs agent_id" in no_agent.json()["error"]
+        ghost = await http.post("/api/v1/users", json={"name": "bo", "role": "agent", "agent_id": "zed"}, headers=admin)
+        assert ghost.status_code == 422 and "no agent 'zed'" in ghost.json()["error"]
+        missing = await http.post("/api/v1/users", json={"role": "agent"}, headers=admin)
+        assert missing.status_code == 422 and "name" in missing.json()["error"]
+        nobody = await http.post("/api/v1/users/nobody/tokens", headers=admin)
+        assert nobody.status_code == 404 and "no user 'nobody'" in nobody.json()["error"]
+        # The new user's token acts as them.
+        token = (await http.post("/api/v1/users/kim/tokens", headers=admin)).json()["token"]
+        me = (await http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})).json()
+        assert (me["user"], me["role"], me["agent_id"]) == ("kim", "agent", "alice")
+    with stack.store.db.read() as s:
+        users = {u.name: (u.role, u.agent_id) for u in s.exec(select(UserRow)).all()}
+    assert users == {"ada": ("admin", None), "kim": ("agent", "alice")}  # the refusals changed nothing
+
+
+async def test_api_docs_serve_swagger_and_the_openapi_lists_the_user_endpoints(stack: Stack) -> None:
+    async with api(stack) as http:
+        docs = await http.get("/api/docs")
+        assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+        assert "swagger-ui" in docs.text and "<title>routedesk - Swagger UI</title>" in docs.text
+        spec = (await http.get("/openapi.json")).json()
+    assert spec["info"]["title"] == "routedesk"
+    paths = spec["paths"]
+    assert set(paths["/api/v1/users"]) == {"get", "post"}
+    assert set(paths["/api/v1/users/{name}/tokens"]) == {"post"}
+    assert "201" in paths["/api/v1/users"]["post"]["responses"] and "403" in paths["/api/v1/users"]["post"]["responses"]
+    assert {"/api/v1/cases/{case}", "/api/v1/config", "/api/v1/agents/{agent_id}/offers"} <= set(paths)
+
+
+async def test_case_show_lists_a_customer_reply_with_its_text(stack: Stack) -> None:
+    admin = token_for(stack, "ada", "admin")
+    first = await stack.submit(
+        make_email(subject="Printer on fire", sender="kim@customer.example", message_id="orig-1@customer.example")
+    )
+    await stack.queued(first.workflow_id)
+    reply = await stack.submit(
+        make_email(
+            subject="Re: Printer on fire",
+            sender="kim@customer.example",
+            body="Update: the fire spread to the scanner.",
+            extra_headers=["In-Reply-To: <orig-1@customer.example>"],
+        )
+    )
+    outcome = await stack.handle(reply.workflow_id).result()
+    assert (outcome.stage, outcome.case_number) == ("threaded", "CASE-000001")
+    async with api(stack) as http:
+        shown = (await http.get("/api/v1/cases/CASE-000001", headers=admin)).json()
+        emails = (await http.get("/api/v1/cases/CASE-000001/emails", headers=admin)).json()
+    for listed in (shown["emails"], emails):
+        assert [(e["kind"], e["text"].strip()) for e in listed] == [
+            ("first", "Hi there"),
+            ("reply", "Update: the fire spread to the scanner."),
+        ]
+    cli = await routedesk("case", "show", "CASE-000001", env=stack_env(stack))
+    assert cli.code == 0 and "Update: the fire spread to the scanner." in cli.out

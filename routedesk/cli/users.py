@@ -22,9 +22,10 @@ def add(
 ) -> None:
     """Add (or change) user NAME with ROLE; an agent user names the agent they are."""
     store = open_store(create=True)
-    auth.require(actor(store), auth.Role.ADMIN, "add users")
+    who = actor(store)
+    auth.require(who, auth.Role.ADMIN, "add users")
     try:
-        row = auth.add_user(store, name, role, agent)
+        row = auth.add_user(store, name, role, agent, by=who.describe())
     except auth.AuthRefusal as exc:
         raise UserError(str(exc)) from None
     console.print(f"user {row.name}: {row.role}{' for agent ' + row.agent_id if row.agent_id else ''}", markup=False)
@@ -48,9 +49,10 @@ def list_users() -> None:
 def create(name: str) -> None:
     """Create a bearer token for user NAME; printed once, alone on the last line."""
     store = open_store(create=True)
-    auth.require(actor(store), auth.Role.ADMIN, "create tokens")
+    who = actor(store)
+    auth.require(who, auth.Role.ADMIN, "create tokens")
     try:
-        token = auth.create_token(store, name)
+        token = auth.create_token(store, name, by=who.describe())
     except auth.AuthRefusal as exc:
         raise UserError(str(exc)) from None
     console.print(f"token for {name} (shown once; only its hash is stored):", markup=False)
