@@ -113,6 +113,33 @@ def pushes_of(stack: Stack, kind: str) -> list[PushRow]:
         return list(s.exec(select(PushRow).where(PushRow.kind == kind)).all())
 
 
+async def test_an_item_offered_to_every_eligible_agent_and_taken_by_none_alerts_once(
+    make_stack: Any, sink: Sink
+) -> None:
+    cfg = config([agent("a1"), agent("a2")], sweep=1.0, supervisors={"webhook": f"{sink.url}/alerts"})
+    stack: Stack = await make_stack(cfg)
+    wf = await submit(stack, "Nobody wants me")
+    answered: list[str] = []
+    for _ in range(4):  # two rounds: each agent declines once per round
+        status = await eventually(lambda: stack.status(wf), what="the case")
+
+        async def offered() -> str | None:
+            return (await stack.status(wf)).live_offer
+
+        holder = await eventually(offered, what="an offer")
+        assert await stack.respond(wf, holder, "decline", "busy") == "declined"
+        answered.append(holder)
+    assert sorted(answered) == ["a1", "a1", "a2", "a2"]
+    case_id = status.case_id or 0
+    [alert] = alerts(stack)  # one per case round, not one per dispatcher round
+    assert (alert.kind, alert.queue_id) == ("offered_to_everyone", "q")
+    assert alert.detail.startswith("offered to every eligible member of queue q (")
+    assert "a1" in alert.detail and "a2" in alert.detail and "taken by none" in alert.detail
+    assert [t.outcome for t in stack.trace(case_id=case_id) if t.outcome == "alerted"] == ["alerted"]
+    [body] = await eventually(lambda: sink.bodies("/alerts"), what="the alert webhook")
+    assert (body["kind"], body["case_number"]) == ("offered_to_everyone", status.case_number)
+
+
 async def test_third_decline_stops_reoffers_marks_the_item_and_alerts(make_stack: Any, sink: Sink) -> None:
     cfg = config(
         [agent("a1")],
@@ -146,22 +173,30 @@ async def test_third_decline_stops_reoffers_marks_the_item_and_alerts(make_stack
     waiting = [t for t in trace if t.outcome == "waiting"][-1]
     assert "a1 declined or let it time out 3 times" in waiting.reason
 
-    [alert] = alerts(stack)
-    assert (alert.kind, alert.case_number, alert.queue_id) == ("no_eligible_agent", status.case_number, "q")
+    # Once after the first round (offered to everyone, taken by none), once when nobody is left.
+    assert sorted((a.kind, a.case_number, a.queue_id) for a in alerts(stack)) == [
+        ("no_eligible_agent", status.case_number, "q"),
+        ("offered_to_everyone", status.case_number, "q"),
+    ]
     [summary] = ops.list_cases(stack.store, SUPERVISOR, ops.CaseFilter())
     assert summary.no_eligible_agent
     listed = ops.list_alerts(stack.store, SUPERVISOR)
-    assert [(a.case_number, a.kind) for a in listed] == [(status.case_number, "no_eligible_agent")]
+    assert sorted((a.case_number, a.kind) for a in listed) == [
+        (status.case_number, "no_eligible_agent"),
+        (status.case_number, "offered_to_everyone"),
+    ]
     with pytest.raises(ops.Forbidden):
         ops.list_alerts(stack.store, Actor(user="ag", role=Role.AGENT, agent_id="a1"))
-    await eventually(lambda: sink.bodies("/alerts") and sink.bodies("/alerts-slack"), what="the alert pushes")
-    [generic] = sink.bodies("/alerts")
+    await eventually(
+        lambda: len(sink.bodies("/alerts")) == 2 and len(sink.bodies("/alerts-slack")) == 2, what="the alert pushes"
+    )
+    [generic] = [b for b in sink.bodies("/alerts") if b["kind"] == "no_eligible_agent"]
     assert (generic["event"], generic["kind"], generic["case_number"]) == (
         "alert",
         "no_eligible_agent",
         status.case_number,
     )
-    assert "max_declines_per_item" in sink.bodies("/alerts-slack")[0]["text"]
+    assert any("max_declines_per_item" in b["text"] for b in sink.bodies("/alerts-slack"))
     # The console's case page (tests/test_console.py opens this path).
     assert generic["case_url"].endswith(f"/cases/{status.case_number}")
 

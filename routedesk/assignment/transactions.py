@@ -497,6 +497,15 @@ def eligible_or_note_wait(
     elif case.excluded_agents and case.starved_at is None:
         case.starved_at = now  # the new round's timer starts now
         s.add(case)
+        # Offered to every eligible member, taken by none: the supervisors hear of it once per
+        # case round (raise_alert's key), not on every new dispatcher round.
+        sweep = store.routing_settings().sweep_interval_seconds
+        detail = (
+            f"offered to every eligible member of queue {queue.id} ({', '.join(case.excluded_agents)}) "
+            f"and taken by none; it is offered again in {sweep:g}s, or pick it or assign it"
+        )
+        if raise_alert(s, store, case, "offered_to_everyone", detail):
+            _trace(s, case, f"r{case.round}:alert:offered-to-everyone", TraceEntry(STAGE, queue.id, "alerted", detail))
     if not eligible:
         # Traced once per round and exclusion set, not on every pass (agents out for good
         # count too: the wait's reason changed).
