@@ -719,3 +719,24 @@ async def test_a_mailbox_whose_imap_login_fails_shows_it_on_the_mailboxes_page(
             assert row, page
             assert 'class="imap-login_failed">login failed</span>' in row.group(0)
             assert "AUTHENTICATIONFAILED" in row.group(0)
+
+
+async def test_a_uidvalidity_change_shows_on_the_mailboxes_page(make_stack: MakeStack) -> None:
+    """tests/test_imap.py changes a real folder's UIDVALIDITY; here, what the page says of it
+    (the position as the fetcher records it; no server needed to render it)."""
+    from routedesk import imap_positions
+    from routedesk.config import ImapSettings
+
+    cfg = load_config(EXAMPLES / "routing.yaml")
+    box = cfg.mailbox(SUPPORT)
+    assert box is not None
+    box.imap = ImapSettings.model_validate({"host": "imap.invalid", "username": "support", "password_env": "X"})
+    stack = await make_stack(cfg)
+    imap_positions.open_position(stack.store, SUPPORT, "INBOX", 1111)
+    imap_positions.open_position(stack.store, SUPPORT, "INBOX", 2222)  # the server renumbered the folder
+    async with console_for(stack) as console, http_session(console, "sam") as (http, _):
+        page = (await http.get("/mailboxes")).text
+    row = re.search(re.escape(SUPPORT) + r".*?</tr>", page, re.S)
+    assert row, page
+    assert "UIDVALIDITY changed 1× (last " in row.group(0)
+    assert "from 1111 to 2222): folder read again, duplicates skipped" in row.group(0)
