@@ -478,6 +478,19 @@ async def test_pages_stay_small_with_ten_thousand_waiting_items(console: Console
         assert set(pages["/cases"]).isdisjoint(pages["/cases?page=2&queue=general"])
         # Best first: the High ones (every third item, oldest first) lead the queue.
         assert pages["/queues/general"][:2] == [f"CASE-{base + 2:06d}", f"CASE-{base + 5:06d}"]
+    # An agent of the queue pages through what they may pick, ten at a time.
+    async with http_session(console, "alice-user") as (http, _):
+
+        def picks(page: str) -> list[str]:
+            return re.findall(r'aria-label="Pick (CASE-\d+)"', page)
+
+        first = await http.get("/agent/alice")
+        assert first.status_code == 200 and len(first.content) < 300_000
+        assert "page 1 of 1000" in first.text and "pick_queue=general&amp;pick_page=2" in first.text
+        second = await http.get("/agent/alice", params={"pick_queue": "general", "pick_page": 2})
+        assert "page 2 of 1000" in second.text
+        assert len(picks(first.text)) == len(picks(second.text)) == 10
+        assert set(picks(first.text)).isdisjoint(picks(second.text))
 
 
 # --- supervisor actions: search, assign, resolve, release, reprocess, mailboxes ---------------

@@ -59,6 +59,7 @@ BOARD_EVERY = 3
 SESSION_EVERY = 15
 FIRST_LINES = 6
 PAGE_SIZE = 50
+PICK_PAGE = 10  # waiting items per queue on the agent's page
 RECENT = 15  # latest cases on the boards page
 ALERTS = 20  # newest supervisor alerts on the boards page
 
@@ -315,7 +316,12 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
 
     @app.get("/agent/{agent_id}", response_class=HTMLResponse)
     async def agent_page(
-        request: Request, agent_id: str, notice: str | None = None, sess: Session = reader
+        request: Request,
+        agent_id: str,
+        notice: str | None = None,
+        pick_queue: str | None = None,
+        pick_page: int = 1,
+        sess: Session = reader,
     ) -> Response:
         actor = sess.actor
         events_url = await live_url(f"/events?agent={quote(agent_id)}")  # before reading what it shows
@@ -326,7 +332,11 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             raise PageError(404, f"no agent {agent_id!r}")
         mine = await call(ops.list_cases, store, actor, ops.CaseFilter(agent=agent_id, status="assigned", limit=50))
         threads = {c.number: await call(ops.case_emails, store, actor, c.number) for c in mine}
-        pickable = {q: await call(ops.queue_page, store, actor, q, 1, 10) for q in me.queues}
+        # Ten waiting items per queue, best first; ``pick_queue``/``pick_page`` page through one.
+        pickable = {
+            q: await call(ops.queue_page, store, actor, q, max(1, pick_page) if q == pick_queue else 1, PICK_PAGE)
+            for q in me.queues
+        }
         return render(
             request,
             "agent.html",
