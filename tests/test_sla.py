@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import col, select
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,6 +30,7 @@ from tests.cli import routedesk, stack_env
 from tests.configs import agent, assignment_config
 from tests.support import ROOT, Stack, eventually, make_email
 from tests.test_api import api, token_for
+from tests.test_decline_rules import Sink
 from workflows import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -244,8 +247,16 @@ async def test_timers_pause_while_waiting_on_the_customer_and_resume_on_a_reply(
 # --- reassign_if_idle -----------------------------------------------------------------------
 
 
-async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_told(make_stack: Any) -> None:
-    cfg = sla_config([], agents=[agent("a1"), agent("a2")], members=["a1", "a2"], reassign_if_idle="3s")
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_told(make_stack: Any, sink: Sink) -> None:
+    agents = [{**agent(a), "notify": {"webhook": f"{sink.url}/{a}"}} for a in ("a1", "a2")]
+    cfg = sla_config([], agents=agents, members=["a1", "a2"], reassign_if_idle="3s")
     stack: Stack = await make_stack(cfg)
     wf = (await stack.submit(make_email(subject="Anyone?"))).workflow_id
     status = await stack.wait_stage(wf, "offered")
@@ -259,6 +270,16 @@ async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_tol
     with stack.snapshot() as s:
         notices = s.exec(select(AgentNoticeRow).where(AgentNoticeRow.case_id == case_id)).all()
     assert [(n.agent_id, n.kind) for n in notices] == [(first, "reassigned_idle")]
+    # ...and told on their own channel (the other agent is not).
+    number = stack.case(case_id).number
+
+    def told(path: str) -> list[dict[str, Any]]:
+        return [b for b in sink.bodies(path) if b["event"] == "case_reassigned"]
+
+    [body] = await eventually(lambda: told(f"/{first}"), what="the reassigned notice on the agent's webhook")
+    assert body["agent_id"] == first and body["case_number"] == number and body["subject"] == "Anyone?"
+    assert "did nothing on it" in body["reason"] and body["console_url"].endswith(f"/cases/{number}")
+    assert told(f"/{other}") == []
     assert stack.agent(first).active_count == 0
     assert await stack.respond(wf, other, "accept") == "assigned"
     await stack.handle(wf).execute_update("resolve")
