@@ -449,12 +449,12 @@ def list_agents(store: Store, actor: Actor) -> list[AgentView]:
 
 def list_queues(store: Store, actor: Actor) -> list[QueueView]:
     with store.db.reader() as r:
-        return [v for v, _ in views.queue_views(r, utcnow())]
+        return [v for v, _ in views.queue_views(r, utcnow(), rules=_queue_rules(store))]
 
 
 def show_queue(store: Store, actor: Actor, queue_id: str) -> QueueDetail:
     with store.db.reader() as r:
-        return views.show_queue(r, queue_id, utcnow())
+        return views.show_queue(r, queue_id, utcnow(), _queue_rules(store))
 
 
 # --- actions on a case (through its routing workflow) --------------------------------------
@@ -1570,3 +1570,22 @@ def case_sla_marks(store: Store, actor: Actor, numbers: Sequence[str]) -> dict[s
             waiting_on_customer=c.waiting_since is not None,
         )
     return out
+
+
+# --- queue views: the dispatcher's eligibility rules ----------------------------------------
+
+
+def _queue_rules(store: Store) -> views.QueueRules:
+    """The rules of a queue view's eligible agents, from the store's cached definitions (the
+    ones the dispatcher uses; refreshed when a config loads); the CLI reads them from the store."""
+    from routedesk import time_routing
+
+    defs = time_routing.definitions(store)
+    return views.QueueRules.from_config(
+        {
+            "workstreams": [w.model_dump(mode="json", by_alias=True) for w in store.definitions().workstreams.values()],
+            "queues": [q.model_dump(mode="json", by_alias=True) for q in defs.queues.values()],
+            "calendars": [c.model_dump(mode="json", by_alias=True) for c in defs.calendars.values()],
+            "agents": [a.model_dump(mode="json", by_alias=True) for a in defs.agents.values()],
+        }
+    )

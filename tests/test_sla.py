@@ -400,7 +400,7 @@ async def test_across_queues_of_equal_priority_item_priority_comes_first(make_st
 
 
 async def test_across_queues_of_equal_priority_the_earlier_sla_due_time_comes_next(make_stack: Any) -> None:
-    policies = [
+    policies: list[dict[str, Any]] = [
         {"id": "fast", "when": {"field": "subject", "op": "contains", "value": "[fast]"}, "first_response": "1h"},
         {"id": "slow", "first_response": "8h"},
     ]
