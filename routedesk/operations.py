@@ -1589,3 +1589,14 @@ def _queue_rules(store: Store) -> views.QueueRules:
             "agents": [a.model_dump(mode="json", by_alias=True) for a in defs.agents.values()],
         }
     )
+
+
+# --- what an agent was told (agent_notice) ------------------------------------------------------
+
+
+def agent_notices(store: Store, actor: Actor, agent_id: str, limit: int = 5) -> list[views.NoticeView]:
+    """The agent's latest notices (cases taken from them), newest first; for the agent or a
+    supervisor."""
+    require_agent_or(actor, agent_id, "see the notices")
+    with store.db.reader() as r:
+        return views.agent_notices(r, agent_id, limit)

@@ -749,3 +749,24 @@ def stored_queue_rules(r: Reader) -> QueueRules:
     if not data:
         data = {"workstreams": [w.config for w in r.rows("workstream", "SELECT config FROM workstream")]}
     return QueueRules.from_config(data)
+
+
+# --- what an agent was told ------------------------------------------------------------------
+
+
+class NoticeView(BaseModel):
+    case: str
+    kind: str  # reassigned_idle | reassigned_sla
+    message: str
+    at: datetime
+
+
+def agent_notices(r: Reader, agent_id: str, limit: int = 5) -> list[NoticeView]:
+    """The agent's latest notices (a case taken from them: reassign_if_idle, an SLA action),
+    newest first."""
+    rows = r.rows(
+        "agent_notice",
+        "SELECT case_number, kind, message, created_at FROM agent_notice WHERE agent_id = ? ORDER BY id DESC LIMIT ?",
+        [agent_id, limit],
+    )
+    return [NoticeView(case=n.case_number, kind=n.kind, message=n.message, at=utc(n.created_at)) for n in rows]

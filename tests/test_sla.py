@@ -280,6 +280,10 @@ async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_tol
     assert body["agent_id"] == first and body["case_number"] == number and body["subject"] == "Anyone?"
     assert "did nothing on it" in body["reason"] and body["console_url"].endswith(f"/cases/{number}")
     assert told(f"/{other}") == []
+    # The agent (and a supervisor) can read it back: the console's agent page lists it.
+    assert [(n.case, n.kind) for n in ops.agent_notices(stack.store, SUPERVISOR, first)] == [
+        (number, "reassigned_idle")
+    ]
     assert stack.agent(first).active_count == 0
     assert await stack.respond(wf, other, "accept") == "assigned"
     await stack.handle(wf).execute_update("resolve")

@@ -327,10 +327,12 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
         mine = await call(ops.list_cases, store, actor, ops.CaseFilter(agent=agent_id, status="assigned", limit=50))
         threads = {c.number: await call(ops.case_emails, store, actor, c.number) for c in mine}
         pickable = {q: await call(ops.queue_page, store, actor, q, 1, 10) for q in me.queues}
+        notices = await call(ops.agent_notices, store, actor, agent_id)
         return render(
             request,
             "agent.html",
             agent=me,
+            notices=notices,
             mine=mine,
             threads=threads,
             pickable=pickable,
