@@ -46,6 +46,12 @@ class SlaActivities:
     @activity.defn(name="reassign_if_idle")
     async def reassign_if_idle(self, inp: IdleCheckInput) -> IdleCheck:
         """Back to the queue if the agent did nothing on the case for the workstream's time."""
-        result, queues = await asyncio.to_thread(sla.idle_check, self.store, inp)
+        # The agent is told on their channels: recorded in the transaction, sent after it.
+        keys, token = pushes.collecting()
+        try:
+            result, queues = await asyncio.to_thread(sla.idle_check, self.store, inp)
+        finally:
+            pushes.stop_collecting(token)
+        pushes.deliver_soon(self.store, keys)
         await self._kick(queues)
         return result

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from routedesk.calendars import Calendar, Duration
+from routedesk.eligibility import skill_levels  # noqa: F401 (its home was here)
 
 DEFAULT_QUEUE_PRIORITY = 100  # queues[].priority when left out: after any queue given a lower number
 MAX_PREFERRED_AGENTS = 3  # Dynamics 365: "You can map up to three preferred agents to a contact."
@@ -241,15 +242,6 @@ def check_skills(v: Any) -> None:
     ):
         return
     raise ValueError(f"skills must be a list of skill names or a mapping skill: level (1-{MAX_SKILL_LEVEL})")
-
-
-def skill_levels(v: Any) -> dict[str, int]:
-    """Skills as ``{name: level}``; a name listed without a level is level 1."""
-    if isinstance(v, dict):
-        return {str(k): int(n) for k, n in v.items()}
-    if isinstance(v, list):
-        return {str(k): 1 for k in v}
-    return {}
 
 
 # --- overflow (issue 18) ---------------------------------------------------------------

@@ -458,12 +458,12 @@ def list_agents(store: Store, actor: Actor) -> list[AgentView]:
 
 def list_queues(store: Store, actor: Actor) -> list[QueueView]:
     with store.db.reader() as r:
-        return [v for v, _ in views.queue_views(r, utcnow())]
+        return [v for v, _ in views.queue_views(r, utcnow(), rules=_queue_rules(store))]
 
 
 def show_queue(store: Store, actor: Actor, queue_id: str) -> QueueDetail:
     with store.db.reader() as r:
-        return views.show_queue(r, queue_id, utcnow())
+        return views.show_queue(r, queue_id, utcnow(), _queue_rules(store))
 
 
 # --- actions on a case (through its routing workflow) --------------------------------------
@@ -1668,3 +1668,33 @@ def create_token(store: Store, actor: Actor, user: str) -> NewToken:
     except auth.NoSuchUser as exc:
         raise NotFound(str(exc)) from None
     return NewToken(user=user, token=token, created_by=actor.describe())
+
+
+# --- queue views: the dispatcher's eligibility rules ----------------------------------------
+
+
+def _queue_rules(store: Store) -> views.QueueRules:
+    """The rules of a queue view's eligible agents, from the store's cached definitions (the
+    ones the dispatcher uses; refreshed when a config loads); the CLI reads them from the store."""
+    from routedesk import time_routing
+
+    defs = time_routing.definitions(store)
+    return views.QueueRules.from_config(
+        {
+            "workstreams": [w.model_dump(mode="json", by_alias=True) for w in store.definitions().workstreams.values()],
+            "queues": [q.model_dump(mode="json", by_alias=True) for q in defs.queues.values()],
+            "calendars": [c.model_dump(mode="json", by_alias=True) for c in defs.calendars.values()],
+            "agents": [a.model_dump(mode="json", by_alias=True) for a in defs.agents.values()],
+        }
+    )
+
+
+# --- what an agent was told (agent_notice) ------------------------------------------------------
+
+
+def agent_notices(store: Store, actor: Actor, agent_id: str, limit: int = 5) -> list[views.NoticeView]:
+    """The agent's latest notices (cases taken from them), newest first; for the agent or a
+    supervisor."""
+    require_agent_or(actor, agent_id, "see the notices")
+    with store.db.reader() as r:
+        return views.agent_notices(r, agent_id, limit)

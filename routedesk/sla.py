@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from routedesk import rules
+from routedesk import pushes, rules
 from routedesk.calendars import Calendar, add_business_time, business_time_between, parse_duration
 from routedesk.config import Priority, SlaAction, SlaPolicy
 from routedesk.contracts import (
@@ -418,6 +418,7 @@ class SlaTransactions:
                 agent = requeue(s, case, reason, now, [])
                 notice(
                     s,
+                    self.store,
                     case,
                     agent,
                     "reassigned_sla",
@@ -434,7 +435,13 @@ class SlaTransactions:
         if case.assigned_agent_id is not None:
             agent = requeue(s, case, reason, now, wake)
             notice(
-                s, case, agent, "reassigned_sla", f"{case.number} was reassigned: {reason}", f"{case.number}:{reason}"
+                s,
+                self.store,
+                case,
+                agent,
+                "reassigned_sla",
+                f"{case.number} was reassigned: {reason}",
+                f"{case.number}:{reason}",
             )
             actions.append(SlaWorkflowAction(kind="reassign", agent_id=agent, reason=reason))
             return TraceEntry(STAGE, policy, "reassigned", f"{why}: taken from {agent}, offered again")
@@ -482,19 +489,51 @@ def requeue(s: Session, case: CaseRow, reason: str, now: datetime, wake: list[st
     return agent_id
 
 
-def notice(s: Session, case: CaseRow, agent_id: str, kind: str, message: str, key: str) -> None:
+def notice(s: Session, store: Store, case: CaseRow, agent_id: str, kind: str, message: str, key: str) -> None:
+    """Tell the agent a case was taken from them: an ``agent_notice`` row, and a
+    ``case_reassigned`` message on the agent's notification channels (webhook, Slack, email),
+    recorded in this transaction under the same key and sent after its commit, as the
+    missed-offers presence switch is. A retry with the same key records nothing new."""
     assert case.id is not None and case.number is not None
-    if s.exec(select(AgentNoticeRow.id).where(AgentNoticeRow.idempotency_key == key)).first() is None:
-        s.add(
-            AgentNoticeRow(
-                agent_id=agent_id,
-                case_id=case.id,
-                case_number=case.number,
-                kind=kind,
-                message=message,
-                idempotency_key=key,
-            )
+    if s.exec(select(AgentNoticeRow.id).where(AgentNoticeRow.idempotency_key == key)).first() is not None:
+        return
+    s.add(
+        AgentNoticeRow(
+            agent_id=agent_id,
+            case_id=case.id,
+            case_number=case.number,
+            kind=kind,
+            message=message,
+            idempotency_key=key,
         )
+    )
+    channels = pushes.agent_channels(s, store, agent_id)
+    url = f"{pushes.console_url(s)}/cases/{case.number}"
+    push_key = f"notice:{key}"
+    pushes.record(
+        s,
+        key=push_key,
+        kind="notice",
+        recipient=agent_id,
+        webhook=channels.webhook,
+        slack_webhook=channels.slack_webhook,
+        emails=[channels.email] if channels.email else [],
+        generic={
+            "event": "case_reassigned",
+            "kind": kind,
+            "agent_id": agent_id,
+            "case_number": case.number,
+            "subject": case.subject,
+            "reason": message,
+            "console_url": url,
+        },
+        slack=pushes.slack_payload(message, {"Queue": case.queue_id or "-"}, {"Open the case": url}),
+        mail={
+            **pushes.email_payload(f"[{case.number}] was taken from you", [message, "", url]),
+            "from": case.mailbox_address,
+        },
+    )
+    pushes.note(push_key)
 
 
 # --- reassign_if_idle ---------------------------------------------------------------------
@@ -526,7 +565,7 @@ def idle_check(store: Store, inp: IdleCheckInput) -> tuple[IdleCheck, list[str]]
         idle_for = int((now - last).total_seconds())
         reason = f"{inp.agent_id} did nothing on it for {idle_for}s (reassign_if_idle {inp.idle_seconds:g}s)"
         requeue(s, case, reason, now, wake)
-        notice(s, case, inp.agent_id, "reassigned_idle", f"{case.number} went back to the queue: {reason}", key)
+        notice(s, store, case, inp.agent_id, "reassigned_idle", f"{case.number} went back to the queue: {reason}", key)
         assert case.id is not None
         add_trace(
             s,

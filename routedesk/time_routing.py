@@ -14,9 +14,14 @@ from datetime import datetime
 
 from sqlmodel import Session, col, func, select
 
-from routedesk.calendars import Calendar, add_business_time, is_open, next_opening, parse_duration
-from routedesk.config import Agent, Queue, skill_levels
+from routedesk.calendars import Calendar, add_business_time, is_open, parse_duration
+from routedesk.config import Agent, Queue
 from routedesk.contracts import InQueueOverflow
+from routedesk.eligibility import agent_levels, skill_levels
+from routedesk.eligibility import closed_until as closed_at
+from routedesk.eligibility import lacks as lacks  # re-exported: the dispatcher's names for them
+from routedesk.eligibility import required_skills as required_skills
+from routedesk.eligibility import skill_distance as skill_distance
 from routedesk.models import CaseRow, ConfigVersionRow
 from routedesk.store import Store, TraceEntry
 
@@ -73,10 +78,9 @@ def closed_until(defs: TimeDefinitions, queue_id: str | None, now: datetime) -> 
     """When a queue closed at ``now`` opens again, if agents may not be offered its work until
     then (``offer_when_closed: false``); None when they may."""
     q = defs.queues.get(queue_id or "")
-    cal = defs.calendar_of(queue_id)
-    if q is None or cal is None or q.offer_when_closed or is_open(cal, now):
+    if q is None:
         return None
-    return next_opening(cal, now)
+    return closed_at(defs.calendar_of(queue_id), q.offer_when_closed, now)
 
 
 # --- overflow ----------------------------------------------------------------------------------
@@ -159,34 +163,11 @@ def in_queue_overflow(defs: TimeDefinitions, queue_id: str | None, since: dateti
 
 
 # --- skills with proficiency -------------------------------------------------------------------
-
-
-def required_skills(attributes: dict[str, object]) -> dict[str, int]:
-    return skill_levels(attributes.get("skills"))
+# The pure rules are in routedesk.eligibility (the views apply them too, without the ORM).
 
 
 def agent_skills(defs: TimeDefinitions, agent_id: str, names: list[str]) -> dict[str, int]:
     """The agent's skills: the names in the store (what the agent has), each at its level from
     the config in force (level 1 when the config gives none)."""
     a = defs.agents.get(agent_id)
-    levels = skill_levels(a.skills) if a is not None else {}
-    return {name: levels.get(name, 1) for name in names}
-
-
-def skill_distance(required: dict[str, int], has: dict[str, int]) -> int | None:
-    """Sum of level differences over the required skills; None when one is missing."""
-    if any(k not in has for k in required):
-        return None
-    return sum(abs(has[k] - n) for k, n in required.items())
-
-
-def lacks(required: dict[str, int], has: dict[str, int], match: str) -> str | None:
-    """Why the agent may not take an item needing ``required`` (None: they may)."""
-    missing = sorted(k for k in required if k not in has)
-    if missing:
-        return f"lacks skills {', '.join(missing)}"
-    if match == "exact":
-        low = sorted(f"{k} {has[k]}<{n}" for k, n in required.items() if has[k] < n)
-        if low:
-            return f"skill level too low ({', '.join(low)})"
-    return None
+    return agent_levels(skill_levels(a.skills) if a is not None else {}, names)

@@ -24,8 +24,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from routedesk import ids
+from routedesk import eligibility, ids
 from routedesk.contracts import CASE_STATUSES, Status
+from routedesk.eligibility import QueueRules
 from routedesk.errors import Invalid, NotFound
 
 # --- result models ---------------------------------------------------------------------------
@@ -132,8 +133,10 @@ class QueueView(BaseModel):
     by_priority: dict[str, int]
     oldest_waiting_since: datetime | None
     oldest_wait_seconds: float | None
-    eligible_now: list[str]  # members Available, with free capacity and no live offer
+    # Members the dispatcher may offer a waiting item to now (see queue_views).
+    eligible_now: list[str]
     members: list[str]
+    closed_until: datetime | None = None  # closed (operating hours): offers nothing until then
 
 
 class QueueDetail(BaseModel):
@@ -613,9 +616,21 @@ def list_agents(r: Reader, now: datetime, timeouts: OfferTimeouts) -> list[Agent
 
 
 def queue_views(
-    r: Reader, now: datetime, queue_ids: Sequence[str] | None = None
+    r: Reader, now: datetime, queue_ids: Sequence[str] | None = None, rules: QueueRules | None = None
 ) -> list[tuple[QueueView, list[CaseSummary]]]:
-    """Each queue (all, or those named) with its waiting items, best first."""
+    """Each queue (all, or those named) with its waiting items, best first (the dispatcher's
+    order: priority, SLA due time, age).
+
+    ``eligible_now``: the members the dispatcher may offer one of the queue's waiting items
+    to now, by the rules of the config in force (``rules``; read from the store when not
+    given): none while the queue is closed (operating hours, unless ``offer_when_closed``);
+    else members with free capacity and no live offer, in a presence the item's workstream
+    lets take work (``allowed_presences``), not excluded from the item's round, with the
+    item's required skills (``skill_match``; ``closest`` keeps the nearest). With no item up
+    for an offer, the presences of the workstreams that route to the queue decide. Not
+    reflected (each needs the store's ORM-side state): ``max_declines_per_item`` counts, and
+    an agent in several queues being offered a better item of another queue first.
+    """
     if queue_ids is None:
         queues = r.rows("queue", "SELECT * FROM queue ORDER BY id")
     elif queue_ids:
@@ -628,11 +643,13 @@ def queue_views(
     waiting = r.rows(
         "case",
         "SELECT * FROM \"case\" WHERE status = 'queued' AND assigned_agent_id IS NULL "
-        f"AND queue_id IN ({_marks(names)}) ORDER BY priority_rank, queued_at, id",
+        f"AND queue_id IN ({_marks(names)}) ORDER BY priority_rank DESC, "
+        "CASE WHEN sla_due_at IS NULL THEN 1 ELSE 0 END, sla_due_at, queued_at, id",
         names,
     )
     st = statuses(r, waiting)
-    agents = {a.id: a for a in r.rows("agent", "SELECT id, presence, active_count, capacity FROM agent")}
+    rules = rules if rules is not None else stored_queue_rules(r)
+    agents = {a.id: a for a in r.rows("agent", "SELECT id, presence, active_count, capacity, skills FROM agent")}
     members: dict[str, list[Any]] = {}
     for queue_id, agent_id in r.values("SELECT queue_id, agent_id FROM queue_member"):
         if agent_id in agents:
@@ -646,6 +663,7 @@ def queue_views(
             by_priority[c.priority] = by_priority.get(c.priority, 0) + 1
         since = min((utc(c.queued_at) for c in items if c.queued_at), default=None)
         crew = sorted(members.get(qr.id, []), key=lambda a: a.id)
+        closed = rules.closed_until(qr.id, now)
         view = QueueView(
             id=qr.id,
             name=qr.name,
@@ -655,17 +673,50 @@ def queue_views(
             by_priority=by_priority,
             oldest_waiting_since=since,
             oldest_wait_seconds=(now - since).total_seconds() if since else None,
-            eligible_now=[
-                a.id for a in crew if a.presence == "Available" and a.active_count < a.capacity and a.id not in offering
-            ],
+            eligible_now=[] if closed else _eligible_now(qr.id, crew, items, st, offering, rules),
             members=[a.id for a in crew],
+            closed_until=closed,
         )
         out.append((view, [summary(c, st[c.id]) for c in items]))
     return out
 
 
-def show_queue(r: Reader, queue_id: str, now: datetime) -> QueueDetail:
-    found = queue_views(r, now, [queue_id])
+def _eligible_now(
+    queue_id: str,
+    crew: Sequence[Any],
+    items: Sequence[Any],
+    st: dict[int, Status],
+    offering: set[str],
+    rules: QueueRules,
+) -> list[str]:
+    free = [a for a in crew if a.active_count < a.capacity and a.id not in offering]
+    # The items the dispatcher would offer now: waiting for their assignment method, no live offer.
+    pending = [c for c in items if c.awaiting_dispatch and st.get(c.id) != Status.OFFERED]
+    if not pending:
+        allowed = rules.presences_for_queue(queue_id, [])
+        return [a.id for a in free if a.presence in allowed]
+    found: set[str] = set()
+    for c in pending:
+        ws = rules.workstreams.get(c.workstream_id)
+        allowed = ws.allowed_presences if ws is not None else rules.presences_for_queue(queue_id, [])
+        match = ws.skill_match if ws is not None else "exact"
+        required = eligibility.required_skills(c.attributes or {})
+        fits: dict[str, int] = {}
+        for a in free:
+            if a.presence not in allowed or a.id in (c.excluded_agents or []):
+                continue
+            has = eligibility.agent_levels(rules.agent_levels.get(a.id, {}), a.skills or [])
+            if eligibility.lacks(required, has, match) is None:
+                fits[a.id] = eligibility.skill_distance(required, has) or 0
+        if match == "closest" and required and fits:
+            nearest = min(fits.values())
+            fits = {k: d for k, d in fits.items() if d == nearest}
+        found |= set(fits)
+    return [a.id for a in free if a.id in found]
+
+
+def show_queue(r: Reader, queue_id: str, now: datetime, rules: QueueRules | None = None) -> QueueDetail:
+    found = queue_views(r, now, [queue_id], rules)
     if not found:
         known = [v for (v,) in r.values("SELECT id FROM queue ORDER BY id")]
         raise NotFound(f"no queue {queue_id!r}; valid: {', '.join(known) or 'none loaded'}")
@@ -683,3 +734,39 @@ def stored_offer_timeouts(r: Reader) -> OfferTimeouts:
         streams = [w.config for w in r.rows("workstream", "SELECT config FROM workstream")]
     known = {w["id"]: float(w["offer_timeout_seconds"]) for w in streams if "offer_timeout_seconds" in w}
     return known.get
+
+
+def _stored_config(r: Reader) -> dict[str, Any]:
+    found = r.rows("config_version", "SELECT config FROM config_version ORDER BY number DESC LIMIT 1")
+    return dict(found[0].config) if found else {}
+
+
+def stored_queue_rules(r: Reader) -> QueueRules:
+    """The eligibility rules of the config version in force, read from the store (a process
+    without the store's cached definitions: the CLI). A store loaded before versions were
+    recorded has its workstreams' tables only: no calendars (24x7), no skill levels."""
+    data = _stored_config(r)
+    if not data:
+        data = {"workstreams": [w.config for w in r.rows("workstream", "SELECT config FROM workstream")]}
+    return QueueRules.from_config(data)
+
+
+# --- what an agent was told ------------------------------------------------------------------
+
+
+class NoticeView(BaseModel):
+    case: str
+    kind: str  # reassigned_idle | reassigned_sla
+    message: str
+    at: datetime
+
+
+def agent_notices(r: Reader, agent_id: str, limit: int = 5) -> list[NoticeView]:
+    """The agent's latest notices (a case taken from them: reassign_if_idle, an SLA action),
+    newest first."""
+    rows = r.rows(
+        "agent_notice",
+        "SELECT case_number, kind, message, created_at FROM agent_notice WHERE agent_id = ? ORDER BY id DESC LIMIT ?",
+        [agent_id, limit],
+    )
+    return [NoticeView(case=n.case_number, kind=n.kind, message=n.message, at=utc(n.created_at)) for n in rows]

@@ -34,7 +34,7 @@ from routedesk import auth
 from routedesk.case_tokens import installation_secret, token_key
 from routedesk.config import ConsoleSettings, Relay, load_config
 from routedesk.console.app import ConsoleServer, start_console
-from routedesk.models import AlertRow, CaseReplyRow, CaseRow, ConsolePasswordRow, utcnow
+from routedesk.models import AgentNoticeRow, AlertRow, CaseReplyRow, CaseRow, ConsolePasswordRow, utcnow
 from routedesk.operations import Context
 from routedesk.sessions import set_password
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
@@ -367,6 +367,28 @@ async def test_an_agent_cannot_open_or_answer_another_agents_offer(console: Cons
         assert (await http.get("/supervisor")).status_code == 403
     assert len(await history_events(handle)) == before
     assert [(o.agent_id, o.status) for o in console.stack.offers()] == [("dave", "live")]
+
+
+async def test_the_agent_page_shows_the_cases_taken_from_the_agent(console: Console) -> None:
+    """The notice reassign_if_idle (or an SLA action) writes when it takes a case from its
+    agent (tests/test_sla.py makes one for real): the agent's page lists it, no other's."""
+    with console.stack.store.db.write() as s:
+        s.add(
+            AgentNoticeRow(
+                agent_id="dave",
+                case_id=1,
+                case_number="CASE-000042",
+                kind="reassigned_idle",
+                message="CASE-000042 went back to the queue: dave did nothing on it for 300s",
+                idempotency_key="CASE-000042:idle-1",
+            )
+        )
+    async with http_session(console, "dave-user") as (http, _):
+        page = (await http.get("/agent/dave")).text
+        assert re.search(r'data-notice="CASE-000042">.*?dave did nothing on it for 300s', page)
+    async with http_session(console, "alice-user") as (http, _):
+        page = (await http.get("/agent/alice")).text
+        assert "CASE-000042" not in page and "Taken from me" not in page
 
 
 async def test_the_links_in_offer_notifications_and_alerts_open_console_pages(console: Console) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlmodel import col, select
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -18,7 +20,7 @@ from temporalio.worker import Replayer
 from routedesk import operations as ops
 from routedesk import search_attributes as sa
 from routedesk import sla
-from routedesk.assignment import wake
+from routedesk.assignment import transactions, wake
 from routedesk.auth import Actor, Role
 from routedesk.calendars import Calendar, add_business_time
 from routedesk.config import RoutingConfig, parse_config
@@ -28,6 +30,7 @@ from tests.cli import routedesk, stack_env
 from tests.configs import agent, assignment_config
 from tests.support import ROOT, Stack, eventually, make_email
 from tests.test_api import api, token_for
+from tests.test_decline_rules import Sink
 from workflows import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -244,8 +247,16 @@ async def test_timers_pause_while_waiting_on_the_customer_and_resume_on_a_reply(
 # --- reassign_if_idle -----------------------------------------------------------------------
 
 
-async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_told(make_stack: Any) -> None:
-    cfg = sla_config([], agents=[agent("a1"), agent("a2")], members=["a1", "a2"], reassign_if_idle="3s")
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_told(make_stack: Any, sink: Sink) -> None:
+    agents = [{**agent(a), "notify": {"webhook": f"{sink.url}/{a}"}} for a in ("a1", "a2")]
+    cfg = sla_config([], agents=agents, members=["a1", "a2"], reassign_if_idle="3s")
     stack: Stack = await make_stack(cfg)
     wf = (await stack.submit(make_email(subject="Anyone?"))).workflow_id
     status = await stack.wait_stage(wf, "offered")
@@ -259,6 +270,20 @@ async def test_an_idle_assigned_case_goes_back_to_the_queue_and_its_agent_is_tol
     with stack.snapshot() as s:
         notices = s.exec(select(AgentNoticeRow).where(AgentNoticeRow.case_id == case_id)).all()
     assert [(n.agent_id, n.kind) for n in notices] == [(first, "reassigned_idle")]
+    # ...and told on their own channel (the other agent is not).
+    number = stack.case(case_id).number
+
+    def told(path: str) -> list[dict[str, Any]]:
+        return [b for b in sink.bodies(path) if b["event"] == "case_reassigned"]
+
+    [body] = await eventually(lambda: told(f"/{first}"), what="the reassigned notice on the agent's webhook")
+    assert body["agent_id"] == first and body["case_number"] == number and body["subject"] == "Anyone?"
+    assert "did nothing on it" in body["reason"] and body["console_url"].endswith(f"/cases/{number}")
+    assert told(f"/{other}") == []
+    # The agent (and a supervisor) can read it back: the console's agent page lists it.
+    assert [(n.case, n.kind) for n in ops.agent_notices(stack.store, SUPERVISOR, first)] == [
+        (number, "reassigned_idle")
+    ]
     assert stack.agent(first).active_count == 0
     assert await stack.respond(wf, other, "accept") == "assigned"
     await stack.handle(wf).execute_update("resolve")
@@ -323,6 +348,76 @@ async def test_both_dispatchers_woken_at_once_book_the_agent_once_with_the_bette
     assert await stack.respond(high, "x", "accept") == "assigned"
     assert stack.agent("x").active_count == 1  # capacity 1: nothing else can be booked
     assert [o.queue_id for o in stack.offers() if o.status in ("live", "accepted")] == ["high"]
+
+
+def queues_config(queues: dict[str, int], policies: list[dict[str, Any]] = ()) -> RoutingConfig:  # type: ignore[assignment]
+    """One agent ``x`` (capacity 1, Offline) in every queue (id -> queue priority); the first
+    queue is the fallback, ``[to:Q]`` in a subject routes to Q."""
+    data = assignment_config(agents=[agent("x", capacity=1, presence="Offline")], members=["x"]).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    data["queues"] = [{"id": q, "name": q.title(), "members": ["x"], "priority": p} for q, p in queues.items()]
+    data["workstreams"][0]["fallback_queue"] = next(iter(queues))
+    data["workstreams"][0]["route_to_queue_rules"] = [
+        {"name": f"to-{q}", "when": {"field": "subject", "op": "contains", "value": f"[to:{q}]"}, "queue": q}
+        for q in queues
+    ]
+    data["sla_policies"] = list(policies)
+    return parse_config(data)
+
+
+async def offered_across_queues(stack: Stack, subjects: list[str], kicked: str) -> tuple[str, list[str]]:
+    """Submit the subjects in order (each waits: x is Offline), make x Available and wake
+    only ``kicked``'s dispatcher: the workflow x is offered, and the others."""
+    wfs = []
+    for i, subject in enumerate(subjects):
+        # A sender each: intake holds a sender's 21st message in 10 minutes (rate limit).
+        wf = (await stack.submit(make_email(subject=subject, sender=f"c{i}@customer.example"))).workflow_id
+        await stack.wait_stage(wf, "waiting_for_agent")
+        wfs.append(wf)
+    set_presence(stack.store, "x", "Available")
+    await wake.kick(stack.client, [kicked], task_queue=stack.task_queue, id_prefix=stack.id_prefix)
+
+    async def offered() -> str | None:
+        live = [o for o in stack.offers() if o.status == "live"]
+        return live[0].workflow_id if live else None
+
+    # x has capacity 1 and may hold one live offer: the first offer is the decision.
+    chosen: str = await eventually(offered, what="an offer to x")
+    assert [(o.agent_id, o.workflow_id) for o in stack.offers()] == [("x", chosen)]
+    return chosen, [w for w in wfs if w != chosen]
+
+
+async def test_a_backlog_in_a_lower_priority_queue_does_not_hide_a_better_queues_item(make_stack: Any) -> None:
+    # x is in three queues; the middle one's dispatcher decides. The low queue's backlog is
+    # older and longer than the look-ahead: the high queue's newer item must still win.
+    stack: Stack = await make_stack(queues_config({"low": 50, "mid": 30, "high": 10}))
+    backlog = [f"[to:low] old {i}" for i in range(transactions.BETTER_LOOKAHEAD * 2 + 1)]
+    chosen, _ = await offered_across_queues(stack, [*backlog, "[to:high] newer", "[to:mid] newest"], "mid")
+    assert stack.case((await stack.status(chosen)).case_id or 0).queue_id == "high"
+
+
+async def test_across_queues_of_equal_priority_item_priority_comes_first(make_stack: Any) -> None:
+    stack: Stack = await make_stack(queues_config({"a": 10, "b": 10}))
+    chosen, _ = await offered_across_queues(stack, ["[to:a] older, normal", "[to:b] [high] newer"], "a")
+    assert stack.case((await stack.status(chosen)).case_id or 0).subject == "[to:b] [high] newer"
+
+
+async def test_across_queues_of_equal_priority_the_earlier_sla_due_time_comes_next(make_stack: Any) -> None:
+    policies: list[dict[str, Any]] = [
+        {"id": "fast", "when": {"field": "subject", "op": "contains", "value": "[fast]"}, "first_response": "1h"},
+        {"id": "slow", "first_response": "8h"},
+    ]
+    stack: Stack = await make_stack(queues_config({"a": 10, "b": 10}, policies))
+    subjects = ["[to:a] oldest, no hurry", "[to:b] [fast] newer, due first", "[to:a] [fast] newest"]
+    chosen, _ = await offered_across_queues(stack, subjects, "a")
+    assert stack.case((await stack.status(chosen)).case_id or 0).subject == "[to:b] [fast] newer, due first"
+
+
+async def test_across_queues_of_equal_priority_the_older_item_comes_last(make_stack: Any) -> None:
+    stack: Stack = await make_stack(queues_config({"a": 10, "b": 10}))
+    chosen, _ = await offered_across_queues(stack, ["[to:b] older", "[to:a] newer"], "a")
+    assert stack.case((await stack.status(chosen)).case_id or 0).subject == "[to:b] older"
 
 
 # --- durability -------------------------------------------------------------------------------

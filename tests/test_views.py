@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 from sqlmodel import SQLModel, select
 
 from routedesk import operations as ops
 from routedesk import views
 from routedesk.auth import local_admin
-from routedesk.config import load_config
+from routedesk.config import load_config, parse_config
 from routedesk.models import (
     AgentRow,
     CaseReplyRow,
@@ -64,7 +65,7 @@ def _seed(store: Store) -> None:
                 status="queued",
                 queue_id="general",
                 priority="High",
-                priority_rank=1,
+                priority_rank=3,  # Priority.HIGH.rank: served before Medium (2)
                 subject="Left for a pick",
                 queued_at=NOW - timedelta(minutes=9),
                 sla_policy_id="key-accounts",
@@ -270,3 +271,65 @@ def test_a_store_not_at_this_versions_revision_is_not_read_lean(seeded: tuple[St
         s.connection().exec_driver_sql("UPDATE alembic_version SET version_num = '0007'")
     with views.open_reader(url) as r:
         assert r is None  # the CLI opens the store instead, which says `routedesk db upgrade`
+
+
+# --- eligible now: what the dispatcher would do -------------------------------------------------
+
+
+def _eligibility_store(url: str) -> Store:
+    """The example config with the billing queue on a calendar closed today and tomorrow (UTC
+    holidays), and two items waiting for their assignment method: one in technical needing
+    German (neither member has it), none in general (whose workstream lets Busy agents work)."""
+    data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
+    today = datetime.now(UTC).date()
+    every_day = {d: ["00:00-23:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    holidays = [str(today), str(today + timedelta(days=1))]
+    data["calendars"].append({"id": "shut", "timezone": "UTC", "hours": every_day, "holidays": holidays})
+    next(q for q in data["queues"] if q["id"] == "billing")["operating_hours"] = "shut"
+    store = Store(url).init()
+    store.load_config(parse_config(data))
+    email = store.save_raw_email(make_email(subject="Hallo, Fehler")).email_id
+    with store.db.write() as s:
+        s.add(
+            CaseRow(
+                number="CASE-000001",
+                source_email_id=email,
+                mailbox_address="support@acme.example",
+                workstream_id="support-email",
+                status="queued",
+                queue_id="technical",
+                subject="Hallo, Fehler",
+                queued_at=NOW,
+                awaiting_dispatch=True,
+                attributes={"skills": ["german", "technical"]},
+            )
+        )
+    return store
+
+
+def test_eligible_now_follows_the_dispatchers_rules(new_store_url: NewStoreUrl) -> None:
+    url = new_store_url("eligible")
+    store = _eligibility_store(url)
+    try:
+        full = {q.id: q for q in ops.list_queues(store, local_admin())}
+        with views.open_reader(url) as r:
+            assert r is not None
+            lean = {v.id: v for v, _ in views.queue_views(r, views.now())}
+    finally:
+        store.db.dispose()
+    assert {k: v.model_dump() for k, v in lean.items()} == {
+        k: {**v.model_dump(), "oldest_wait_seconds": lean[k].oldest_wait_seconds} for k, v in full.items()
+    }
+    # carol is Busy: support-email (which routes to general) lets Busy agents take work.
+    assert full["general"].eligible_now == ["alice", "bob", "carol"]
+    # The technical item needs German: neither carol nor dave has it.
+    assert full["technical"].eligible_now == []
+    # billing is closed (no offer_when_closed): nobody now, open again the day after tomorrow.
+    day_after = datetime.now(UTC).date() + timedelta(days=2)
+    assert full["billing"].eligible_now == [] and full["billing"].closed_until is not None
+    assert full["billing"].closed_until.astimezone(UTC) == datetime(
+        day_after.year, day_after.month, day_after.day, tzinfo=UTC
+    )
+    assert full["general"].closed_until is None
+    # frank is Away; bob is Available: sales (open when closed) keeps its usual rules.
+    assert full["sales"].eligible_now == ["bob"]

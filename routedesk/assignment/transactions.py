@@ -701,14 +701,24 @@ def better_elsewhere(s: Session, store: Store, case: CaseRow, agent: AgentRow) -
 def _best_elsewhere(
     s: Session, store: Store, queue_id: str, agent: AgentRow, queue_priorities: dict[str, int]
 ) -> tuple[tuple[int, int, int, datetime, datetime, int], str] | None:
-    others = [q for q in s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent.id)).all()]
-    others = [q for q in others if q != queue_id]
+    # Only queues that rank no lower than this one can hold a better item: a backlog in a
+    # lower-priority queue is not even read (it used to fill the look-ahead and hide a
+    # higher-priority queue's item).
+    own = queue_priorities.get(queue_id, 0)
+    others = [
+        q
+        for q in s.exec(select(QueueMemberRow.queue_id).where(QueueMemberRow.agent_id == agent.id)).all()
+        if q != queue_id and queue_priorities.get(q, 0) <= own
+    ]
     if not others:
         return None
+    # In rank_key order (queue priority first), so the look-ahead reads the best items.
     rows = s.exec(
         select(CaseRow)
+        .join(QueueRow, col(QueueRow.id) == col(CaseRow.queue_id))
         .where(col(CaseRow.queue_id).in_(others), CaseRow.status == "queued", col(CaseRow.awaiting_dispatch))
         .order_by(
+            col(QueueRow.priority),
             col(CaseRow.priority_rank).desc(),
             col(CaseRow.sla_due_at).asc().nulls_last(),
             col(CaseRow.queued_at),

@@ -54,7 +54,7 @@ def list_queues(as_json: bool = typer.Option(False, "--json")) -> None:
             str(q.offered),
             _priorities(q.by_priority),
             _wait(q.oldest_wait_seconds),
-            ", ".join(q.eligible_now) or "-",
+            ", ".join(q.eligible_now) or ("closed" if q.closed_until else "-"),
         )
     console.print(table)
 
@@ -82,6 +82,7 @@ def show(queue: str, as_json: bool = typer.Option(False, "--json")) -> None:
         ("by priority", _priorities(q.by_priority)),
         ("oldest wait", _wait(q.oldest_wait_seconds)),
         ("eligible now", ", ".join(q.eligible_now) or "-"),
+        ("closed until", f"{q.closed_until:%Y-%m-%d %H:%M} UTC" if q.closed_until else "- (open)"),
         ("members", ", ".join(q.members) or "-"),
     ]:
         console.print(f"  {k:<13} {v}", markup=False)

@@ -337,10 +337,12 @@ def create_app(ctx: ops.Context, cfg: ConsoleSettings, *, ui_url: str | None = N
             q: await call(ops.queue_page, store, actor, q, max(1, pick_page) if q == pick_queue else 1, PICK_PAGE)
             for q in me.queues
         }
+        notices = await call(ops.agent_notices, store, actor, agent_id)
         return render(
             request,
             "agent.html",
             agent=me,
+            notices=notices,
             mine=mine,
             threads=threads,
             pickable=pickable,
