@@ -1349,7 +1349,8 @@ def search_cases(store: Store, actor: Actor, query: CaseQuery) -> CasePage:
 
 
 def queue_page(store: Store, actor: Actor, queue_id: str, page: int = 1, per_page: int = 50) -> CasePage:
-    """One page of a queue's waiting items, best first (priority, then oldest)."""
+    """One page of a queue's waiting items, best first: the dispatcher's order (priority, the
+    earliest SLA due time, then the oldest; routedesk.views.queue_views reads them so too)."""
     per_page = max(1, min(per_page, CONSOLE_PAGE_MAX))
     with store.db.read() as s:
         if s.get(QueueRow, queue_id) is None:
@@ -1358,7 +1359,13 @@ def queue_page(store: Store, actor: Actor, queue_id: str, page: int = 1, per_pag
         q = (
             select(CaseRow)
             .where(CaseRow.queue_id == queue_id, CaseRow.status == "queued", col(CaseRow.assigned_agent_id).is_(None))
-            .order_by(col(CaseRow.priority_rank), col(CaseRow.queued_at), col(CaseRow.id))
+            .order_by(
+                col(CaseRow.priority_rank).desc(),
+                col(CaseRow.sla_due_at).is_(None),  # items with an SLA due time first
+                col(CaseRow.sla_due_at),
+                col(CaseRow.queued_at),
+                col(CaseRow.id),
+            )
         )
         rows, total, page, pages = _page_of(s, q, max(1, page), per_page)
         st = _statuses(s, rows)

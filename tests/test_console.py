@@ -473,7 +473,7 @@ async def test_pages_stay_small_with_ten_thousand_waiting_items(console: Console
                     "status": "queued",
                     "subject": f"Backlog item {i}",
                     "priority": ("Low", "Medium", "High")[i % 3],
-                    "priority_rank": (3, 2, 1)[i % 3],
+                    "priority_rank": (1, 2, 3)[i % 3],  # Priority.rank: Low 1, Medium 2, High 3
                     "mailbox_address": "support@acme.example",
                     "workstream_id": "support-email",
                     "queue_id": "general",
