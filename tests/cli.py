@@ -17,7 +17,10 @@ class CliResult:
     err: str
 
 
-async def routedesk(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> CliResult:
+async def routedesk(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
+) -> CliResult:
+    """``input``: the text on the command's standard input (none: /dev/null)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -27,9 +30,10 @@ async def routedesk(*args: str, env: dict[str, str] | None = None, timeout: floa
         env={**os.environ, "COLUMNS": "200", **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    data = None if input is None else input.encode()
+    out, err = await asyncio.wait_for(proc.communicate(data), timeout)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
 

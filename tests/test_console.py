@@ -38,6 +38,7 @@ from routedesk.models import AgentNoticeRow, AlertRow, CaseReplyRow, CaseRow, Co
 from routedesk.operations import Context
 from routedesk.sessions import set_password
 from starter.smtp import SmtpIntakeServer, start_smtp_intake
+from tests import configs
 from tests.cli import stack_env
 from tests.conftest import MakeStack
 from tests.imap_support import SUPPORT, fetching, imap_config, position_row, running_dovecot
@@ -775,3 +776,65 @@ async def test_a_uidvalidity_change_shows_on_the_mailboxes_page(make_stack: Make
     assert row, page
     assert "UIDVALIDITY changed 1× (last " in row.group(0)
     assert "from 1111 to 2222): folder read again, duplicates skipped" in row.group(0)
+
+
+# --- case search by agent and by status (issue 17) --------------------------------------------
+
+
+async def test_case_search_by_agent_and_by_status_lists_only_those_cases(make_stack: MakeStack) -> None:
+    """Five cases: assigned to dave, assigned to alice, offered to alice (live), waiting for an
+    agent, and left unassigned (the contact's preferred agent is offline, leave_unassigned)."""
+    cfg = configs.assignment_config(
+        agents=[
+            configs.agent("dave", capacity=1),
+            configs.agent("alice", presence="Offline"),
+            configs.agent("pref", presence="Offline"),
+        ],
+        members=["dave", "alice", "pref"],
+        contacts=[{"id": "vip", "name": "VIP", "emails": ["vip@customer.example"], "preferred_agents": ["pref"]}],
+        fallback="leave_unassigned",
+        offer_timeout=60,
+    )
+    stack = await make_stack(cfg)
+
+    async def submitted(subject: str, sender: str = "pat@customer.example") -> str:
+        return (await stack.submit(make_email(subject=subject, sender=sender))).workflow_id
+
+    daves = await submitted("for dave")
+    await stack.wait_offer(daves, "dave")
+    assert await stack.respond(daves, "dave", "accept") == "assigned"  # dave is full now
+    await stack.set_presence("alice", "Available")
+    alices = await submitted("for alice")
+    await stack.wait_offer(alices, "alice")
+    assert await stack.respond(alices, "alice", "accept") == "assigned"
+    offered = await submitted("offered to alice")
+    await stack.wait_offer(offered, "alice")
+    waiting = await submitted("nobody free")  # dave is full, alice holds a live offer
+    await stack.wait_stage(waiting, "waiting_for_agent")
+    left = await submitted("for the offline preferred agent", sender="vip@customer.example")
+    await stack.wait_stage(left, "unassigned")
+    number = {wf: (await stack.status(wf)).case_number for wf in (daves, alices, offered, waiting, left)}
+
+    async with console_for(stack) as console, http_session(console, "sam") as (http, _):
+
+        async def listed(**params: str) -> list[str]:
+            res = await http.get("/cases", params=params)
+            assert res.status_code == 200, (params, res.text)
+            return re.findall(r'<tr data-case="(CASE-\d+)">', res.text)
+
+        assert await listed() == [number[left], number[waiting], number[offered], number[alices], number[daves]]
+        assert await listed(agent="dave") == [number[daves]]
+        assert await listed(agent="alice") == [number[alices]]
+        assert await listed(agent="pref") == []
+        assert await listed(status="assigned") == [number[alices], number[daves]]
+        assert await listed(status="offered") == [number[offered]]
+        assert await listed(status="unassigned") == [number[left]]
+        assert await listed(status="waiting_for_agent") == [number[waiting]]
+        assert await listed(agent="alice", status="assigned") == [number[alices]]
+
+        res = await http.get("/cases", params={"status": "lost"})
+        assert res.status_code == 422, res.status_code
+        assert "unknown case status &#39;lost&#39;; valid: received, offered, waiting_for_agent, unassigned, " in (
+            res.text
+        ), res.text
+        assert "Traceback" not in res.text and 'data-case="' not in res.text

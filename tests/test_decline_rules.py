@@ -25,10 +25,11 @@ from routedesk import operations as ops
 from routedesk import pushes
 from routedesk.assignment import wake
 from routedesk.auth import Actor, Role
-from routedesk.config import RoutingConfig, parse_config
+from routedesk.config import Relay, RoutingConfig, parse_config
 from routedesk.contracts import AssignRequest
 from routedesk.models import AlertRow, PushRow, utcnow
 from tests.configs import agent, assignment_config
+from tests.intake_support import Delivered, smtp_sink
 from tests.support import Stack, eventually, make_email
 from tests.test_api import api, token_for
 from workflows.email_routing import EmailRoutingWorkflow
@@ -457,3 +458,110 @@ async def test_alerts_a_stopped_worker_left_pending_are_sent_by_the_next(make_st
     with stack.store.db.read() as s:
         assert {p.key: p.status for p in s.exec(select(PushRow))} == {"alert:left": "sent", "alert:fresh": "pending"}
     assert await pushes.resume_pending(stack.store) == 0  # sent: never again
+
+
+# --- channels the tests above leave out: email through intake.relay, a webhook's retry ---------
+
+
+async def test_offer_and_supervisor_alert_go_out_by_email_through_the_relay(make_stack: Any) -> None:
+    a1 = {**agent("a1"), "notify": {"email": "a1@agents.example"}}
+    with smtp_sink() as relay:
+        cfg = config(
+            [a1],
+            offer_timeout=30,
+            routing={"console_url": "https://desk.example"},
+            workstream={"alert_waiting_longer_than": "1s"},
+            supervisors={"email": ["boss@acme.example"]},
+        )
+        cfg = cfg.model_copy(update={"intake": cfg.intake.model_copy(update={"relay": Relay(**relay.relay())})})
+        stack: Stack = await make_stack(cfg)
+        wf = await submit(stack, "Printer on fire")
+        status = await stack.wait_offer(wf, "a1")
+        [offer] = stack.offers(status.case_id)
+
+        def sent_to(address: str) -> list[Delivered]:
+            return [m for m in relay.received() if m.rcpt_tos == [address]]
+
+        [mail] = await eventually(lambda: sent_to("a1@agents.example"), what="the offer email")
+        msg = mail.message
+        assert msg["Subject"] == f"[{status.case_number}] offered to you: Printer on fire"
+        assert msg["From"] == stack.case(status.case_id or 0).mailbox_address
+        body = msg.get_content()
+        assert f"New offer: {status.case_number} (Medium) Printer on fire" in body
+        assert f"Accept: https://desk.example/agent/offers/{offer.id}/accept" in body
+        assert f"Decline: https://desk.example/agent/offers/{offer.id}/decline" in body
+
+        async def offer_row_settled() -> PushRow | None:
+            rows = pushes_of(stack, "offer")
+            return rows[0] if len(rows) == 1 and rows[0].status != "pending" else None
+
+        row = await eventually(offer_row_settled, what="the offer's email push to be settled")
+        assert (row.channel, row.target, row.status, row.attempts) == ("email", "a1@agents.example", "sent", 1)
+
+        # The waiting alert (nobody took it within 1 s) goes to the supervisors' address.
+        [alert_mail] = await eventually(lambda: sent_to("boss@acme.example"), what="the alert email")
+        assert alert_mail.message["Subject"] == f"[{status.case_number}] waiting too long"
+        alert_body = alert_mail.message.get_content()
+        assert f"Alert on {status.case_number} (waiting too long)" in alert_body
+        assert f"https://desk.example/cases/{status.case_number}" in alert_body
+        [alert_row] = await eventually(
+            lambda: [p for p in pushes_of(stack, "alert") if p.status == "sent"], what="the alert push sent"
+        )
+        assert (alert_row.channel, alert_row.target) == ("email", "boss@acme.example")
+        assert await stack.respond(wf, "a1", "accept") == "assigned"
+
+
+class FlakySink:
+    """An HTTP sink that answers 500 to the first ``fail_first[path]`` POSTs of a path, then 200;
+    it records every request's path and the status it answered."""
+
+    def __init__(self, fail_first: dict[str, int]) -> None:
+        self.fail_first = dict(fail_first)
+        self.answered: list[tuple[str, int, dict[str, Any]]] = []
+        lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                with lock:
+                    seen = sum(1 for p, _, _ in sink.answered if p == self.path)
+                    code = 500 if seen < sink.fail_first.get(self.path, 0) else 200
+                    sink.answered.append((self.path, code, body))
+                self.send_response(code)
+                self.end_headers()
+                self.wfile.write(b"ok" if code == 200 else b"try again")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_an_offer_webhook_that_fails_once_is_retried_and_ends_sent(make_stack: Any) -> None:
+    flaky = FlakySink({"/hook": 1})
+    try:
+        a1 = {**agent("a1"), "notify": {"webhook": f"{flaky.url}/hook"}}
+        stack: Stack = await make_stack(config([a1], offer_timeout=30))
+        wf = await submit(stack, "Retry me")
+        status = await stack.wait_offer(wf, "a1")
+
+        async def settled() -> PushRow | None:
+            rows = pushes_of(stack, "offer")
+            return rows[0] if len(rows) == 1 and rows[0].status != "pending" else None
+
+        row = await eventually(settled, what="the offer webhook to be settled")
+        assert (row.channel, row.status, row.attempts, row.last_error) == ("webhook", "sent", 2, None)
+        assert [(p, code) for p, code, _ in flaky.answered] == [("/hook", 500), ("/hook", 200)]
+        assert [b["case_number"] for _, _, b in flaky.answered] == [status.case_number] * 2
+        # The offer was live all along: the retry never held it up.
+        assert (await stack.status(wf)).live_offer == "a1"
+        assert await stack.respond(wf, "a1", "accept") == "assigned"
+    finally:
+        flaky.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -342,3 +343,32 @@ async def test_a_supervisors_reply_on_a_waiting_case_is_its_first_response(make_
         assert [(t.outcome, t.reason) for t in stack.trace(case_id=case.id) if t.outcome == "first_response_met"] == [
             ("first_response_met", "first response met: reply by sam")
         ]
+
+
+async def test_the_cli_sends_a_reply_written_in_a_file_or_on_standard_input(make_stack: Any, tmp_path: Path) -> None:
+    with smtp_sink() as sink:
+        stack: Stack = await make_stack(relay_config(sink))
+        case = await assigned_case(stack)
+        env = stack_env(stack)
+        draft = tmp_path / "reply.txt"
+        draft.write_text("Hello Kim,\n\nthe printer is fixed. Ünïcode survives too.\n", encoding="utf-8")
+        reply_cmd = ("case", "reply", case.number or "", "--agent", "alice", "--file")
+        from_file = await routedesk(*reply_cmd, str(draft), env=env)
+        assert from_file.code == 0, from_file.err
+        assert f"{case.number}: reply #1 to kim@customer.example sent" in from_file.out
+        piped = "Sent from a pipe:\nsecond line.\n"
+        from_stdin = await routedesk(*reply_cmd, "-", env=env, input=piped)
+        assert from_stdin.code == 0, from_stdin.err
+        assert f"{case.number}: reply #2 to kim@customer.example sent" in from_stdin.out
+
+        bodies = [d.message.get_content().replace("\r\n", "\n") for d in sink.received()]  # SMTP line ends
+        assert bodies == [draft.read_text(encoding="utf-8"), piped]
+        assert [r.body for r in shown_replies(stack, case)] == [draft.read_text(encoding="utf-8"), piped]
+
+        # A file that cannot be read: one line naming it, exit 1, nothing sent.
+        missing = tmp_path / "nope.txt"
+        refused = await routedesk(*reply_cmd, str(missing), env=env)
+        assert refused.code == 1 and refused.out == ""
+        [line] = refused.err.strip().splitlines()
+        assert f"cannot read the reply from {missing}" in line, line
+        assert len(sink.received()) == 2 and len(reply_notes(stack)) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 
 from routedesk.config import ConfigError, RouteRule, parse_config
 from routedesk.rules import RuleContext, classify, evaluate, route
+from tests.cli import routedesk
 from tests.configs import agent, assignment_config
 from tests.support import EXAMPLES
 
@@ -235,3 +237,31 @@ def test_the_time_aware_configuration_shape_integrations_rely_on_is_accepted_as_
         "4h",
         "exact",
     )
+
+
+@pytest.mark.parametrize("value", [1, 2, 3, 4, 5])
+def test_max_declines_per_item_takes_1_to_5(value: int) -> None:
+    ws = {**BASE["workstreams"][0], "max_declines_per_item": value}
+    assert parse_config({**BASE, "workstreams": [ws]}).workstreams[0].max_declines_per_item == value
+
+
+@pytest.mark.parametrize(("value", "bound"), [(0, "greater than or equal to 1"), (6, "less than or equal to 5")])
+async def test_max_declines_per_item_outside_1_to_5_is_one_line_naming_the_key(
+    value: int, bound: str, tmp_path: Path
+) -> None:
+    ws = {**BASE["workstreams"][0], "max_declines_per_item": value}
+    with pytest.raises(ConfigError) as info:
+        parse_config({**BASE, "workstreams": [ws]})
+    assert [k for k, _ in info.value.problems] == ["workstreams[0].max_declines_per_item"]
+    [line] = str(info.value).splitlines()
+    assert line.startswith("workstreams[0].max_declines_per_item: ") and bound in line, line
+
+    # What an operator sees: `routedesk config check` names the key in one line, exit 1.
+    data = yaml.safe_load((EXAMPLES / "routing.yaml").read_text())
+    data["workstreams"][0]["max_declines_per_item"] = value
+    bad = tmp_path / "routing.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    res = await routedesk("config", "check", str(bad))
+    assert res.code == 1 and "Traceback" not in res.err
+    [cli_line] = res.err.strip().splitlines()
+    assert "workstreams[0].max_declines_per_item" in cli_line and bound in cli_line, cli_line
