@@ -22,7 +22,6 @@ the commit and wakes the queue's dispatcher.
 from __future__ import annotations
 
 import asyncio
-import logging
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,7 +61,6 @@ from routedesk.threads import ThreadMatch, find_thread
 # the rate-limit window, so clocks a little apart do not make it miss its slot.
 RATE_LIMIT_RECHECK_SLACK = 0.5
 
-log = logging.getLogger(__name__)
 
 # PostgreSQL advisory-lock keys of the per-sender rate-limit decision: this base | crc32(sender).
 # Taken before any row lock of the transaction (lock order: sender, case, offer, agents).
