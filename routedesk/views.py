@@ -724,31 +724,28 @@ def show_queue(r: Reader, queue_id: str, now: datetime, rules: QueueRules | None
     return QueueDetail(queue=view, items=items)
 
 
+def _stored_config(r: Reader) -> dict[str, Any]:
+    """The config version in force, as stored. A store loaded before versions were recorded
+    has its workstreams' table only (its tables are the definitions): no calendars, no skill
+    levels."""
+    found = r.rows("config_version", "SELECT config FROM config_version ORDER BY number DESC LIMIT 1")
+    if found:
+        return dict(found[0].config)
+    return {"workstreams": [w.config for w in r.rows("workstream", "SELECT config FROM workstream")]}
+
+
 def stored_offer_timeouts(r: Reader) -> OfferTimeouts:
     """Offer timeouts of the config version in force, read from the store (a process without
     the store's cached definitions: the CLI)."""
-    found = r.rows("config_version", "SELECT config FROM config_version ORDER BY number DESC LIMIT 1")
-    if found:
-        streams = found[0].config.get("workstreams", [])
-    else:  # a store loaded before versions were recorded: its tables are the definitions
-        streams = [w.config for w in r.rows("workstream", "SELECT config FROM workstream")]
+    streams = _stored_config(r).get("workstreams", [])
     known = {w["id"]: float(w["offer_timeout_seconds"]) for w in streams if "offer_timeout_seconds" in w}
     return known.get
 
 
-def _stored_config(r: Reader) -> dict[str, Any]:
-    found = r.rows("config_version", "SELECT config FROM config_version ORDER BY number DESC LIMIT 1")
-    return dict(found[0].config) if found else {}
-
-
 def stored_queue_rules(r: Reader) -> QueueRules:
     """The eligibility rules of the config version in force, read from the store (a process
-    without the store's cached definitions: the CLI). A store loaded before versions were
-    recorded has its workstreams' tables only: no calendars (24x7), no skill levels."""
-    data = _stored_config(r)
-    if not data:
-        data = {"workstreams": [w.config for w in r.rows("workstream", "SELECT config FROM workstream")]}
-    return QueueRules.from_config(data)
+    without the store's cached definitions: the CLI)."""
+    return QueueRules.from_config(_stored_config(r))
 
 
 # --- what an agent was told ------------------------------------------------------------------
